@@ -1,0 +1,243 @@
+//! Subject alternative names: how a command-line value becomes a SAN of the right kind.
+//!
+//! Classification, in this order: an IP address (v4, v6, or v6 in brackets) is an IP SAN; a
+//! value with a URI scheme followed by `//` (such as `spiffe://example.test/joe`) or a `urn:`
+//! is a URI SAN; a value with `@` is an email SAN; anything else must be a DNS name.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::PkiError;
+
+/// One subject alternative name, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum San {
+    Dns(String),
+    Ip(IpAddr),
+    Uri(String),
+    Email(String),
+}
+
+impl San {
+    /// Classifies and validates a value given by a user.
+    pub fn parse(value: &str) -> Result<San, PkiError> {
+        let invalid = |reason: &str| PkiError::InvalidSan {
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        let v = value.trim();
+        if v.is_empty() {
+            return Err(invalid("empty value"));
+        }
+        let unbracketed = v.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(v);
+        if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+            return Ok(San::Ip(ip));
+        }
+        if let Some(scheme) = uri_scheme(v) {
+            validate_uri(v, scheme).map_err(invalid)?;
+            return Ok(San::Uri(v.to_string()));
+        }
+        if let Some((local, domain)) = v.rsplit_once('@') {
+            if local.is_empty() || local.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid("the part before @ must be a non-empty mailbox name"));
+            }
+            validate_dns(domain, false)
+                .map_err(|r| invalid(&format!("the domain after @ is not valid: {r}")))?;
+            return Ok(San::Email(v.to_string()));
+        }
+        if v.contains(':') {
+            return Err(invalid(
+                "not a DNS name (it contains ':'); a URI SAN needs a scheme such as \
+                 spiffe://trust-domain/path, and a port does not belong in a SAN",
+            ));
+        }
+        validate_dns(v, true).map_err(invalid)?;
+        Ok(San::Dns(v.to_ascii_lowercase()))
+    }
+
+    /// The SAN's kind, as shown to users ("DNS", "IP", "URI", "email").
+    pub fn kind(&self) -> &'static str {
+        match self {
+            San::Dns(_) => "DNS",
+            San::Ip(_) => "IP",
+            San::Uri(_) => "URI",
+            San::Email(_) => "email",
+        }
+    }
+
+    /// Whether this SAN names a client rather than a server (a URI or email identity).
+    pub fn is_client_identity(&self) -> bool {
+        matches!(self, San::Uri(_) | San::Email(_))
+    }
+
+    pub(crate) fn to_rcgen(&self) -> Result<rcgen::SanType, PkiError> {
+        let ia5 = |s: &str| {
+            rcgen::string::Ia5String::try_from(s).map_err(|_| PkiError::InvalidSan {
+                value: s.to_string(),
+                reason: "only ASCII characters are allowed".into(),
+            })
+        };
+        Ok(match self {
+            San::Dns(d) => rcgen::SanType::DnsName(ia5(d)?),
+            San::Ip(ip) => rcgen::SanType::IpAddress(*ip),
+            San::Uri(u) => rcgen::SanType::URI(ia5(u)?),
+            San::Email(e) => rcgen::SanType::Rfc822Name(ia5(e)?),
+        })
+    }
+}
+
+impl fmt::Display for San {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            San::Dns(v) | San::Uri(v) | San::Email(v) => write!(f, "{}:{v}", self.kind()),
+            San::Ip(ip) => write!(f, "IP:{ip}"),
+        }
+    }
+}
+
+/// The value of a SAN without its kind, as stored in the inventory.
+impl San {
+    pub fn value(&self) -> String {
+        match self {
+            San::Dns(v) | San::Uri(v) | San::Email(v) => v.clone(),
+            San::Ip(ip) => ip.to_string(),
+        }
+    }
+}
+
+/// Returns the scheme when `v` starts like a URI (`scheme://` or `urn:`).
+fn uri_scheme(v: &str) -> Option<&str> {
+    let (scheme, rest) = v.split_once(':')?;
+    let valid_scheme = scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if valid_scheme && (rest.starts_with("//") || scheme.eq_ignore_ascii_case("urn")) {
+        Some(scheme)
+    } else {
+        None
+    }
+}
+
+fn validate_uri(v: &str, scheme: &str) -> Result<(), &'static str> {
+    if !v.is_ascii() || v.chars().any(|c| c.is_ascii_whitespace() || c.is_ascii_control()) {
+        return Err("a URI must be ASCII without spaces");
+    }
+    if scheme.eq_ignore_ascii_case("spiffe") {
+        return validate_spiffe(v);
+    }
+    Ok(())
+}
+
+/// SPIFFE IDs: `spiffe://trust-domain/path`, lowercase trust domain, no empty, `.` or `..`
+/// path segments, no query or fragment (SPIFFE-ID specification, section 2).
+fn validate_spiffe(v: &str) -> Result<(), &'static str> {
+    let rest = v.strip_prefix("spiffe://").ok_or("a SPIFFE ID starts with lowercase spiffe://")?;
+    let (domain, path) = match rest.split_once('/') {
+        Some((d, p)) => (d, Some(p)),
+        None => (rest, None),
+    };
+    if domain.is_empty() {
+        return Err("a SPIFFE ID needs a trust domain");
+    }
+    if !domain.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._".contains(c)) {
+        return Err("a SPIFFE trust domain may hold only lowercase letters, digits, '-', '.', '_'");
+    }
+    if v.contains('?') || v.contains('#') {
+        return Err("a SPIFFE ID has no query or fragment");
+    }
+    if let Some(path) = path {
+        for segment in path.split('/') {
+            if segment.is_empty() || segment == "." || segment == ".." {
+                return Err("a SPIFFE ID path has no empty, '.' or '..' segments");
+            }
+            if !segment.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+                return Err(
+                    "a SPIFFE ID path segment may hold only letters, digits, '-', '.', '_'",
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hostname rules of RFC 1123, plus a single leading `*.` wildcard label when allowed.
+fn validate_dns(name: &str, allow_wildcard: bool) -> Result<(), &'static str> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return Err("empty DNS name");
+    }
+    if name.len() > 253 {
+        return Err("a DNS name is at most 253 characters");
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    for (i, label) in labels.iter().enumerate() {
+        if *label == "*" {
+            if !allow_wildcard {
+                return Err("a wildcard is not allowed here");
+            }
+            if i != 0 || labels.len() < 3 {
+                return Err("a wildcard may only be the whole leftmost label of a name with at \
+                            least three labels, as in *.example.com");
+            }
+            continue;
+        }
+        if label.is_empty() {
+            return Err("a DNS name has no empty labels (check for '..')");
+        }
+        if label.len() > 63 {
+            return Err("a DNS label is at most 63 characters");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("a DNS label does not start or end with '-'");
+        }
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err("a DNS name may hold only letters, digits, '-' and '.'");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each kind of value becomes the SAN kind that step and openssl users expect.
+    #[test]
+    fn values_are_classified_by_kind() {
+        assert_eq!(San::parse("example.com").unwrap(), San::Dns("example.com".into()));
+        assert_eq!(San::parse("Api.Example.COM").unwrap(), San::Dns("api.example.com".into()));
+        assert_eq!(San::parse("*.example.com").unwrap(), San::Dns("*.example.com".into()));
+        assert_eq!(San::parse("127.0.0.1").unwrap(), San::Ip("127.0.0.1".parse().unwrap()));
+        assert_eq!(San::parse("[::1]").unwrap(), San::Ip("::1".parse().unwrap()));
+        assert_eq!(
+            San::parse("spiffe://example.test/joe").unwrap(),
+            San::Uri("spiffe://example.test/joe".into())
+        );
+        assert_eq!(
+            San::parse("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6").unwrap(),
+            San::Uri("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6".into())
+        );
+        assert_eq!(San::parse("joe@example.com").unwrap(), San::Email("joe@example.com".into()));
+    }
+
+    /// Values that are not valid names are refused with the reason.
+    #[test]
+    fn invalid_values_are_refused_with_reason() {
+        for (value, fragment) in [
+            ("", "empty"),
+            ("exa mple.com", "letters, digits"),
+            ("a..b", "empty labels"),
+            ("-a.example.com", "start or end"),
+            ("localhost:8443", "contains ':'"),
+            ("*.com", "wildcard"),
+            ("a.*.example.com", "wildcard"),
+            ("@example.com", "mailbox"),
+            ("joe@exa_mple.com", "domain after @"),
+            ("spiffe://Example.test/joe", "lowercase"),
+            ("spiffe://example.test//joe", "segments"),
+            ("spiffe://example.test/joe?x=1", "query"),
+        ] {
+            let err = San::parse(value).unwrap_err().to_string();
+            assert!(err.contains(fragment), "{value:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,709 @@
+//! Path validation: the one implementation behind `certgate verify` and the gateway's
+//! client-certificate check, so "would the gateway accept this certificate?" has one answer.
+//!
+//! Chain building, signatures, validity, name constraints, key usage and CRLs are checked by
+//! rustls-webpki (the engine rustls itself uses). This module adds what webpki leaves out: a
+//! maximum chain depth with OpenSSL's meaning, and a reason for every refusal that names the
+//! certificate, the date, the missing usage or the revocation entry.
+
+use std::cell::Cell;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ::time::OffsetDateTime;
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, ServerName, TrustAnchor, UnixTime,
+};
+use webpki::{
+    CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
+    RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
+};
+use x509_parser::prelude::*;
+
+use crate::validity::format_time;
+use crate::{PkiError, dn};
+
+/// The default maximum depth: CA certificates above the leaf, trust anchor included (OpenSSL's
+/// and nginx's `verify_depth`). 3 accepts root → intermediate → intermediate → leaf; nginx's
+/// default of 1 refuses the common root → intermediate → leaf.
+pub const DEFAULT_MAX_DEPTH: u8 = 3;
+
+/// What the certificate must be good for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A TLS client: needs the clientAuth extended key usage (when it has any EKU).
+    ClientAuth,
+    /// A TLS server: needs serverAuth.
+    ServerAuth,
+}
+
+impl fmt::Display for Purpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Purpose::ClientAuth => "clientAuth (TLS client)",
+            Purpose::ServerAuth => "serverAuth (TLS server)",
+        })
+    }
+}
+
+/// The rules a chain is checked against.
+#[derive(Debug, Clone)]
+pub struct VerifyPolicy {
+    pub purpose: Purpose,
+    /// Maximum number of CA certificates above the leaf, trust anchor included.
+    pub max_depth: u8,
+    /// For a server certificate: the name (DNS or IP) it must be valid for.
+    pub name: Option<ServerName<'static>>,
+    /// Accept a certificate when no loaded CRL covers its issuer. Off by default: with CRLs
+    /// configured, an issuer without one is refused rather than silently unchecked.
+    pub allow_unknown_revocation: bool,
+}
+
+impl VerifyPolicy {
+    /// A TLS client certificate, default depth, unknown revocation status refused.
+    pub fn client() -> Self {
+        VerifyPolicy {
+            purpose: Purpose::ClientAuth,
+            max_depth: DEFAULT_MAX_DEPTH,
+            name: None,
+            allow_unknown_revocation: false,
+        }
+    }
+
+    /// A TLS server certificate that must be valid for `name`.
+    pub fn server(name: ServerName<'static>) -> Self {
+        VerifyPolicy { purpose: Purpose::ServerAuth, name: Some(name), ..VerifyPolicy::client() }
+    }
+}
+
+/// A chain that verified: subjects from the leaf to the trust anchor (RFC 4514).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedChain {
+    pub subjects: Vec<String>,
+}
+
+/// Why a certificate was refused. `Display` is one sentence in plain words.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    #[error("certificate {subject} expired on {}", format_time(*not_after))]
+    Expired { subject: String, not_after: OffsetDateTime },
+    #[error("certificate {subject} is not valid before {}", format_time(*not_before))]
+    NotYetValid { subject: String, not_before: OffsetDateTime },
+    #[error("{}", unknown_issuer_text(subject, issuer, trusted, *intermediate_missing))]
+    UnknownIssuer {
+        subject: String,
+        issuer: String,
+        trusted: Vec<String>,
+        intermediate_missing: bool,
+    },
+    #[error(
+        "certificate is not for {required}: its extended key usage is {}",
+        list_or_none(present)
+    )]
+    WrongPurpose { required: Purpose, present: Vec<String> },
+    #[error(
+        "certificate serial {serial} was revoked{}{}",
+        revoked_at.map(|t| format!(" on {}", format_time(t))).unwrap_or_default(),
+        reason.as_ref().map(|r| format!(" (reason: {r})")).unwrap_or_default()
+    )]
+    Revoked { serial: String, reason: Option<String>, revoked_at: Option<OffsetDateTime> },
+    #[error("certificate is not valid for {name}; it is valid for {}", list_or_none(valid_for))]
+    NameMismatch { name: String, valid_for: Vec<String> },
+    #[error("chain too deep: {depth} CA certificates above the leaf, at most {max} allowed")]
+    ChainTooDeep { depth: usize, max: u8 },
+    #[error("bad signature: {subject} is not signed by the key of its issuer {issuer}")]
+    BadSignature { subject: String, issuer: String },
+    #[error("malformed certificate: {reason}")]
+    Malformed { reason: String },
+    #[error("no CRL from {issuer} is loaded, so the revocation status of {subject} is unknown")]
+    UnknownRevocationStatus { subject: String, issuer: String },
+    #[error("the CRL is out of date: its next update was due {}", format_time(*next_update))]
+    CrlExpired { next_update: OffsetDateTime },
+    #[error("no certificate was presented")]
+    Empty,
+    #[error("certificate refused: {0}")]
+    Other(webpki::Error),
+}
+
+impl VerifyError {
+    /// A short stable code for headers and logs (`FAILED:expired`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::Expired { .. } => "expired",
+            VerifyError::NotYetValid { .. } => "not_yet_valid",
+            VerifyError::UnknownIssuer { .. } => "unknown_issuer",
+            VerifyError::WrongPurpose { .. } => "wrong_purpose",
+            VerifyError::Revoked { .. } => "revoked",
+            VerifyError::NameMismatch { .. } => "name_mismatch",
+            VerifyError::ChainTooDeep { .. } => "chain_too_deep",
+            VerifyError::BadSignature { .. } => "bad_signature",
+            VerifyError::Malformed { .. } => "malformed",
+            VerifyError::UnknownRevocationStatus { .. } => "unknown_revocation_status",
+            VerifyError::CrlExpired { .. } => "crl_expired",
+            VerifyError::Empty => "no_certificate",
+            VerifyError::Other(_) => "invalid",
+        }
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() { "(none)".into() } else { items.join(", ") }
+}
+
+fn unknown_issuer_text(
+    subject: &str,
+    issuer: &str,
+    trusted: &[String],
+    intermediate_missing: bool,
+) -> String {
+    let trusted = if trusted.is_empty() { "none".to_string() } else { trusted.join("; ") };
+    if subject == issuer {
+        return format!(
+            "unknown issuer: {subject} is self-signed and not a trusted CA (trusted: {trusted})"
+        );
+    }
+    let hint = if intermediate_missing {
+        " and was not sent with the certificate (is the intermediate missing from the chain?)"
+    } else {
+        ""
+    };
+    format!(
+        "unknown issuer: {subject} was issued by {issuer}, which is not a trusted CA{hint} (trusted: {trusted})"
+    )
+}
+
+/// Trust anchors and CRLs, parsed once at load time and shared by every verification.
+#[derive(Clone)]
+pub struct TrustStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    anchors: Vec<TrustAnchor<'static>>,
+    /// RFC 4514 subject of each anchor, same order as `anchors`.
+    anchor_names: Vec<String>,
+    /// Full DER subject name of each anchor, same order as `anchors`.
+    anchor_subjects: Vec<Vec<u8>>,
+    crls: Vec<CertRevocationList<'static>>,
+    /// The full DER issuer name of each CRL, same order as `crls`.
+    crl_issuers: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for TrustStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustStore")
+            .field("anchors", &self.inner.anchor_names)
+            .field("crls", &self.inner.crls.len())
+            .finish()
+    }
+}
+
+impl TrustStore {
+    /// Loads trust anchors and CRLs from PEM (or DER) files. Each error names the file.
+    pub fn from_pem_files(cas: &[PathBuf], crls: &[PathBuf]) -> Result<TrustStore, PkiError> {
+        let mut anchors = Vec::new();
+        for path in cas {
+            anchors.extend(crate::pem::read_certs(path)?);
+        }
+        let mut crl_ders = Vec::new();
+        for path in crls {
+            let loaded = crate::pem::read_crls(path)?;
+            for der in &loaded {
+                parse_crl(der).map_err(|reason| PkiError::bad_file(path, reason))?;
+            }
+            crl_ders.extend(loaded);
+        }
+        Self::from_der(anchors, crl_ders).map_err(|e| match e {
+            PkiError::BadFile { reason, .. } => {
+                PkiError::BadFile { path: cas.first().cloned().unwrap_or_default(), reason }
+            }
+            other => other,
+        })
+    }
+
+    /// Builds a store from DER anchors and CRLs.
+    pub fn from_der(
+        anchor_certs: Vec<CertificateDer<'static>>,
+        crl_ders: Vec<CertificateRevocationListDer<'static>>,
+    ) -> Result<TrustStore, PkiError> {
+        if anchor_certs.is_empty() {
+            return Err(PkiError::bad_file("<trust anchors>", "no CA certificate to trust"));
+        }
+        let mut anchors = Vec::with_capacity(anchor_certs.len());
+        let mut anchor_names = Vec::with_capacity(anchor_certs.len());
+        let mut anchor_subjects = Vec::with_capacity(anchor_certs.len());
+        for (i, der) in anchor_certs.iter().enumerate() {
+            let bad = |reason: String| {
+                PkiError::bad_file("<trust anchors>", format!("certificate #{}: {reason}", i + 1))
+            };
+            let (_, parsed) = X509Certificate::from_der(der).map_err(|e| bad(e.to_string()))?;
+            anchor_names.push(dn::rfc4514(parsed.subject()));
+            anchor_subjects.push(parsed.subject().as_raw().to_vec());
+            let anchor =
+                webpki::anchor_from_trusted_cert(der).map_err(|e| bad(format!("{e:?}")))?;
+            anchors.push(anchor.to_owned());
+        }
+        let mut crls = Vec::with_capacity(crl_ders.len());
+        let mut crl_issuers = Vec::with_capacity(crl_ders.len());
+        for der in &crl_ders {
+            let issuer = parse_crl(der).map_err(|r| PkiError::bad_file("<CRL>", r))?;
+            let owned = OwnedCertRevocationList::from_der(der)
+                .map_err(|e| PkiError::bad_file("<CRL>", format!("unusable CRL: {e:?}")))?;
+            crls.push(CertRevocationList::from(owned));
+            crl_issuers.push(issuer);
+        }
+        Ok(TrustStore {
+            inner: Arc::new(Inner { anchors, anchor_names, anchor_subjects, crls, crl_issuers }),
+        })
+    }
+
+    /// DER subject names of the trust anchors (a full `Name` SEQUENCE each), for the
+    /// CertificateRequest's list of acceptable CAs (`rustls::DistinguishedName::from`).
+    pub fn anchor_subjects(&self) -> &[Vec<u8>] {
+        &self.inner.anchor_subjects
+    }
+
+    /// RFC 4514 subjects of the trust anchors, for messages.
+    pub fn anchor_names(&self) -> &[String] {
+        &self.inner.anchor_names
+    }
+
+    pub fn has_crls(&self) -> bool {
+        !self.inner.crls.is_empty()
+    }
+
+    /// Verifies `chain` (leaf first, then the intermediates as presented) at time `now`.
+    pub fn verify(
+        &self,
+        chain: &[CertificateDer<'_>],
+        policy: &VerifyPolicy,
+        now: UnixTime,
+    ) -> Result<VerifiedChain, VerifyError> {
+        let (leaf, intermediates) = chain.split_first().ok_or(VerifyError::Empty)?;
+        let end_entity = EndEntityCert::try_from(leaf)
+            .map_err(|e| VerifyError::Malformed { reason: format!("{e:?}") })?;
+        let crl_refs: Vec<&CertRevocationList<'_>> = self.inner.crls.iter().collect();
+        let revocation = (!crl_refs.is_empty()).then(|| {
+            RevocationOptionsBuilder::new(&crl_refs)
+                .map(|b| {
+                    b.with_depth(RevocationCheckDepth::EndEntity)
+                        .with_status_policy(if policy.allow_unknown_revocation {
+                            UnknownStatusPolicy::Allow
+                        } else {
+                            UnknownStatusPolicy::Deny
+                        })
+                        .with_expiration_policy(ExpirationPolicy::Enforce)
+                        .build()
+                })
+                .ok()
+        });
+        let usage = match policy.purpose {
+            Purpose::ClientAuth => KeyUsage::client_auth(),
+            Purpose::ServerAuth => KeyUsage::server_auth(),
+        };
+        let deepest = Cell::new(0usize);
+        let max_depth = usize::from(policy.max_depth);
+        let depth_check = |path: &webpki::VerifiedPath<'_>| {
+            let depth = path.intermediate_certificates().count() + 1;
+            if depth > max_depth {
+                deepest.set(deepest.get().max(depth));
+                return Err(webpki::Error::MaximumPathDepthExceeded);
+            }
+            Ok(())
+        };
+        let verified = end_entity
+            .verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &self.inner.anchors,
+                intermediates,
+                now,
+                usage,
+                revocation.flatten(),
+                Some(&depth_check),
+            )
+            .map_err(|e| self.explain(e, chain, policy, now, deepest.get()))?;
+        if let Some(name) = &policy.name {
+            end_entity
+                .verify_is_valid_for_subject_name(name)
+                .map_err(|e| self.explain(e, chain, policy, now, 0))?;
+        }
+        let mut subjects = Vec::with_capacity(chain.len() + 1);
+        subjects.push(subject_of(leaf));
+        for cert in verified.intermediate_certificates() {
+            subjects.push(subject_of(&cert.der()));
+        }
+        let anchor = verified.anchor();
+        let anchor_name = self
+            .inner
+            .anchors
+            .iter()
+            .position(|a| a.subject == anchor.subject)
+            .and_then(|i| self.inner.anchor_names.get(i).cloned())
+            .unwrap_or_default();
+        subjects.push(anchor_name);
+        Ok(VerifiedChain { subjects })
+    }
+
+    /// Turns webpki's error into a reason that names the certificate and the fact at fault.
+    fn explain(
+        &self,
+        err: webpki::Error,
+        chain: &[CertificateDer<'_>],
+        policy: &VerifyPolicy,
+        now: UnixTime,
+        deepest: usize,
+    ) -> VerifyError {
+        let parsed: Vec<X509Certificate<'_>> = chain
+            .iter()
+            .filter_map(|d| X509Certificate::from_der(d).ok().map(|(_, c)| c))
+            .collect();
+        let Some(leaf) = parsed.first() else {
+            return VerifyError::Malformed { reason: "the certificate is not valid X.509".into() };
+        };
+        let now_dt = to_datetime(now);
+        match err {
+            webpki::Error::CertExpired { not_after, .. } => {
+                let culprit = parsed
+                    .iter()
+                    .find(|c| c.validity().not_after.to_datetime() < now_dt)
+                    .unwrap_or(leaf);
+                VerifyError::Expired {
+                    subject: dn::rfc4514(culprit.subject()),
+                    not_after: to_datetime(not_after),
+                }
+            }
+            webpki::Error::CertNotValidYet { not_before, .. } => {
+                let culprit = parsed
+                    .iter()
+                    .find(|c| c.validity().not_before.to_datetime() > now_dt)
+                    .unwrap_or(leaf);
+                VerifyError::NotYetValid {
+                    subject: dn::rfc4514(culprit.subject()),
+                    not_before: to_datetime(not_before),
+                }
+            }
+            webpki::Error::UnknownIssuer => {
+                let top = top_of_presented_chain(&parsed);
+                let issuer_raw = top.issuer().as_raw();
+                let issuer_is_anchor_name =
+                    self.inner.anchor_subjects.iter().any(|s| s.as_slice() == issuer_raw);
+                if issuer_is_anchor_name {
+                    return VerifyError::BadSignature {
+                        subject: dn::rfc4514(top.subject()),
+                        issuer: dn::rfc4514(top.issuer()),
+                    };
+                }
+                VerifyError::UnknownIssuer {
+                    subject: dn::rfc4514(top.subject()),
+                    issuer: dn::rfc4514(top.issuer()),
+                    trusted: self.inner.anchor_names.clone(),
+                    intermediate_missing: top.subject().as_raw() != issuer_raw,
+                }
+            }
+            #[allow(deprecated)]
+            webpki::Error::RequiredEkuNotFound | webpki::Error::RequiredEkuNotFoundContext(_) => {
+                VerifyError::WrongPurpose { required: policy.purpose, present: eku_names(leaf) }
+            }
+            webpki::Error::CertRevoked => self.revocation_entry(&parsed),
+            webpki::Error::UnknownRevocationStatus => VerifyError::UnknownRevocationStatus {
+                subject: dn::rfc4514(leaf.subject()),
+                issuer: dn::rfc4514(leaf.issuer()),
+            },
+            webpki::Error::CrlExpired { next_update, .. } => {
+                VerifyError::CrlExpired { next_update: to_datetime(next_update) }
+            }
+            webpki::Error::MaximumPathDepthExceeded => VerifyError::ChainTooDeep {
+                depth: if deepest > 0 { deepest } else { chain.len() },
+                max: policy.max_depth,
+            },
+            #[allow(deprecated)]
+            webpki::Error::InvalidSignatureForPublicKey
+            | webpki::Error::UnsupportedSignatureAlgorithmForPublicKey
+            | webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+                let top = top_of_presented_chain(&parsed);
+                VerifyError::BadSignature {
+                    subject: dn::rfc4514(top.subject()),
+                    issuer: dn::rfc4514(top.issuer()),
+                }
+            }
+            webpki::Error::CertNotValidForName(ctx) => VerifyError::NameMismatch {
+                name: server_name_text(&ctx.expected),
+                valid_for: ctx.presented,
+            },
+            webpki::Error::CaUsedAsEndEntity => VerifyError::Malformed {
+                reason: format!("{} is a CA certificate, not a leaf", dn::rfc4514(leaf.subject())),
+            },
+            webpki::Error::BadDer | webpki::Error::BadDerTime => VerifyError::Malformed {
+                reason: "the certificate's DER encoding is invalid".into(),
+            },
+            other => VerifyError::Other(other),
+        }
+    }
+
+    /// Finds the CRL entry that revoked a certificate of the chain, for its date and reason.
+    fn revocation_entry(&self, parsed: &[X509Certificate<'_>]) -> VerifyError {
+        for cert in parsed {
+            let issuer = cert.issuer().as_raw();
+            for (crl, crl_issuer) in self.inner.crls.iter().zip(&self.inner.crl_issuers) {
+                if crl_issuer.as_slice() != issuer {
+                    continue;
+                }
+                if let Ok(Some(entry)) = crl.find_serial(cert.raw_serial()) {
+                    return VerifyError::Revoked {
+                        serial: crate::identity::hex(cert.raw_serial()),
+                        reason: entry.reason_code.map(reason_name),
+                        revoked_at: Some(to_datetime(entry.revocation_date)),
+                    };
+                }
+            }
+        }
+        let serial = parsed.first().map(|c| crate::identity::hex(c.raw_serial()));
+        VerifyError::Revoked { serial: serial.unwrap_or_default(), reason: None, revoked_at: None }
+    }
+}
+
+/// Follows issuer links through the presented certificates and returns the last one: the
+/// certificate whose issuer could not be found among those presented.
+fn top_of_presented_chain<'a>(parsed: &'a [X509Certificate<'a>]) -> &'a X509Certificate<'a> {
+    let mut current = &parsed[0];
+    for _ in 0..parsed.len() {
+        let next = parsed.iter().find(|c| {
+            c.subject().as_raw() == current.issuer().as_raw()
+                && c.subject().as_raw() != current.subject().as_raw()
+        });
+        match next {
+            Some(n) => current = n,
+            None => break,
+        }
+    }
+    current
+}
+
+fn eku_names(cert: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(eku)) = cert.extended_key_usage() else {
+        return vec![];
+    };
+    let e = eku.value;
+    let mut names = Vec::new();
+    for (present, name) in [
+        (e.any, "anyExtendedKeyUsage"),
+        (e.server_auth, "serverAuth"),
+        (e.client_auth, "clientAuth"),
+        (e.code_signing, "codeSigning"),
+        (e.email_protection, "emailProtection"),
+        (e.time_stamping, "timeStamping"),
+        (e.ocsp_signing, "OCSPSigning"),
+    ] {
+        if present {
+            names.push(name.to_string());
+        }
+    }
+    names.extend(e.other.iter().map(|oid| oid.to_id_string()));
+    names
+}
+
+/// The revocation reason as RFC 5280 spells it (`keyCompromise`).
+pub fn reason_name(reason: webpki::RevocationReason) -> String {
+    use webpki::RevocationReason as R;
+    match reason {
+        R::Unspecified => "unspecified",
+        R::KeyCompromise => "keyCompromise",
+        R::CaCompromise => "cACompromise",
+        R::AffiliationChanged => "affiliationChanged",
+        R::Superseded => "superseded",
+        R::CessationOfOperation => "cessationOfOperation",
+        R::CertificateHold => "certificateHold",
+        R::RemoveFromCrl => "removeFromCRL",
+        R::PrivilegeWithdrawn => "privilegeWithdrawn",
+        R::AaCompromise => "aACompromise",
+    }
+    .to_string()
+}
+
+fn server_name_text(name: &ServerName<'_>) -> String {
+    match name {
+        ServerName::DnsName(d) => d.as_ref().to_string(),
+        ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+        _ => format!("{name:?}"),
+    }
+}
+
+fn subject_of(der: &[u8]) -> String {
+    X509Certificate::from_der(der).map(|(_, c)| dn::rfc4514(c.subject())).unwrap_or_default()
+}
+
+/// Parses a CRL enough to index it; returns the full DER of its issuer name.
+fn parse_crl(der: &[u8]) -> Result<Vec<u8>, String> {
+    let (_, crl) =
+        CertificateRevocationList::from_der(der).map_err(|e| format!("not a valid CRL: {e}"))?;
+    Ok(crl.issuer().as_raw().to_vec())
+}
+
+fn to_datetime(t: UnixTime) -> OffsetDateTime {
+    let secs = i64::try_from(t.as_secs()).unwrap_or(i64::MAX);
+    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// `UnixTime` for an `OffsetDateTime` (times before 1970 become 1970).
+pub fn unix_time(t: OffsetDateTime) -> UnixTime {
+    UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        u64::try_from(t.unix_timestamp()).unwrap_or(0),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Profile;
+    use crate::testkit::{LeafSpec, TestPki};
+    use ::time::Duration;
+
+    fn now() -> UnixTime {
+        UnixTime::now()
+    }
+
+    fn store(pki: &TestPki) -> TrustStore {
+        TrustStore::from_der(vec![pki.root_der()], vec![]).unwrap()
+    }
+
+    /// A valid client chain verifies and reports leaf → intermediate → root.
+    #[test]
+    fn valid_client_chain_verifies() {
+        let pki = TestPki::new();
+        let leaf = pki.client("joe", &["spiffe://example.test/joe"]);
+        let chain = store(&pki).verify(&leaf.chain_der(), &VerifyPolicy::client(), now()).unwrap();
+        assert_eq!(chain.subjects.len(), 3);
+        assert_eq!(chain.subjects[0], "CN=joe");
+        assert_eq!(chain.subjects[2], "CN=certgate test root CA,O=certgate tests");
+    }
+
+    /// An expired leaf is refused with its expiry date.
+    #[test]
+    fn expired_is_refused_with_date() {
+        let pki = TestPki::new();
+        let t0 = OffsetDateTime::now_utc() - Duration::days(10);
+        let leaf = pki.leaf(LeafSpec {
+            cn: "old".into(),
+            not_before: Some(t0),
+            not_after: Some(t0 + Duration::days(1)),
+            ..LeafSpec::client()
+        });
+        let err =
+            store(&pki).verify(&leaf.chain_der(), &VerifyPolicy::client(), now()).unwrap_err();
+        assert!(matches!(err, VerifyError::Expired { .. }), "{err:?}");
+        let expected =
+            format!("certificate CN=old expired on {}", format_time(t0 + Duration::days(1)));
+        assert_eq!(err.to_string(), expected);
+        assert_eq!(err.code(), "expired");
+    }
+
+    /// A certificate from another CA names its issuer and the trusted CAs.
+    #[test]
+    fn unknown_issuer_names_expected_issuer() {
+        let pki = TestPki::new();
+        let other = TestPki::named("other");
+        let leaf = other.client("mallory", &[]);
+        let err =
+            store(&pki).verify(&leaf.chain_der(), &VerifyPolicy::client(), now()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("CN=other root CA"), "{msg}");
+        assert!(msg.contains("trusted: CN=certgate test root CA"), "{msg}");
+    }
+
+    /// Leaving out the intermediate is reported as such.
+    #[test]
+    fn missing_intermediate_is_hinted() {
+        let pki = TestPki::new();
+        let leaf = pki.client("joe", &[]);
+        let err =
+            store(&pki).verify(&[leaf.der.clone()], &VerifyPolicy::client(), now()).unwrap_err();
+        assert!(err.to_string().contains("intermediate missing"), "{err}");
+    }
+
+    /// A server certificate presented as a client certificate lacks clientAuth.
+    #[test]
+    fn wrong_purpose_names_missing_eku() {
+        let pki = TestPki::new();
+        let leaf = pki.server(&["api.example.test"]);
+        let err =
+            store(&pki).verify(&leaf.chain_der(), &VerifyPolicy::client(), now()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "certificate is not for clientAuth (TLS client): its extended key usage is serverAuth"
+        );
+    }
+
+    /// A revoked leaf is refused with the CRL's reason and date.
+    #[test]
+    fn revoked_reports_reason_and_date() {
+        let pki = TestPki::new();
+        let leaf = pki.client("joe", &[]);
+        let good = pki.client("ann", &[]);
+        let crl = pki.crl_der(&[&leaf]);
+        let store = TrustStore::from_der(vec![pki.root_der()], vec![crl]).unwrap();
+        let err = store.verify(&leaf.chain_der(), &VerifyPolicy::client(), now()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("certificate serial {} was revoked on ", leaf.serial_hex))
+        );
+        assert!(msg.ends_with("(reason: keyCompromise)"), "{msg}");
+        store.verify(&good.chain_der(), &VerifyPolicy::client(), now()).unwrap();
+    }
+
+    /// With CRLs loaded, a certificate whose issuer has no CRL is refused unless allowed.
+    #[test]
+    fn unknown_revocation_status_is_refused_by_default() {
+        let pki = TestPki::new();
+        let other = TestPki::named("other");
+        let crl = other.crl_der(&[]);
+        let store = TrustStore::from_der(vec![pki.root_der()], vec![crl]).unwrap();
+        let leaf = pki.client("joe", &[]);
+        let err = store.verify(&leaf.chain_der(), &VerifyPolicy::client(), now()).unwrap_err();
+        assert_eq!(err.code(), "unknown_revocation_status", "{err}");
+        let lenient = VerifyPolicy { allow_unknown_revocation: true, ..VerifyPolicy::client() };
+        store.verify(&leaf.chain_der(), &lenient, now()).unwrap();
+    }
+
+    /// Two intermediates pass at the default depth and are refused at depth 2.
+    #[test]
+    fn chain_depth_is_enforced() {
+        let pki = TestPki::with_two_intermediates();
+        let leaf = pki.client("deep", &[]);
+        let store = store(&pki);
+        let chain = store.verify(&leaf.chain_der(), &VerifyPolicy::client(), now()).unwrap();
+        assert_eq!(chain.subjects.len(), 4);
+        let shallow = VerifyPolicy { max_depth: 2, ..VerifyPolicy::client() };
+        let err = store.verify(&leaf.chain_der(), &shallow, now()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "chain too deep: 3 CA certificates above the leaf, at most 2 allowed"
+        );
+    }
+
+    /// A server certificate checked for another host names both.
+    #[test]
+    fn name_mismatch_lists_valid_names() {
+        let pki = TestPki::new();
+        let leaf = pki.server(&["api.example.test", "127.0.0.1"]);
+        let policy = VerifyPolicy::server(ServerName::try_from("www.example.test").unwrap());
+        let err = store(&pki).verify(&leaf.chain_der(), &policy, now()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("not valid for www.example.test"), "{msg}");
+        assert!(msg.contains("api.example.test"), "{msg}");
+        let ok = VerifyPolicy::server(ServerName::try_from("api.example.test").unwrap());
+        store(&pki).verify(&leaf.chain_der(), &ok, now()).unwrap();
+    }
+
+    /// A certificate signed by a different key under the trusted CA's name is a bad signature.
+    #[test]
+    fn forged_issuer_is_bad_signature() {
+        let pki = TestPki::new();
+        let impostor = TestPki::named("certgate test");
+        let leaf = impostor.leaf(LeafSpec { profile: Profile::Client, ..LeafSpec::client() });
+        let err =
+            store(&pki).verify(&leaf.chain_der(), &VerifyPolicy::client(), now()).unwrap_err();
+        assert_eq!(err.code(), "bad_signature", "{err}");
+    }
+}
