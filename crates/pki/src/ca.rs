@@ -1,1 +1,798 @@
-//! (in progress)
+//! The certificate authority: a directory holding the root, an optional intermediate that signs
+//! day-to-day certificates, their keys, and the inventory.
+//!
+//! ```text
+//! <ca-dir>/root.crt           trust anchor to hand to clients and gateways
+//! <ca-dir>/root.key           0600, encrypted PKCS#8 when a password was given
+//! <ca-dir>/intermediate.crt   issuing CA (absent with --no-intermediate: the root issues)
+//! <ca-dir>/intermediate.key   0600
+//! <ca-dir>/inventory.db       0600, every issued certificate
+//! <ca-dir>/crl.pem            written by `certgate crl`
+//! ```
+//!
+//! Issuance is a short list of steps, each a small function: check the request, build the
+//! parameters, sign, record in the inventory and hand out inside one transaction.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{Issuer, KeyPair};
+use rustls_pki_types::CertificateDer;
+use time::{Duration, OffsetDateTime};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::crl::Reason;
+use crate::fs::{FileSet, Mode, Overwrite};
+use crate::issue::{self, Subject};
+use crate::keys::KeyType;
+use crate::names::San;
+use crate::profile::Profile;
+use crate::store::{Record, Store};
+use crate::validity::Validity;
+use crate::{PkiError, dn};
+
+/// Where each file of a CA directory lives.
+#[derive(Debug, Clone)]
+pub struct CaPaths {
+    pub dir: PathBuf,
+    pub root_crt: PathBuf,
+    pub root_key: PathBuf,
+    pub intermediate_crt: PathBuf,
+    pub intermediate_key: PathBuf,
+    pub inventory: PathBuf,
+    pub crl: PathBuf,
+}
+
+impl CaPaths {
+    pub fn new(dir: &Path) -> CaPaths {
+        CaPaths {
+            dir: dir.to_path_buf(),
+            root_crt: dir.join("root.crt"),
+            root_key: dir.join("root.key"),
+            intermediate_crt: dir.join("intermediate.crt"),
+            intermediate_key: dir.join("intermediate.key"),
+            inventory: dir.join("inventory.db"),
+            crl: dir.join("crl.pem"),
+        }
+    }
+}
+
+/// Options of `certgate ca init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Root CA common name; the intermediate is named after it.
+    pub name: String,
+    pub key_type: KeyType,
+    /// Lifetime of the root (and of the intermediate).
+    pub days: u32,
+    pub intermediate: bool,
+    /// Encrypts the CA keys (PKCS#8, PBES2) when set.
+    pub password: Option<Vec<u8>>,
+    pub force: bool,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            name: "certgate Root CA".into(),
+            key_type: KeyType::EcP256,
+            days: 3650,
+            intermediate: true,
+            password: None,
+            force: false,
+        }
+    }
+}
+
+/// A request for a new leaf certificate and key.
+#[derive(Debug, Clone)]
+pub struct IssueRequest {
+    /// Subject CN and inventory name.
+    pub name: String,
+    /// SAN values, classified by [`San::parse`].
+    pub sans: Vec<String>,
+    /// Defaults to [`Profile::default_for`] the SANs.
+    pub profile: Option<Profile>,
+    pub validity: Validity,
+    pub key_type: KeyType,
+}
+
+impl IssueRequest {
+    pub fn new(name: impl Into<String>, sans: Vec<String>) -> IssueRequest {
+        IssueRequest {
+            name: name.into(),
+            sans,
+            profile: None,
+            validity: Validity::default(),
+            key_type: KeyType::EcP256,
+        }
+    }
+}
+
+/// A certificate the CA signed.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub record: Record,
+    pub cert_der: CertificateDer<'static>,
+    /// The leaf followed by the intermediates: what nginx, curl and certgate want.
+    pub chain_pem: String,
+    /// PKCS#8 PEM of a key the CA generated; `None` when the requester holds the key.
+    pub key_pem: Option<String>,
+    pub sans: Vec<San>,
+    pub profile: Profile,
+}
+
+impl Issued {
+    pub fn serial_hex(&self) -> &str {
+        &self.record.serial
+    }
+}
+
+/// A CA directory opened for use.
+pub struct Authority {
+    paths: CaPaths,
+    store: Store,
+    root_der: CertificateDer<'static>,
+    /// The certificate of the CA that signs leaves (intermediate, or root).
+    issuing_der: CertificateDer<'static>,
+    issuing_key_path: PathBuf,
+    issuing_subject: String,
+    issuing_not_after: OffsetDateTime,
+    /// Certificates appended after a leaf in `NAME.crt`.
+    intermediates: Vec<CertificateDer<'static>>,
+    password: Option<Vec<u8>>,
+}
+
+impl Authority {
+    /// Creates a CA in `dir` (created if missing). Refuses a directory that already holds a CA
+    /// unless `force`; with `force` the old inventory is kept aside as
+    /// `inventory.db.replaced-<unix time>`.
+    pub fn init(dir: &Path, opts: &InitOptions) -> Result<Authority, PkiError> {
+        let paths = CaPaths::new(dir);
+        if !opts.force {
+            for existing in [&paths.root_crt, &paths.root_key, &paths.inventory] {
+                if existing.exists() {
+                    return Err(PkiError::CaExists {
+                        dir: dir.to_path_buf(),
+                        existing: existing.clone(),
+                    });
+                }
+            }
+        }
+        if opts.days == 0 {
+            return Err(PkiError::InvalidValidity {
+                reason: "a CA lifetime of 0 days is empty; give at least 1".into(),
+            });
+        }
+        if opts.name.trim().is_empty() {
+            return Err(PkiError::InvalidName {
+                value: opts.name.clone(),
+                reason: "the CA name may not be empty",
+            });
+        }
+        create_private_dir(dir)?;
+        let now = OffsetDateTime::now_utc();
+        let (not_before, not_after) = Validity::Days(opts.days).window(now);
+
+        let root_key = opts.key_type.generate()?;
+        let root_params = issue::root_params(&Subject::cn(&opts.name), not_before, not_after)?;
+        let root_cert = root_params.self_signed(&root_key)?;
+        let root_issuer = Issuer::new(root_params, &root_key);
+
+        let overwrite = Overwrite::from_force(opts.force);
+        let mut files = FileSet::new();
+        let key_pem = |key: &KeyPair| match &opts.password {
+            Some(pw) => crate::keys::to_encrypted_pem(key, pw),
+            None => Ok(crate::keys::to_pem(key)),
+        };
+        files.write(&paths.root_key, key_pem(&root_key)?.as_bytes(), Mode::Secret, overwrite)?;
+        files.write(&paths.root_crt, root_cert.pem().as_bytes(), Mode::Public, overwrite)?;
+        if opts.intermediate {
+            let int_key = opts.key_type.generate()?;
+            let int_params = issue::intermediate_params(
+                &Subject::cn(intermediate_name(&opts.name)),
+                0,
+                not_before,
+                not_after,
+            )?;
+            let int_cert = int_params.signed_by(&int_key, &root_issuer)?;
+            files.write(
+                &paths.intermediate_key,
+                key_pem(&int_key)?.as_bytes(),
+                Mode::Secret,
+                overwrite,
+            )?;
+            files.write(
+                &paths.intermediate_crt,
+                int_cert.pem().as_bytes(),
+                Mode::Public,
+                overwrite,
+            )?;
+        } else {
+            for stale in [&paths.intermediate_crt, &paths.intermediate_key] {
+                if stale.exists() {
+                    std::fs::remove_file(stale)
+                        .map_err(|source| PkiError::Write { path: stale.clone(), source })?;
+                }
+            }
+        }
+        if opts.force && paths.inventory.exists() {
+            let aside = paths.dir.join(format!("inventory.db.replaced-{}", now.unix_timestamp()));
+            std::fs::rename(&paths.inventory, &aside)
+                .map_err(|source| PkiError::Write { path: aside, source })?;
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(paths.dir.join(format!("inventory.db{suffix}")));
+            }
+        }
+        let opened = Authority::open(dir, opts.password.clone());
+        match opened {
+            Ok(ca) => {
+                files.commit();
+                Ok(ca)
+            }
+            Err(e) => {
+                files.roll_back();
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the CA in `dir`. The password (for encrypted keys) is used only when signing.
+    pub fn open(dir: &Path, password: Option<Vec<u8>>) -> Result<Authority, PkiError> {
+        let paths = CaPaths::new(dir);
+        if !dir.is_dir() {
+            return Err(PkiError::NoCa {
+                dir: dir.to_path_buf(),
+                reason: "the directory does not exist (create a CA with `certgate ca init`, or \
+                         point --ca-dir / CERTGATE_CA_DIR at one)",
+            });
+        }
+        if !paths.root_crt.exists() {
+            return Err(PkiError::NoCa {
+                dir: dir.to_path_buf(),
+                reason: "root.crt is missing (create a CA with `certgate ca init`)",
+            });
+        }
+        let root_der = first_cert(&paths.root_crt)?;
+        let (issuing_der, issuing_key_path, intermediates) = if paths.intermediate_crt.exists() {
+            let der = first_cert(&paths.intermediate_crt)?;
+            (der.clone(), paths.intermediate_key.clone(), vec![der])
+        } else {
+            (root_der.clone(), paths.root_key.clone(), vec![])
+        };
+        let (_, parsed) = X509Certificate::from_der(&issuing_der)
+            .map_err(|e| PkiError::bad_file(&issuing_key_path, format!("not X.509: {e}")))?;
+        let issuing_subject = dn::rfc4514(parsed.subject());
+        let issuing_not_after = parsed.validity().not_after.to_datetime();
+        drop(parsed);
+        if !issuing_key_path.exists() {
+            return Err(PkiError::NoCa {
+                dir: dir.to_path_buf(),
+                reason: "the issuing CA's private key file is missing",
+            });
+        }
+        let store = Store::open(&paths.inventory)?;
+        Ok(Authority {
+            paths,
+            store,
+            root_der,
+            issuing_der,
+            issuing_key_path,
+            issuing_subject,
+            issuing_not_after,
+            intermediates,
+            password,
+        })
+    }
+
+    pub fn paths(&self) -> &CaPaths {
+        &self.paths
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn root_der(&self) -> &CertificateDer<'static> {
+        &self.root_der
+    }
+
+    pub fn root_pem(&self) -> String {
+        crate::pem::encode("CERTIFICATE", &self.root_der)
+    }
+
+    /// The chain a leaf is served with after itself (the intermediate, if any).
+    pub fn intermediates(&self) -> &[CertificateDer<'static>] {
+        &self.intermediates
+    }
+
+    pub fn issuing_subject(&self) -> &str {
+        &self.issuing_subject
+    }
+
+    /// Issues a certificate and a new key, records it, and calls `deliver` (which writes the
+    /// files) inside the inventory transaction: if `deliver` fails, nothing is recorded.
+    pub fn issue(
+        &mut self,
+        req: &IssueRequest,
+        deliver: impl FnOnce(&Issued) -> Result<(), PkiError>,
+    ) -> Result<Issued, PkiError> {
+        let sans = parse_sans(&req.sans)?;
+        check_cn(&req.name)?;
+        let profile = req.profile.unwrap_or_else(|| Profile::default_for(&sans));
+        require_server_san(profile, &sans)?;
+        let key = req.key_type.generate()?;
+        let subject = Subject::cn(&req.name);
+        let issued = self.sign(
+            &req.name,
+            &subject,
+            &sans,
+            profile,
+            req.validity,
+            &key,
+            req.key_type.is_rsa(),
+            Some(crate::keys::to_pem(&key)),
+        )?;
+        self.record(&issued, None, deliver)?;
+        Ok(issued)
+    }
+
+    /// Signs a CSR under the CA's policy: the CSR's subject and SANs are kept (or replaced by
+    /// `sans_override`), and the CA sets basicConstraints, key usages and validity.
+    pub fn sign_csr(
+        &mut self,
+        csr: &crate::csr::Csr,
+        profile: Option<Profile>,
+        validity: Validity,
+        name: Option<&str>,
+        sans_override: &[String],
+        deliver: impl FnOnce(&Issued) -> Result<(), PkiError>,
+    ) -> Result<Issued, PkiError> {
+        let sans =
+            if sans_override.is_empty() { csr.sans.clone() } else { parse_sans(sans_override)? };
+        let profile = profile.unwrap_or_else(|| Profile::default_for(&sans));
+        require_server_san(profile, &sans)?;
+        let name = name
+            .map(str::to_string)
+            .or_else(|| csr.subject.common_name.clone().into_non_empty())
+            .or_else(|| sans.first().map(San::value))
+            .ok_or_else(|| PkiError::CsrRejected {
+                source_name: csr.source_name.clone(),
+                reason: "it has neither a subject CN nor a SAN; give --name".into(),
+            })?;
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der).map_err(|e| {
+            PkiError::CsrRejected {
+                source_name: csr.source_name.clone(),
+                reason: format!("unsupported public key: {e}"),
+            }
+        })?;
+        let issued = self.sign(
+            &name,
+            &csr.subject,
+            &sans,
+            profile,
+            validity,
+            &public_key,
+            csr.rsa_key,
+            None,
+        )?;
+        self.record(&issued, None, deliver)?;
+        Ok(issued)
+    }
+
+    /// Renews the certificate found by `query`: same subject, SANs and profile, a validity as
+    /// long as the original's, a new key unless `reuse_key` (then the old certificate's public
+    /// key is certified again; the CA never holds leaf keys). The old one becomes superseded.
+    pub fn renew(
+        &mut self,
+        query: &str,
+        reuse_key: bool,
+        deliver: impl FnOnce(&Issued) -> Result<(), PkiError>,
+    ) -> Result<(Issued, Record), PkiError> {
+        let old = self.store.find(query)?;
+        if old.status == crate::store::Status::Revoked {
+            return Err(PkiError::InvalidName {
+                value: query.to_string(),
+                reason: "this certificate is revoked; issue a new one instead of renewing it",
+            });
+        }
+        let (_, cert) = X509Certificate::from_der(&old.der)
+            .map_err(|e| PkiError::bad_file(self.store.path(), format!("stored cert: {e}")))?;
+        let subject = Subject {
+            common_name: dn::attribute_values(cert.subject(), dn::OID_CN)
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| old.name.clone()),
+            organization: dn::attribute_values(cert.subject(), dn::OID_O).into_iter().next(),
+            org_unit: dn::attribute_values(cert.subject(), dn::OID_OU).into_iter().next(),
+            extra: vec![],
+        };
+        let sans = stored_sans(&old.sans)?;
+        let profile: Profile = old.profile.parse()?;
+        let lifetime = old.not_after - old.not_before - crate::validity::BACKDATE;
+        let validity = if lifetime >= Duration::days(1) && lifetime.whole_seconds() % 86_400 == 0 {
+            Validity::Days(u32::try_from(lifetime.whole_days()).unwrap_or(365))
+        } else if lifetime.whole_seconds() % 3600 == 0 && lifetime >= Duration::hours(1) {
+            Validity::Hours(u32::try_from(lifetime.whole_hours()).unwrap_or(24))
+        } else {
+            Validity::Minutes(u32::try_from(lifetime.whole_minutes().max(1)).unwrap_or(60))
+        };
+        let rsa = cert.public_key().algorithm.algorithm.to_id_string() == "1.2.840.113549.1.1.1";
+        let issued = if reuse_key {
+            let public_key = rcgen::SubjectPublicKeyInfo::from_der(cert.public_key().raw)?;
+            self.sign(&old.name, &subject, &sans, profile, validity, &public_key, rsa, None)?
+        } else {
+            let key_type = key_type_of(&cert);
+            let key = key_type.generate()?;
+            let pem = crate::keys::to_pem(&key);
+            self.sign(
+                &old.name,
+                &subject,
+                &sans,
+                profile,
+                validity,
+                &key,
+                key_type.is_rsa(),
+                Some(pem),
+            )?
+        };
+        self.record(&issued, Some(&old.serial), deliver)?;
+        Ok((issued, old))
+    }
+
+    /// Revokes the certificate found by `query` (serial or name).
+    pub fn revoke(&mut self, query: &str, reason: Reason) -> Result<Record, PkiError> {
+        let record = self.store.find(query)?;
+        let serial = record.serial.clone();
+        self.store.transaction(|tx| tx.revoke(&serial, reason, OffsetDateTime::now_utc()))?;
+        self.store.find(&serial)
+    }
+
+    /// Signs a CRL of every certificate this CA's issuer revoked, with the next CRL number,
+    /// valid until now + `next_update`. `deliver` writes it; the number is only used up if it
+    /// succeeds. Returns the DER and the CRL number.
+    pub fn crl(
+        &mut self,
+        next_update: Duration,
+        deliver: impl FnOnce(&[u8]) -> Result<(), PkiError>,
+    ) -> Result<(Vec<u8>, u64, usize), PkiError> {
+        let issuer = self.signer()?;
+        let subject = self.issuing_subject.clone();
+        let now =
+            OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::now_utc());
+        self.store.transaction(|tx| {
+            let entries = tx.revoked_by(&subject)?;
+            let number = tx.next_crl_number()?;
+            let der = crate::crl::sign(&issuer, &entries, number, now, now + next_update)?;
+            deliver(&der)?;
+            Ok((der, number, entries.len()))
+        })
+    }
+
+    /// Loads the issuing CA's key (decrypting it if needed) and checks it matches the cert.
+    fn signer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
+        let key = crate::keys::load(&self.issuing_key_path, self.password.as_deref())?;
+        let (_, cert) = X509Certificate::from_der(&self.issuing_der)
+            .map_err(|e| PkiError::bad_file(&self.issuing_key_path, e.to_string()))?;
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(PkiError::KeyMismatch { path: self.issuing_key_path.clone() });
+        }
+        Ok(Issuer::from_ca_cert_der(&self.issuing_der, key)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sign(
+        &self,
+        name: &str,
+        subject: &Subject,
+        sans: &[San],
+        profile: Profile,
+        validity: Validity,
+        public_key: &impl rcgen::PublicKeyData,
+        rsa_key: bool,
+        key_pem: Option<String>,
+    ) -> Result<Issued, PkiError> {
+        let validity = validity.checked()?;
+        let now = OffsetDateTime::now_utc();
+        let (not_before, not_after) = validity.window(now);
+        issue::check_within_issuer(not_after, self.issuing_not_after)?;
+        let params = issue::leaf_params(subject, sans, profile, rsa_key, not_before, not_after)?;
+        let issuer = self.signer()?;
+        let cert = params.signed_by(public_key, &issuer)?;
+        let der = cert.der().clone();
+        let (_, parsed) = X509Certificate::from_der(&der)
+            .map_err(|e| PkiError::bad_file("<new certificate>", e.to_string()))?;
+        let mut chain = vec![der.clone()];
+        chain.extend(self.intermediates.iter().cloned());
+        let record = Record {
+            serial: crate::identity::hex(parsed.raw_serial()),
+            name: name.to_string(),
+            subject: dn::rfc4514(parsed.subject()),
+            sans: sans.iter().map(San::to_string).collect(),
+            profile: profile.as_str().to_string(),
+            issuer: self.issuing_subject.clone(),
+            not_before,
+            not_after,
+            issued_at: now,
+            status: crate::store::Status::Valid,
+            revoked_at: None,
+            revocation_reason: None,
+            superseded_by: None,
+            der: der.to_vec(),
+        };
+        Ok(Issued {
+            record,
+            cert_der: der,
+            chain_pem: crate::pem::certs_to_pem(chain.iter()),
+            key_pem,
+            sans: sans.to_vec(),
+            profile,
+        })
+    }
+
+    fn record(
+        &mut self,
+        issued: &Issued,
+        supersedes: Option<&str>,
+        deliver: impl FnOnce(&Issued) -> Result<(), PkiError>,
+    ) -> Result<(), PkiError> {
+        self.store.transaction(|tx| {
+            tx.insert(&issued.record)?;
+            if let Some(old) = supersedes {
+                tx.supersede(old, &issued.record.serial)?;
+            }
+            deliver(issued)
+        })
+    }
+}
+
+/// Writes `NAME.crt` and, when the CA made the key, `NAME.key` (0600) into `dir`, all or
+/// nothing. Refuses to replace existing files unless `force`.
+pub fn write_leaf_files(
+    dir: &Path,
+    name: &str,
+    issued: &Issued,
+    force: bool,
+) -> Result<(PathBuf, Option<PathBuf>), PkiError> {
+    let (crt, key) = leaf_file_paths(dir, name);
+    let overwrite = Overwrite::from_force(force);
+    let mut files = FileSet::new();
+    let key_written = match &issued.key_pem {
+        Some(pem) => {
+            files.write(&key, pem.as_bytes(), Mode::Secret, overwrite)?;
+            Some(key)
+        }
+        None => None,
+    };
+    files.write(&crt, issued.chain_pem.as_bytes(), Mode::Public, overwrite)?;
+    files.commit();
+    Ok((crt, key_written))
+}
+
+/// `DIR/NAME.crt` and `DIR/NAME.key`.
+pub fn leaf_file_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")))
+}
+
+/// Checks that `name` can be a file name and a CN.
+pub fn check_file_name(name: &str) -> Result<(), PkiError> {
+    check_cn(name)?;
+    if name.contains('/') || name.contains('\\') || name.starts_with('.') {
+        return Err(PkiError::InvalidName {
+            value: name.to_string(),
+            reason: "a certificate name is used as a file name: no '/', '\\' or leading '.'",
+        });
+    }
+    Ok(())
+}
+
+fn check_cn(name: &str) -> Result<(), PkiError> {
+    if name.trim().is_empty() {
+        return Err(PkiError::InvalidName { value: name.into(), reason: "the name is empty" });
+    }
+    if name.len() > 64 {
+        return Err(PkiError::InvalidName {
+            value: name.into(),
+            reason: "a subject CN is at most 64 characters (RFC 5280)",
+        });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(PkiError::InvalidName {
+            value: name.into(),
+            reason: "control characters are not allowed",
+        });
+    }
+    Ok(())
+}
+
+fn parse_sans(values: &[String]) -> Result<Vec<San>, PkiError> {
+    let mut sans: Vec<San> = Vec::with_capacity(values.len());
+    for v in values {
+        let san = San::parse(v)?;
+        if !sans.contains(&san) {
+            sans.push(san);
+        }
+    }
+    Ok(sans)
+}
+
+fn require_server_san(profile: Profile, sans: &[San]) -> Result<(), PkiError> {
+    if profile != Profile::Client && !sans.iter().any(|s| matches!(s, San::Dns(_) | San::Ip(_))) {
+        return Err(PkiError::InvalidSan {
+            value: sans.iter().map(San::to_string).collect::<Vec<_>>().join(", "),
+            reason: format!(
+                "a {profile} certificate needs at least one DNS or IP --san (clients check the \
+                 name they connect to against it); for a client certificate use --profile client"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn stored_sans(labelled: &[String]) -> Result<Vec<San>, PkiError> {
+    labelled.iter().map(|l| San::parse(l.split_once(':').map(|(_, v)| v).unwrap_or(l))).collect()
+}
+
+fn key_type_of(cert: &X509Certificate<'_>) -> KeyType {
+    use x509_parser::public_key::PublicKey;
+    match cert.public_key().parsed() {
+        Ok(PublicKey::RSA(rsa)) => match rsa.key_size() {
+            0..=2048 => KeyType::Rsa2048,
+            2049..=3072 => KeyType::Rsa3072,
+            _ => KeyType::Rsa4096,
+        },
+        Ok(PublicKey::EC(point)) if point.key_size() > 256 => KeyType::EcP384,
+        _ if cert.public_key().algorithm.algorithm.to_id_string() == "1.3.101.112" => {
+            KeyType::Ed25519
+        }
+        _ => KeyType::EcP256,
+    }
+}
+
+fn intermediate_name(root: &str) -> String {
+    match root.strip_suffix("Root CA") {
+        Some(prefix) => format!("{prefix}Intermediate CA"),
+        None => format!("{root} Intermediate CA"),
+    }
+}
+
+fn first_cert(path: &Path) -> Result<CertificateDer<'static>, PkiError> {
+    crate::pem::read_certs(path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| PkiError::bad_file(path, "no certificate"))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), PkiError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|source| PkiError::Write { path: dir.to_path_buf(), source })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+trait NonEmpty {
+    fn into_non_empty(self) -> Option<String>;
+}
+
+impl NonEmpty for String {
+    fn into_non_empty(self) -> Option<String> {
+        (!self.trim().is_empty()).then_some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::{TrustStore, VerifyPolicy};
+
+    fn ca(dir: &Path) -> Authority {
+        Authority::init(dir, &InitOptions::default()).unwrap()
+    }
+
+    /// An issued certificate verifies against root.crt and is recorded.
+    #[test]
+    fn issued_certificate_verifies_and_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = ca(&dir.path().join("ca"));
+        let req = IssueRequest::new("joe", vec!["spiffe://example.test/joe".into()]);
+        let issued = ca.issue(&req, |_| Ok(())).unwrap();
+        assert_eq!(issued.profile, Profile::Client);
+        let store = TrustStore::from_der(vec![ca.root_der().clone()], vec![]).unwrap();
+        let chain = crate::pem::certs_from_bytes(issued.chain_pem.as_bytes()).unwrap();
+        store.verify(&chain, &VerifyPolicy::client(), rustls_pki_types::UnixTime::now()).unwrap();
+        assert_eq!(ca.store().find("joe").unwrap().serial, issued.record.serial);
+        assert!(issued.record.serial.len() >= 32, "serial has at least 128 bits");
+    }
+
+    /// When handing out fails, the inventory keeps no row for the certificate.
+    #[test]
+    fn failed_delivery_leaves_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = ca(&dir.path().join("ca"));
+        let req = IssueRequest::new("web", vec!["web.example.test".into()]);
+        let err =
+            ca.issue(&req, |_| Err(PkiError::Crypto { what: "simulated failure" })).unwrap_err();
+        assert!(matches!(err, PkiError::Crypto { .. }));
+        assert!(matches!(ca.store().find("web"), Err(PkiError::UnknownCertificate { .. })));
+    }
+
+    /// init refuses to replace an existing CA without force.
+    #[test]
+    fn init_refuses_existing_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca");
+        ca(&path);
+        let before = std::fs::read(path.join("root.key")).unwrap();
+        let err = Authority::init(&path, &InitOptions::default()).err().unwrap();
+        assert!(matches!(err, PkiError::CaExists { .. }), "{err}");
+        assert_eq!(std::fs::read(path.join("root.key")).unwrap(), before);
+    }
+
+    /// Revocation shows up in the next CRL, whose number increases.
+    #[test]
+    fn revoked_certificate_is_in_next_crl() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = ca(&dir.path().join("ca"));
+        let issued = ca
+            .issue(&IssueRequest::new("joe", vec!["joe@example.test".into()]), |_| Ok(()))
+            .unwrap();
+        let (_, n1, count1) = ca.crl(Duration::days(7), |_| Ok(())).unwrap();
+        ca.revoke("joe", Reason::KeyCompromise).unwrap();
+        let (der, n2, count2) = ca.crl(Duration::days(7), |_| Ok(())).unwrap();
+        assert_eq!((n1, count1, n2, count2), (1, 0, 2, 1));
+        let store = TrustStore::from_der(vec![ca.root_der().clone()], vec![der.into()]).unwrap();
+        let chain = crate::pem::certs_from_bytes(issued.chain_pem.as_bytes()).unwrap();
+        let err = store
+            .verify(&chain, &VerifyPolicy::client(), rustls_pki_types::UnixTime::now())
+            .unwrap_err();
+        assert_eq!(err.code(), "revoked");
+        assert!(matches!(
+            ca.revoke("joe", Reason::Superseded),
+            Err(PkiError::AlreadyRevoked { .. })
+        ));
+    }
+
+    /// Renewal keeps subject, SANs and profile, and supersedes the old certificate.
+    #[test]
+    fn renew_keeps_identity_and_supersedes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = ca(&dir.path().join("ca"));
+        let mut req = IssueRequest::new("api", vec!["api.example.test".into(), "10.1.2.3".into()]);
+        req.validity = Validity::Hours(2);
+        let first = ca.issue(&req, |_| Ok(())).unwrap();
+        let (second, old) = ca.renew("api", true, |_| Ok(())).unwrap();
+        assert_eq!(old.serial, first.record.serial);
+        assert_ne!(second.record.serial, first.record.serial);
+        assert_eq!(second.record.sans, first.record.sans);
+        assert!(second.key_pem.is_none(), "reuse_key keeps the holder's key");
+        assert_eq!(
+            second.record.not_after - second.record.not_before,
+            Duration::hours(2) + crate::validity::BACKDATE
+        );
+        let old = ca.store().find(&first.record.serial).unwrap();
+        assert_eq!(old.status, crate::store::Status::Superseded);
+        assert_eq!(old.superseded_by.as_deref(), Some(second.record.serial.as_str()));
+    }
+
+    /// An encrypted CA signs only with the right password.
+    #[test]
+    fn encrypted_ca_needs_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca");
+        let opts = InitOptions { password: Some(b"pw".to_vec()), ..InitOptions::default() };
+        Authority::init(&path, &opts).unwrap();
+        let req = IssueRequest::new("x", vec!["x.example.test".into()]);
+        let mut wrong = Authority::open(&path, Some(b"nope".to_vec())).unwrap();
+        assert!(matches!(wrong.issue(&req, |_| Ok(())), Err(PkiError::WrongPassword { .. })));
+        let mut none = Authority::open(&path, None).unwrap();
+        assert!(matches!(none.issue(&req, |_| Ok(())), Err(PkiError::PasswordNeeded { .. })));
+        let mut right = Authority::open(&path, Some(b"pw".to_vec())).unwrap();
+        right.issue(&req, |_| Ok(())).unwrap();
+    }
+}

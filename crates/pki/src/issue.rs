@@ -12,12 +12,14 @@ use crate::PkiError;
 use crate::names::San;
 use crate::profile::Profile;
 
-/// A subject name: CN plus optional O and OU.
+/// A subject name: CN plus optional O and OU, and other attributes kept from a CSR
+/// (country, state, locality, email) in their original order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subject {
     pub common_name: String,
     pub organization: Option<String>,
     pub org_unit: Option<String>,
+    pub extra: Vec<(DnType, String)>,
 }
 
 impl Subject {
@@ -27,6 +29,9 @@ impl Subject {
 
     fn to_dn(&self) -> DistinguishedName {
         let mut dn = DistinguishedName::new();
+        for (kind, value) in &self.extra {
+            dn.push(kind.clone(), value.as_str());
+        }
         if let Some(o) = &self.organization {
             dn.push(DnType::OrganizationName, o.as_str());
         }

@@ -158,6 +158,7 @@ impl TestPki {
             common_name: spec.cn.clone(),
             organization: spec.subject_o.clone(),
             org_unit: spec.subject_ou.clone(),
+            extra: vec![],
         };
         let params = issue::leaf_params(
             &subject,
@@ -239,6 +240,7 @@ fn ca_subject(prefix: &str, what: &str) -> Subject {
         common_name: format!("{prefix} {what}"),
         organization: Some("certgate tests".into()),
         org_unit: None,
+        extra: vec![],
     }
 }
 
