@@ -1,0 +1,78 @@
+//! `certgate ca init`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use certgate_pki::ca::{Authority, InitOptions};
+use certgate_pki::keys::KeyType;
+use clap::{Args, Subcommand};
+
+use super::CaDir;
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a root CA and, unless --no-intermediate, an intermediate (pathlen 0) that signs
+    /// day-to-day certificates. Writes root.crt: the trust anchor for clients and gateways.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub dir: CaDir,
+    /// Root CA common name (the intermediate is named after it).
+    #[arg(long, default_value = "certgate Root CA")]
+    pub name: String,
+    /// Key type of the CA keys.
+    #[arg(long, default_value = "ec-p256", value_parser = parse_key_type)]
+    pub key_type: KeyType,
+    /// Lifetime of the CA certificates, in days.
+    #[arg(long, default_value_t = 3650)]
+    pub days: u32,
+    /// Sign leaves with the root itself (no intermediate).
+    #[arg(long)]
+    pub no_intermediate: bool,
+    /// Encrypt the CA keys with the password in this file (first line).
+    #[arg(long, env = "CERTGATE_CA_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Replace an existing CA in the directory (its inventory is kept aside).
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn parse_key_type(s: &str) -> Result<KeyType, String> {
+    s.parse().map_err(|e: certgate_pki::PkiError| e.to_string())
+}
+
+pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CaCommand::Init(args) => init(args),
+    }
+}
+
+fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
+    let opts = InitOptions {
+        name: args.name,
+        key_type: args.key_type,
+        days: args.days,
+        intermediate: !args.no_intermediate,
+        password: super::ca_password(args.password_file.as_ref())?,
+        force: args.force,
+    };
+    let ca = Authority::init(&args.dir.ca_dir, &opts)?;
+    let p = ca.paths();
+    println!("created CA in {}", p.dir.display());
+    println!("  root          {}  ({}, {} days)", p.root_crt.display(), opts.key_type, opts.days);
+    if opts.intermediate {
+        println!(
+            "  intermediate  {}  (issues certificates, pathlen 0)",
+            p.intermediate_crt.display()
+        );
+    }
+    let encrypted = if opts.password.is_some() { ", encrypted" } else { "" };
+    println!("  keys          mode 0600{encrypted}");
+    println!("  issuing CA    {}", ca.issuing_subject());
+    println!();
+    println!("Hand {} to clients and gateways as the trust anchor.", p.root_crt.display());
+    Ok(ExitCode::SUCCESS)
+}

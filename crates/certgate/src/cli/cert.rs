@@ -1,0 +1,480 @@
+//! `certgate cert issue|sign|p12|list|show|revoke|renew`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use certgate_pki::ca::{self, Authority, IssueRequest, Issued};
+use certgate_pki::crl::Reason;
+use certgate_pki::fs::{Mode, Overwrite};
+use certgate_pki::keys::KeyType;
+use certgate_pki::profile::Profile;
+use certgate_pki::store::{ListFilter, Record};
+use certgate_pki::validity::{Validity, format_time, parse_duration, rfc3339};
+use clap::{Args, Subcommand};
+use time::OffsetDateTime;
+
+use super::CaDir;
+use super::ca::parse_key_type;
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Issue a certificate and a new key: writes NAME.crt (leaf + intermediates) and NAME.key.
+    Issue(IssueArgs),
+    /// Sign a certificate signing request made by openssl, a browser or step.
+    Sign(SignArgs),
+    /// Export NAME.crt + NAME.key as a PKCS#12 file for browsers, phones, curl and Java.
+    P12(P12Args),
+    /// List issued certificates.
+    List(ListArgs),
+    /// Show one issued certificate (by serial or name), with its PEM.
+    Show(ShowArgs),
+    /// Revoke a certificate; publish the change with `certgate crl`.
+    Revoke(RevokeArgs),
+    /// Renew a certificate: same subject, SANs and profile, new validity (and a new key).
+    Renew(RenewArgs),
+}
+
+/// Lifetime flags shared by issue and sign.
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct ValidityArgs {
+    /// Lifetime in days (default: 365).
+    #[arg(long)]
+    pub days: Option<u32>,
+    /// Lifetime in hours (short-lived certificates).
+    #[arg(long)]
+    pub hours: Option<u32>,
+    /// Lifetime in minutes (short-lived certificates).
+    #[arg(long)]
+    pub minutes: Option<u32>,
+}
+
+impl ValidityArgs {
+    fn validity(&self) -> Validity {
+        match (self.days, self.hours, self.minutes) {
+            (Some(d), _, _) => Validity::Days(d),
+            (_, Some(h), _) => Validity::Hours(h),
+            (_, _, Some(m)) => Validity::Minutes(m),
+            _ => Validity::default(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// Subject CN, inventory name and file name (NAME.crt, NAME.key).
+    pub name: String,
+    /// Subject alternative name: an IP, a URI (spiffe://...), an email, or a DNS name.
+    #[arg(long = "san", value_name = "VALUE")]
+    pub sans: Vec<String>,
+    /// server, client or dual (default: client when the first SAN is a URI or email).
+    #[arg(long, value_parser = parse_profile)]
+    pub profile: Option<Profile>,
+    #[command(flatten)]
+    pub validity: ValidityArgs,
+    /// Key type of the new key.
+    #[arg(long, default_value = "ec-p256", value_parser = parse_key_type)]
+    pub key_type: KeyType,
+    /// Directory for NAME.crt and NAME.key.
+    #[arg(long, default_value = ".")]
+    pub out_dir: PathBuf,
+    /// Overwrite existing NAME.crt / NAME.key.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub ca: CaAccess,
+}
+
+/// How to reach the CA and its key.
+#[derive(Debug, Args)]
+pub struct CaAccess {
+    #[command(flatten)]
+    pub dir: CaDir,
+    /// Password file for an encrypted CA key.
+    #[arg(long, env = "CERTGATE_CA_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl CaAccess {
+    fn open(&self) -> anyhow::Result<Authority> {
+        Ok(Authority::open(&self.dir.ca_dir, super::ca_password(self.password_file.as_ref())?)?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The CSR (PEM or DER).
+    #[arg(long)]
+    pub csr: PathBuf,
+    #[arg(long, value_parser = parse_profile)]
+    pub profile: Option<Profile>,
+    #[command(flatten)]
+    pub validity: ValidityArgs,
+    /// Where to write the certificate chain (default: the CSR's name with .crt).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Inventory name (default: the CSR's CN).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Replace the CSR's SANs with these.
+    #[arg(long = "san", value_name = "VALUE")]
+    pub sans: Vec<String>,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub ca: CaAccess,
+}
+
+#[derive(Debug, Args)]
+pub struct P12Args {
+    /// Reads NAME.crt and NAME.key.
+    pub name: String,
+    /// Directory holding NAME.crt and NAME.key.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Password for the PKCS#12 file (first line of this file).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Write the file without a password (anyone who gets it gets the key).
+    #[arg(long, conflicts_with = "password_file")]
+    pub insecure_no_password: bool,
+    /// 3DES/SHA-1 encryption for old Windows, macOS and iOS importers.
+    #[arg(long)]
+    pub legacy: bool,
+    /// Output file (default: DIR/NAME.p12).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub dir_ca: CaDir,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only certificates that expire within this time (e.g. 30d, 12h).
+    #[arg(long)]
+    pub expiring: Option<String>,
+    /// Only certificates with this status.
+    #[arg(long, value_parser = ["valid", "revoked", "expired", "superseded"])]
+    pub status: Option<String>,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dir: CaDir,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Serial (hex, colons allowed) or name.
+    pub query: String,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dir: CaDir,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// Serial (hex, colons allowed) or name.
+    pub query: String,
+    /// unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
+    /// cessation-of-operation or privilege-withdrawn.
+    #[arg(long, default_value = "unspecified", value_parser = parse_reason)]
+    pub reason: Reason,
+    #[command(flatten)]
+    pub dir: CaDir,
+}
+
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// Serial or name of the certificate to renew.
+    pub name: String,
+    /// Directory for the new NAME.crt (and NAME.key).
+    #[arg(long, default_value = ".")]
+    pub out_dir: PathBuf,
+    /// Certify the same public key again instead of generating a new key.
+    #[arg(long)]
+    pub reuse_key: bool,
+    /// Overwrite existing files (renewal replaces NAME.crt; without --reuse-key also NAME.key).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub ca: CaAccess,
+}
+
+fn parse_profile(s: &str) -> Result<Profile, String> {
+    s.parse().map_err(|e: certgate_pki::PkiError| e.to_string())
+}
+
+fn parse_reason(s: &str) -> Result<Reason, String> {
+    Reason::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        format!("unknown reason {s:?}; choose one of {}", all.join(", "))
+    })
+}
+
+pub fn run(cmd: CertCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CertCommand::Issue(a) => issue(a),
+        CertCommand::Sign(a) => sign(a),
+        CertCommand::P12(a) => p12(a),
+        CertCommand::List(a) => list(a),
+        CertCommand::Show(a) => show(a),
+        CertCommand::Revoke(a) => revoke(a),
+        CertCommand::Renew(a) => renew(a),
+    }
+}
+
+fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
+    ca::check_file_name(&a.name)?;
+    let (crt, key) = ca::leaf_file_paths(&a.out_dir, &a.name);
+    certgate_pki::fs::ensure_absent(
+        [crt.as_path(), key.as_path()],
+        Overwrite::from_force(a.force),
+    )?;
+    create_dir(&a.out_dir)?;
+    let mut authority = a.ca.open()?;
+    let req = IssueRequest {
+        name: a.name.clone(),
+        sans: a.sans.clone(),
+        profile: a.profile,
+        validity: a.validity.validity(),
+        key_type: a.key_type,
+    };
+    let mut written = None;
+    let issued = authority.issue(&req, |issued| {
+        written = Some(ca::write_leaf_files(&a.out_dir, &a.name, issued, a.force)?);
+        Ok(())
+    })?;
+    print_issued("issued", &issued, written);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
+    let bytes = certgate_pki::fs::read(&a.csr)?;
+    let csr = certgate_pki::csr::parse(&bytes, &a.csr.display().to_string())?;
+    let out = a.out.clone().unwrap_or_else(|| a.csr.with_extension("crt"));
+    certgate_pki::fs::ensure_absent([out.as_path()], Overwrite::from_force(a.force))?;
+    let mut authority = a.ca.open()?;
+    let issued = authority.sign_csr(
+        &csr,
+        a.profile,
+        a.validity.validity(),
+        a.name.as_deref(),
+        &a.sans,
+        |issued| {
+            certgate_pki::fs::write_atomic(
+                &out,
+                issued.chain_pem.as_bytes(),
+                Mode::Public,
+                Overwrite::from_force(a.force),
+            )
+        },
+    )?;
+    for note in &csr.ignored {
+        println!("note: not copied from the CSR: {note}");
+    }
+    print_issued("signed", &issued, Some((out, None)));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn p12(a: P12Args) -> anyhow::Result<ExitCode> {
+    let (crt, key) = ca::leaf_file_paths(&a.dir, &a.name);
+    let out = a.out.clone().unwrap_or_else(|| a.dir.join(format!("{}.p12", a.name)));
+    let password = match (&a.password_file, a.insecure_no_password) {
+        (Some(path), _) => {
+            let bytes = certgate_pki::fs::read_password(path)?;
+            String::from_utf8(bytes)
+                .with_context(|| format!("{}: the password is not UTF-8 text", path.display()))?
+        }
+        (None, true) => String::new(),
+        (None, false) => anyhow::bail!(
+            "a PKCS#12 file carries the private key: give its password with --password-file FILE \
+             (or --insecure-no-password to write it unprotected)"
+        ),
+    };
+    certgate_pki::fs::ensure_absent([out.as_path()], Overwrite::from_force(a.force))?;
+    let mut chain = certgate_pki::pem::read_certs(&crt)?;
+    let key_pem = certgate_pki::fs::read(&key)?;
+    let key_der = certgate_pki::keys::pkcs8_der_from_pem(&key, &key_pem, None)?;
+    let with_root = append_root(&mut chain, &a.dir_ca.ca_dir.join("root.crt"));
+    let der = certgate_pki::pkcs12::export(&chain, &key_der, &password, a.legacy, &a.name)
+        .map_err(|e| match e {
+            certgate_pki::PkiError::KeyMismatch { .. } => {
+                certgate_pki::PkiError::KeyMismatch { path: key.clone() }
+            }
+            other => other,
+        })?;
+    certgate_pki::fs::write_atomic(&out, &der, Mode::Secret, Overwrite::from_force(a.force))?;
+    let form = if a.legacy { "legacy 3DES/SHA-1" } else { "AES-256/SHA-256" };
+    let protection = if password.is_empty() { "NO password" } else { "password-protected" };
+    println!("wrote {} ({form}, {protection}, mode 0600)", out.display());
+    println!(
+        "  contains {}'s key and {} certificate(s){}",
+        a.name,
+        chain.len(),
+        if with_root { " including the root" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Adds the CA's root to a chain when the chain ends at an intermediate the root issued, so
+/// importers get the whole path. Returns whether it did.
+fn append_root(chain: &mut Vec<rustls_pki_types::CertificateDer<'static>>, root: &Path) -> bool {
+    let Ok(roots) = certgate_pki::pem::read_certs(root) else { return false };
+    let Some(root) = roots.into_iter().next() else { return false };
+    let (Some(last), Ok(root_info)) = (chain.last(), certgate_pki::inspect::cert_info(&root))
+    else {
+        return false;
+    };
+    let Ok(last_info) = certgate_pki::inspect::cert_info(last) else { return false };
+    if last_info.issuer == root_info.subject && !last_info.self_signed && *last != root {
+        chain.push(root);
+        return true;
+    }
+    false
+}
+
+fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
+    let authority = Authority::open(&a.dir.ca_dir, None)?;
+    let now = OffsetDateTime::now_utc();
+    let filter = ListFilter {
+        expiring_before: match &a.expiring {
+            Some(d) => Some(now + parse_duration(d)?),
+            None => None,
+        },
+        status: a.status.clone(),
+    };
+    let records = authority.store().list(&filter, now)?;
+    if a.json {
+        let rows: Vec<_> = records.iter().map(|r| record_json(r, now)).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if records.is_empty() {
+        println!("no certificates match");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<40}  {:<20}  {:<7}  {:<10}  {:<20}  SANS",
+        "SERIAL", "NAME", "PROFILE", "STATUS", "NOT AFTER"
+    );
+    for r in &records {
+        println!(
+            "{:<40}  {:<20}  {:<7}  {:<10}  {:<20}  {}",
+            r.serial,
+            r.name,
+            r.profile,
+            r.effective_status(now),
+            rfc3339(r.not_after),
+            r.sans.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
+    let authority = Authority::open(&a.dir.ca_dir, None)?;
+    let r = authority.store().find(&a.query)?;
+    let now = OffsetDateTime::now_utc();
+    if a.json {
+        let mut json = record_json(&r, now);
+        json["pem"] = certgate_pki::pem::encode("CERTIFICATE", &r.der).into();
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("serial      {}", r.serial);
+    println!("name        {}", r.name);
+    println!("subject     {}", r.subject);
+    println!("issuer      {}", r.issuer);
+    println!("profile     {}", r.profile);
+    println!("SANs        {}", if r.sans.is_empty() { "(none)".into() } else { r.sans.join(", ") });
+    println!("not before  {}", format_time(r.not_before));
+    println!("not after   {}", format_time(r.not_after));
+    println!("issued      {}", format_time(r.issued_at));
+    println!("status      {}", r.effective_status(now));
+    if let Some(at) = r.revoked_at {
+        println!(
+            "revoked     {} ({})",
+            format_time(at),
+            r.revocation_reason.as_deref().unwrap_or("unspecified")
+        );
+    }
+    if let Some(next) = &r.superseded_by {
+        println!("renewed as  {next}");
+    }
+    print!("{}", certgate_pki::pem::encode("CERTIFICATE", &r.der));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
+    let mut authority = Authority::open(&a.dir.ca_dir, None)?;
+    let r = authority.revoke(&a.query, a.reason)?;
+    println!(
+        "revoked {} (serial {}) on {}, reason {}",
+        r.name,
+        r.serial,
+        r.revoked_at.map(format_time).unwrap_or_default(),
+        a.reason.as_str()
+    );
+    println!("publish it: certgate crl --ca-dir {}", a.dir.ca_dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn renew(a: RenewArgs) -> anyhow::Result<ExitCode> {
+    let mut authority = a.ca.open()?;
+    let old = authority.store().find(&a.name)?;
+    ca::check_file_name(&old.name)?;
+    let (crt, key) = ca::leaf_file_paths(&a.out_dir, &old.name);
+    let mut targets = vec![crt.as_path()];
+    if !a.reuse_key {
+        targets.push(key.as_path());
+    }
+    certgate_pki::fs::ensure_absent(targets, Overwrite::from_force(a.force))?;
+    create_dir(&a.out_dir)?;
+    let mut written = None;
+    let (issued, old) = authority.renew(&a.name, a.reuse_key, |issued| {
+        written = Some(ca::write_leaf_files(&a.out_dir, &issued.record.name, issued, a.force)?);
+        Ok(())
+    })?;
+    print_issued("renewed", &issued, written);
+    println!(
+        "  replaces   serial {} (now superseded; valid until {})",
+        old.serial,
+        format_time(old.not_after)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_issued(verb: &str, issued: &Issued, written: Option<(PathBuf, Option<PathBuf>)>) {
+    let r = &issued.record;
+    println!("{verb} {} ({} certificate, serial {})", r.name, issued.profile, r.serial);
+    println!("  subject    {}", r.subject);
+    println!(
+        "  SANs       {}",
+        if r.sans.is_empty() { "(none)".into() } else { r.sans.join(", ") }
+    );
+    println!("  valid      {} to {}", format_time(r.not_before), format_time(r.not_after));
+    if let Some((crt, key)) = written {
+        println!("  wrote      {} (certificate + chain)", crt.display());
+        if let Some(key) = key {
+            println!("  wrote      {} (private key, mode 0600)", key.display());
+        }
+    }
+}
+
+fn record_json(r: &Record, now: OffsetDateTime) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    v["status"] = r.effective_status(now).into();
+    v
+}
+
+fn create_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))
+}

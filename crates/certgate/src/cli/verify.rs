@@ -1,0 +1,97 @@
+//! `certgate verify`: the gateway's path validation on any certificate file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use certgate_pki::verify::{DEFAULT_MAX_DEPTH, Purpose, TrustStore, VerifyPolicy};
+use clap::{Args, ValueEnum};
+use rustls_pki_types::{ServerName, UnixTime};
+
+use super::CaDir;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The certificate to check: leaf first, then any intermediates (PEM), as a client sends it.
+    pub cert: PathBuf,
+    /// Trust anchor(s) (PEM). Default: root.crt in the CA directory.
+    #[arg(long)]
+    pub ca: Vec<PathBuf>,
+    /// CRL file(s) to check revocation against (repeatable).
+    #[arg(long)]
+    pub crl: Vec<PathBuf>,
+    /// What the certificate must be good for.
+    #[arg(long, value_enum, default_value_t = PurposeArg::Client)]
+    pub purpose: PurposeArg,
+    /// Host name or IP the certificate must be valid for (server certificates).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Maximum CA certificates above the leaf, trust anchor included (as the gateway's
+    /// max_chain_depth).
+    #[arg(long, default_value_t = DEFAULT_MAX_DEPTH)]
+    pub max_depth: u8,
+    /// Accept a certificate whose issuer has no CRL among --crl (as the gateway's
+    /// allow_unknown_revocation).
+    #[arg(long)]
+    pub allow_unknown_revocation: bool,
+    #[command(flatten)]
+    pub dir: CaDir,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PurposeArg {
+    Client,
+    Server,
+}
+
+pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let cas = if args.ca.is_empty() {
+        let root = args.dir.ca_dir.join("root.crt");
+        if !root.exists() {
+            anyhow::bail!(
+                "no trust anchor: give --ca FILE, or --ca-dir pointing at a CA ({} does not exist)",
+                root.display()
+            );
+        }
+        vec![root]
+    } else {
+        args.ca.clone()
+    };
+    let store = TrustStore::from_pem_files(&cas, &args.crl)?;
+    let chain = certgate_pki::pem::read_certs(&args.cert)?;
+    let name = match &args.name {
+        Some(n) => Some(
+            ServerName::try_from(n.clone())
+                .with_context(|| format!("--name {n:?} is not a valid host name or IP address"))?,
+        ),
+        None => None,
+    };
+    let purpose = match args.purpose {
+        PurposeArg::Client => Purpose::ClientAuth,
+        PurposeArg::Server => Purpose::ServerAuth,
+    };
+    let policy = VerifyPolicy {
+        purpose,
+        max_depth: args.max_depth,
+        name,
+        allow_unknown_revocation: args.allow_unknown_revocation,
+    };
+    match store.verify(&chain, &policy, UnixTime::now()) {
+        Ok(verified) => {
+            println!("OK: {} is valid for {purpose}", args.cert.display());
+            let last = verified.subjects.len().saturating_sub(1);
+            for (i, subject) in verified.subjects.iter().enumerate() {
+                let note = if i == last { "  (trust anchor)" } else { "" };
+                println!("  {i}: {subject}{note}");
+            }
+            if !args.crl.is_empty() {
+                println!("  not revoked according to {} CRL file(s)", args.crl.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(reason) => {
+            eprintln!("REFUSED: {}: {reason}", args.cert.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

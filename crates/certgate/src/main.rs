@@ -1,0 +1,24 @@
+//! certgate: a private certificate authority and an mTLS gateway in one binary.
+//!
+//! `main` parses the command line, runs one command, prints an error once (with its causes)
+//! and turns the outcome into an exit code: 0 success, 1 failure (including "certificate
+//! refused" from `certgate verify`), 2 usage error.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+
+fn main() -> ExitCode {
+    // One crypto provider for the whole process (rustls, the gateway, the token checks).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("certgate: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
