@@ -60,6 +60,23 @@ impl Reason {
     }
 }
 
+/// The RFC 5280 name of a CRLReason code (`keyCompromise`), as openssl and certgate print it.
+pub fn reason_code_name(code: u8) -> &'static str {
+    match code {
+        0 => "unspecified",
+        1 => "keyCompromise",
+        2 => "cACompromise",
+        3 => "affiliationChanged",
+        4 => "superseded",
+        5 => "cessationOfOperation",
+        6 => "certificateHold",
+        8 => "removeFromCRL",
+        9 => "privilegeWithdrawn",
+        10 => "aACompromise",
+        _ => "unknown",
+    }
+}
+
 /// One revoked certificate.
 #[derive(Debug, Clone)]
 pub struct Entry {

@@ -207,7 +207,9 @@ fn crl_info(der: &[u8]) -> Result<Inspected, String> {
         .map(|r| RevokedInfo {
             serial: hex(r.raw_serial()),
             revoked_at: r.revocation_date.to_datetime(),
-            reason: r.reason_code().map(|(_, code)| code.to_string()),
+            reason: r
+                .reason_code()
+                .map(|(_, code)| crate::crl::reason_code_name(code.0).to_string()),
         })
         .collect();
     Ok(Inspected::Crl(CrlInfo {

@@ -506,20 +506,7 @@ fn eku_names(cert: &X509Certificate<'_>) -> Vec<String> {
 
 /// The revocation reason as RFC 5280 spells it (`keyCompromise`).
 pub fn reason_name(reason: webpki::RevocationReason) -> String {
-    use webpki::RevocationReason as R;
-    match reason {
-        R::Unspecified => "unspecified",
-        R::KeyCompromise => "keyCompromise",
-        R::CaCompromise => "cACompromise",
-        R::AffiliationChanged => "affiliationChanged",
-        R::Superseded => "superseded",
-        R::CessationOfOperation => "cessationOfOperation",
-        R::CertificateHold => "certificateHold",
-        R::RemoveFromCrl => "removeFromCRL",
-        R::PrivilegeWithdrawn => "privilegeWithdrawn",
-        R::AaCompromise => "aACompromise",
-    }
-    .to_string()
+    crate::crl::reason_code_name(reason as u8).to_string()
 }
 
 fn server_name_text(name: &ServerName<'_>) -> String {
