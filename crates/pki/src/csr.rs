@@ -85,15 +85,14 @@ pub fn parse(bytes: &[u8], source_name: &str) -> Result<Csr, PkiError> {
             }
         }
     }
-    if sans.is_empty() && !subject.common_name.is_empty() {
-        if let Ok(san) = San::parse(&subject.common_name) {
-            if matches!(san, San::Dns(_) | San::Ip(_)) {
-                ignored.push(format!(
-                    "no SAN requested; the CN {} was added as {san}",
-                    subject.common_name
-                ));
-                sans.push(san);
-            }
+    if sans.is_empty() {
+        let from_cn = San::parse(&subject.common_name).ok();
+        if let Some(san) = from_cn.filter(|s| matches!(s, San::Dns(_) | San::Ip(_))) {
+            ignored.push(format!(
+                "no SAN requested; the CN {} was added as {san}",
+                subject.common_name
+            ));
+            sans.push(san);
         }
     }
     ignored.dedup();

@@ -205,15 +205,13 @@ impl Store {
         for row in rows {
             let record = row.map_err(err)?;
             let status = record.effective_status(now);
-            if let Some(wanted) = &filter.status {
-                if status != wanted {
-                    continue;
-                }
+            if filter.status.as_deref().is_some_and(|wanted| status != wanted) {
+                continue;
             }
-            if let Some(before) = filter.expiring_before {
-                if status == "revoked" || status == "expired" || record.not_after > before {
-                    continue;
-                }
+            let expiring_after =
+                |before| status == "revoked" || status == "expired" || record.not_after > before;
+            if filter.expiring_before.is_some_and(expiring_after) {
+                continue;
             }
             out.push(record);
         }

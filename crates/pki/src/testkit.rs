@@ -1,5 +1,8 @@
 //! The one test PKI (cargo feature `testkit`): root → intermediate(s) → leaves, made by
 //! certgate's own issuance code. Every test certificate in the workspace comes from here.
+//!
+//! This is test support: a failure to build the PKI is a broken test, so it panics.
+#![allow(clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 

@@ -604,8 +604,9 @@ mod tests {
     fn missing_intermediate_is_hinted() {
         let pki = TestPki::new();
         let leaf = pki.client("joe", &[]);
-        let err =
-            store(&pki).verify(&[leaf.der.clone()], &VerifyPolicy::client(), now()).unwrap_err();
+        let err = store(&pki)
+            .verify(std::slice::from_ref(&leaf.der), &VerifyPolicy::client(), now())
+            .unwrap_err();
         assert!(err.to_string().contains("intermediate missing"), "{err}");
     }
 
