@@ -257,9 +257,10 @@ async fn handshakes(
             let _ = tls.read_to_end(&mut buf).await;
             anyhow::Ok(handshake)
         };
+        let outcome = exchange.await;
         // "HTTP/1.x 200 ...": the status class is the tenth byte.
         let status_class = buf.starts_with(b"HTTP/1.").then(|| buf.get(9).copied()).flatten();
-        match (exchange.await, status_class) {
+        match (outcome, status_class) {
             (Ok(handshake), Some(class)) => {
                 tally.latencies_us.push(micros(handshake));
                 if class != b'2' {
