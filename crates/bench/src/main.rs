@@ -7,6 +7,9 @@
 //!   (resumption off), send one request, read the answer and close; reports handshakes/s and
 //!   handshake latency.
 //!
+//! - `upstream`: a minimal plain-HTTP/1.1 keep-alive server answering `200 ok`, the upstream
+//!   every gateway under test forwards to.
+//!
 //! The client offers exactly one key-exchange group (X25519) and one cipher suite
 //! (TLS_AES_128_GCM_SHA256) so every server negotiates the same thing.
 
@@ -42,6 +45,18 @@ enum Mode {
     Keepalive(Target),
     /// N loops of connect + full TLS 1.3 mTLS handshake + one request + close.
     Handshake(Target),
+    /// A plain HTTP/1.1 upstream answering every request with 200 "ok".
+    Upstream(UpstreamArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+struct UpstreamArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:9080")]
+    listen: SocketAddr,
+    /// Runtime worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -92,6 +107,7 @@ fn main() -> anyhow::Result<()> {
     let (mode, target) = match cli.mode {
         Mode::Keepalive(t) => ("keepalive", t),
         Mode::Handshake(t) => ("handshake", t),
+        Mode::Upstream(u) => return serve_upstream(&u),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(target.threads.max(1))
@@ -271,6 +287,33 @@ async fn handshakes(
         }
     }
     tally
+}
+
+/// Serves `200 ok` over HTTP/1.1 keep-alive until killed.
+fn serve_upstream(args: &UpstreamArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        eprintln!("upstream listening on {}", args.listen);
+        loop {
+            let (tcp, _) = listener.accept().await?;
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    let body = http_body_util::Full::new(Bytes::from_static(b"ok"));
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    })
 }
 
 fn micros(d: Duration) -> u32 {
