@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Summarizes bench/run.sh results: median and min..max per server and figure, and the
+ratio certgate / nginx per round (the target figures are the median of those ratios)."""
+import argparse
+import json
+import statistics
+import sys
+import time
+
+FIGURES = [
+    # (mode, key, label, better)
+    ("keepalive", "per_second", "keep-alive requests/s", "higher"),
+    ("keepalive", "p50_ms", "keep-alive p50 latency (ms)", "lower"),
+    ("keepalive", "p99_ms", "keep-alive p99 latency (ms)", "lower"),
+    ("keepalive", "cpu_seconds", "keep-alive server CPU-seconds", "lower"),
+    ("keepalive", "requests_per_cpu_second", "keep-alive requests per CPU-second", "higher"),
+    ("handshake", "per_second", "full mTLS handshakes/s", "higher"),
+    ("handshake", "p50_ms", "handshake p50 latency (ms)", "lower"),
+    ("handshake", "p99_ms", "handshake p99 latency (ms)", "lower"),
+    ("handshake", "cpu_seconds", "handshake server CPU-seconds", "lower"),
+    ("handshake", "peak_rss_kib", "peak RSS after both phases (KiB)", "lower"),
+]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("out")
+    ap.add_argument("--certgate", default="")
+    ap.add_argument("--nginx", default="")
+    ap.add_argument("--profile", default="")
+    ap.add_argument("--connections", type=int, default=0)
+    ap.add_argument("--duration", type=float, default=0)
+    ap.add_argument("--rounds", type=int, default=0)
+    a = ap.parse_args()
+
+    rows = [json.loads(line) for line in open(a.results) if line.strip()]
+    for r in rows:
+        r["requests_per_cpu_second"] = (
+            r["completed"] / r["cpu_seconds"] if r.get("cpu_seconds") else 0.0
+        )
+    by = {}
+    for r in rows:
+        by.setdefault((r["server"], r["mode"], r["round"]), r)
+    rounds = sorted({r["round"] for r in rows})
+
+    def values(server, mode, key):
+        return [by[(server, mode, n)][key] for n in rounds if (server, mode, n) in by]
+
+    table = []
+    for mode, key, label, better in FIGURES:
+        cg, ng = values("certgate", mode, key), values("nginx", mode, key)
+        ratios = [
+            by[("certgate", mode, n)][key] / by[("nginx", mode, n)][key]
+            for n in rounds
+            if ("certgate", mode, n) in by and ("nginx", mode, n) in by
+            and by[("nginx", mode, n)][key]
+        ]
+        table.append({
+            "figure": label, "mode": mode, "key": key, "better": better,
+            "certgate": summary(cg), "nginx": summary(ng), "ratio": summary(ratios),
+        })
+
+    errors = {s: sum(r["errors"] for r in rows if r["server"] == s) for s in ("certgate", "nginx")}
+    non2xx = {s: sum(r["non_2xx"] for r in rows if r["server"] == s) for s in ("certgate", "nginx")}
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "certgate": a.certgate, "nginx": a.nginx, "profile": a.profile,
+        "connections": a.connections, "seconds_per_figure": a.duration, "rounds": a.rounds,
+        "errors": errors, "non_2xx": non2xx,
+    }
+    json.dump({"meta": meta, "figures": table, "raw": rows}, open(f"{a.out}/results.json", "w"), indent=2)
+
+    lines = [
+        f"Run {meta['date']}: {a.certgate} vs {a.nginx} ({a.profile} build), "
+        f"{a.connections} connections, {a.duration:g} s per figure, {a.rounds} interleaved rounds.",
+        f"Errors: certgate {errors['certgate']}, nginx {errors['nginx']}; "
+        f"non-2xx: certgate {non2xx['certgate']}, nginx {non2xx['nginx']}.",
+        "",
+        "| figure | certgate median (min..max) | nginx median (min..max) | certgate / nginx (median of rounds) |",
+        "|---|---|---|---|",
+    ]
+    for t in table:
+        lines.append(
+            f"| {t['figure']} ({t['better']} is better) | {fmt(t['certgate'])} | {fmt(t['nginx'])} "
+            f"| **{t['ratio']['median']:.2f}×** ({t['ratio']['min']:.2f}..{t['ratio']['max']:.2f}) |"
+            if t["ratio"]["n"] else f"| {t['figure']} | {fmt(t['certgate'])} | {fmt(t['nginx'])} | n/a |"
+        )
+    open(f"{a.out}/results.md", "w").write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if errors["certgate"] or errors["nginx"]:
+        print("warning: some requests failed; see results.json", file=sys.stderr)
+
+
+def summary(xs):
+    if not xs:
+        return {"n": 0, "median": 0.0, "min": 0.0, "max": 0.0}
+    return {"n": len(xs), "median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+
+
+def fmt(s):
+    if not s["n"]:
+        return "n/a"
+    m = s["median"]
+    if m >= 100:
+        return f"{m:,.0f} ({s['min']:,.0f}..{s['max']:,.0f})"
+    return f"{m:.2f} ({s['min']:.2f}..{s['max']:.2f})"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Benchmarks certgate against nginx configured for the same job, in one run on one machine.
+#
+#   bench/run.sh            full run: 3 interleaved rounds, 64 connections, 10 s per figure
+#   bench/run.sh --smoke    a few seconds, to keep the harness working (CI runs this)
+#
+# Both servers: TLS 1.3, client certificate required and verified against the same CA
+# (ECDSA P-256), identity headers forwarded, a keep-alive pool to one plain-HTTP upstream,
+# no access log, 2 workers. Measured with certgate-bench (one fixed group and cipher suite).
+# Writes bench/out/results.json (raw) and bench/out/results.md (table with ratios).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${BENCH_OUT:-$ROOT/bench/out}
+ROUNDS=3
+DURATION=10
+CONNECTIONS=64
+SMOKE=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) SMOKE=1; ROUNDS=1; DURATION=2; CONNECTIONS=8 ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --connections) CONNECTIONS=$2; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  echo "--- installing nginx"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q && apt-get install -y -q nginx-full
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+PROFILE=release
+[ "$SMOKE" = 1 ] && PROFILE=${BENCH_PROFILE:-dev}
+echo "--- building certgate and certgate-bench ($PROFILE)"
+(cd "$ROOT" && cargo build --profile "$PROFILE" -p certgate -p certgate-bench --locked -q)
+TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+BIN_DIR=$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+CERTGATE=$BIN_DIR/certgate
+LOADGEN=$BIN_DIR/certgate-bench
+
+W=$(mktemp -d /tmp/certgate-bench.XXXXXX)
+chmod 755 "$W"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
+  [ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 100); do
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "port $1 did not open" >&2; return 1
+}
+
+echo "--- PKI (certgate ca init, ECDSA P-256)"
+"$CERTGATE" ca init --ca-dir "$W/ca" >/dev/null
+"$CERTGATE" cert issue server --san localhost --san 127.0.0.1 --out-dir "$W" --ca-dir "$W/ca" >/dev/null
+"$CERTGATE" cert issue client --san spiffe://bench.test/client --out-dir "$W" --ca-dir "$W/ca" >/dev/null
+
+UP_PORT=$(free_port)
+"$LOADGEN" upstream --listen "127.0.0.1:$UP_PORT" --threads 1 2>/dev/null &
+PIDS+=($!)
+wait_port "$UP_PORT"
+
+CG_PORT=$(free_port)
+NG_PORT=$(free_port)
+. "$ROOT/bench/configs.sh"
+write_certgate_config > "$W/certgate.toml"
+write_nginx_config > "$W/nginx.conf"
+"$CERTGATE" serve --check --config "$W/certgate.toml" >/dev/null
+"$NGINX" -t -q -c "$W/nginx.conf" -p "$W" -e "$W/nginx-error.log"
+
+# Sums utime+stime (seconds) and VmHWM (KiB) over a process and its children.
+proc_stats() {
+  python3 - "$1" <<'PY'
+import os, sys
+root = int(sys.argv[1])
+tick = os.sysconf("SC_CLK_TCK")
+pids = {root}
+for p in os.listdir("/proc"):
+    if p.isdigit():
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) == root:
+                pids.add(int(p))
+        except OSError:
+            pass
+cpu = 0.0; hwm = 0
+for p in pids:
+    try:
+        with open(f"/proc/{p}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu += (int(fields[11]) + int(fields[12])) / tick
+        with open(f"/proc/{p}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    hwm += int(line.split()[1])
+    except OSError:
+        pass
+print(f"{cpu} {hwm}")
+PY
+}
+
+start_server() {
+  case "$1" in
+    certgate)
+      "$CERTGATE" serve --config "$W/certgate.toml" 2>"$W/certgate.log" &
+      SERVER_PID=$!; PORT=$CG_PORT ;;
+    nginx)
+      "$NGINX" -c "$W/nginx.conf" -p "$W" -e "$W/nginx-error.log" -g 'daemon off;' &
+      SERVER_PID=$!; PORT=$NG_PORT ;;
+  esac
+  wait_port "$PORT"
+}
+
+stop_server() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+}
+
+measure() { # server mode round
+  local server=$1 mode=$2 round=$3 before after
+  before=$(proc_stats "$SERVER_PID")
+  "$LOADGEN" "$mode" --addr "127.0.0.1:$PORT" --server-name localhost \
+    --cert "$W/client.crt" --key "$W/client.key" --cacert "$W/ca/root.crt" \
+    --connections "$CONNECTIONS" --duration "$DURATION" --label "$server" > "$W/one.json"
+  after=$(proc_stats "$SERVER_PID")
+  python3 - "$W/one.json" "$server" "$round" "$before" "$after" >> "$W/results.jsonl" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+b_cpu, _ = sys.argv[4].split(); a_cpu, a_hwm = sys.argv[5].split()
+r.update(server=sys.argv[2], round=int(sys.argv[3]),
+         cpu_seconds=float(a_cpu) - float(b_cpu), peak_rss_kib=int(a_hwm))
+print(json.dumps(r))
+PY
+  tail -n 1 "$W/results.jsonl" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(f"  {r[\"server\"]:9} {r[\"mode\"]:10} {r[\"per_second\"]:10.0f}/s  p50 {r[\"p50_ms\"]:.2f} ms  p99 {r[\"p99_ms\"]:.2f} ms  errors {r[\"errors\"]}  non-2xx {r[\"non_2xx\"]}  cpu {r[\"cpu_seconds\"]:.1f}s  rss {r[\"peak_rss_kib\"]/1024:.1f} MiB")'
+}
+
+: > "$W/results.jsonl"
+for round in $(seq 1 "$ROUNDS"); do
+  order="certgate nginx"
+  [ $((round % 2)) -eq 0 ] && order="nginx certgate"
+  echo "--- round $round of $ROUNDS ($order)"
+  for server in $order; do
+    start_server "$server"
+    # Warm up pools and caches so both servers are measured in steady state.
+    "$LOADGEN" keepalive --addr "127.0.0.1:$PORT" --cert "$W/client.crt" --key "$W/client.key" \
+      --cacert "$W/ca/root.crt" --connections "$CONNECTIONS" --duration 1 >/dev/null
+    measure "$server" keepalive "$round"
+    measure "$server" handshake "$round"
+    stop_server
+  done
+done
+
+mkdir -p "$OUT"
+python3 "$ROOT/bench/report.py" "$W/results.jsonl" "$OUT" \
+  --certgate "$("$CERTGATE" --version)" --nginx "$("$NGINX" -v 2>&1)" \
+  --profile "$PROFILE" --connections "$CONNECTIONS" --duration "$DURATION" --rounds "$ROUNDS"
+echo "--- wrote $OUT/results.md and $OUT/results.json"
