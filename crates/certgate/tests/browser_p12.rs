@@ -1,0 +1,142 @@
+//! A browser user's view of certgate's PKCS#12: headless Chromium imports `certgate cert p12`
+//! output into its NSS store and presents the certificate to an mTLS server.
+//!
+//! Needs `chromium` and `libnss3-tools` and writes a Chromium policy under /etc (as root), so
+//! it is ignored by default; `.ci/run` installs both and runs it with
+//! `cargo nextest run --run-ignored only -E 'test(/^browser_/)'`.
+
+// A test that cannot set itself up should fail loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CERTGATE: &str = env!("CARGO_BIN_EXE_certgate");
+
+/// Kills a child process when the test ends, however it ends.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Removes the Chromium policy file when the test ends.
+struct PolicyFile(&'static str);
+
+impl Drop for PolicyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn certgate(dir: &Path, args: &[&str]) -> String {
+    run(Command::new(CERTGATE).current_dir(dir).args(args).args(["--ca-dir", "ca"]))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Chromium presents a client certificate imported from certgate's PKCS#12 (both the modern
+/// AES form and the legacy 3DES form), and without it the mTLS server sees none.
+#[test]
+#[ignore = "needs chromium + libnss3-tools and root; run by .ci/run"]
+fn browser_presents_certificate_from_certgate_p12() {
+    for legacy in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        certgate(dir, &["ca", "init"]);
+        certgate(dir, &["cert", "issue", "web", "--san", "localhost", "--san", "127.0.0.1"]);
+        certgate(dir, &["cert", "issue", "alice", "--san", "spiffe://example.test/alice"]);
+        std::fs::write(dir.join("p12.pass"), "browser pass\n").unwrap();
+        let mut p12 = vec!["cert", "p12", "alice", "--password-file", "p12.pass"];
+        if legacy {
+            p12.push("--legacy");
+        }
+        certgate(dir, &p12);
+
+        let port = free_port();
+        let server = Command::new("openssl")
+            .current_dir(dir)
+            .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
+            .args(["-cert", "web.crt", "-cert_chain", "web.crt", "-key", "web.key"])
+            .args(["-CAfile", "ca/root.crt", "-verify", "2", "-www", "-quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let _server = Guard(server);
+        wait_for_port(port);
+
+        let url = format!("https://localhost:{port}/");
+        let without = chromium_page(dir, &url, None);
+        assert!(without.contains("no client certificate available"), "{without}");
+
+        let with = chromium_page(dir, &url, Some(("alice.p12", "browser pass")));
+        assert!(with.contains("Subject: CN=alice"), "legacy={legacy}: {with}");
+        assert!(with.contains("URI:spiffe://example.test/alice"), "{with}");
+    }
+}
+
+/// Loads `url` in headless Chromium with a fresh NSS store trusting the CA and, if given,
+/// holding the PKCS#12 identity, and returns the page text.
+fn chromium_page(dir: &Path, url: &str, identity: Option<(&str, &str)>) -> String {
+    let home = tempfile::tempdir_in(dir).unwrap();
+    let nssdb = home.path().join(".pki/nssdb");
+    std::fs::create_dir_all(&nssdb).unwrap();
+    let db = format!("sql:{}", nssdb.display());
+    run(Command::new("certutil").args(["-N", "-d", &db, "--empty-password"]));
+    let root = dir.join("ca/root.crt");
+    run(Command::new("certutil")
+        .args(["-A", "-d", &db, "-n", "certgate-root", "-t", "C,,"])
+        .arg("-i")
+        .arg(&root));
+    let _policy = identity.map(|(p12, password)| {
+        run(Command::new("pk12util")
+            .arg("-i")
+            .arg(dir.join(p12))
+            .args(["-d", &db, "-W", password]));
+        const POLICY: &str = "/etc/chromium/policies/managed/certgate-browser-test.json";
+        std::fs::create_dir_all("/etc/chromium/policies/managed").unwrap();
+        let pattern = serde_json::json!({ "pattern": url.trim_end_matches('/'), "filter": {} });
+        let policy = serde_json::json!({ "AutoSelectCertificateForUrls": [pattern.to_string()] });
+        std::fs::write(POLICY, policy.to_string()).unwrap();
+        PolicyFile(POLICY)
+    });
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg("chromium")
+        .env("HOME", home.path())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", home.path().join("profile").display()))
+        .args(["--dump-dom", url])
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium (apt-get install chromium libnss3-tools)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
