@@ -149,6 +149,30 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The extended key usages of a certificate, by their RFC 5280 names (unknown ones as OIDs).
+pub fn eku_names(cert: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(eku)) = cert.extended_key_usage() else {
+        return vec![];
+    };
+    let e = eku.value;
+    let mut names = Vec::new();
+    for (present, name) in [
+        (e.any, "anyExtendedKeyUsage"),
+        (e.server_auth, "serverAuth"),
+        (e.client_auth, "clientAuth"),
+        (e.code_signing, "codeSigning"),
+        (e.email_protection, "emailProtection"),
+        (e.time_stamping, "timeStamping"),
+        (e.ocsp_signing, "OCSPSigning"),
+    ] {
+        if present {
+            names.push(name.to_string());
+        }
+    }
+    names.extend(e.other.iter().map(|oid| oid.to_id_string()));
+    names
+}
+
 pub(crate) fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
     match bytes.len() {
         4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),

@@ -128,24 +128,7 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, PkiError> {
             }
         }
     }
-    let mut extended_key_usage = Vec::new();
-    if let Ok(Some(eku)) = cert.extended_key_usage() {
-        let e = eku.value;
-        for (set, name) in [
-            (e.server_auth, "serverAuth"),
-            (e.client_auth, "clientAuth"),
-            (e.code_signing, "codeSigning"),
-            (e.email_protection, "emailProtection"),
-            (e.time_stamping, "timeStamping"),
-            (e.ocsp_signing, "OCSPSigning"),
-            (e.any, "anyExtendedKeyUsage"),
-        ] {
-            if set {
-                extended_key_usage.push(name.to_string());
-            }
-        }
-        extended_key_usage.extend(e.other.iter().map(|o| o.to_id_string()));
-    }
+    let extended_key_usage = crate::identity::eku_names(&cert);
     let validity_status = if id.not_after <= now {
         "expired"
     } else if id.not_before > now {

@@ -90,23 +90,18 @@ pub fn parse_duration(value: &str) -> Result<Duration, PkiError> {
 
 /// `2026-01-01 00:00:00 UTC`: the date format of every message certgate prints.
 pub fn format_time(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    utc_date_time(t, ' ', " UTC")
 }
 
 /// RFC 3339 (`2026-01-01T00:00:00Z`), for JSON output and headers.
 pub fn rfc3339(t: OffsetDateTime) -> String {
+    utc_date_time(t, 'T', "Z")
+}
+
+fn utc_date_time(t: OffsetDateTime, separator: char, zone: &str) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        "{:04}-{:02}-{:02}{separator}{:02}:{:02}:{:02}{zone}",
         t.year(),
         u8::from(t.month()),
         t.day(),

@@ -404,7 +404,10 @@ impl TrustStore {
             }
             #[allow(deprecated)]
             webpki::Error::RequiredEkuNotFound | webpki::Error::RequiredEkuNotFoundContext(_) => {
-                VerifyError::WrongPurpose { required: policy.purpose, present: eku_names(leaf) }
+                VerifyError::WrongPurpose {
+                    required: policy.purpose,
+                    present: crate::identity::eku_names(leaf),
+                }
             }
             webpki::Error::CertRevoked => self.revocation_entry(&parsed),
             webpki::Error::UnknownRevocationStatus => VerifyError::UnknownRevocationStatus {
@@ -479,29 +482,6 @@ fn top_of_presented_chain<'a>(parsed: &'a [X509Certificate<'a>]) -> &'a X509Cert
         }
     }
     current
-}
-
-fn eku_names(cert: &X509Certificate<'_>) -> Vec<String> {
-    let Ok(Some(eku)) = cert.extended_key_usage() else {
-        return vec![];
-    };
-    let e = eku.value;
-    let mut names = Vec::new();
-    for (present, name) in [
-        (e.any, "anyExtendedKeyUsage"),
-        (e.server_auth, "serverAuth"),
-        (e.client_auth, "clientAuth"),
-        (e.code_signing, "codeSigning"),
-        (e.email_protection, "emailProtection"),
-        (e.time_stamping, "timeStamping"),
-        (e.ocsp_signing, "OCSPSigning"),
-    ] {
-        if present {
-            names.push(name.to_string());
-        }
-    }
-    names.extend(e.other.iter().map(|oid| oid.to_id_string()));
-    names
 }
 
 /// The revocation reason as RFC 5280 spells it (`keyCompromise`).
