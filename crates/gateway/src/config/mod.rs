@@ -1,0 +1,600 @@
+//! Configuration: the TOML file ([`raw`]) is read once and built into a [`Config`] whose types
+//! cannot hold an invalid state. Building loads every certificate, key, CA and CRL it names and
+//! reports every problem at once, each with the file, the field and the reason.
+
+pub mod raw;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use certgate_pki::verify::{DEFAULT_MAX_DEPTH, TrustStore, VerifyPolicy};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::http::authz::Acl;
+use crate::http::headers::{HeaderFormat, IdentityHeaderNames};
+use crate::http::route::{Route, RouteTable};
+use crate::http::upstream::{Upstream, UpstreamSettings};
+use crate::tls::server::{ClientAuthMode, ListenerTls};
+
+/// One problem in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// The TOML path of the field, e.g. `listener[0].client_auth.trust[1]`.
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.field, self.reason)
+        }
+    }
+}
+
+/// Every problem found, in file order.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} problem{} in the configuration:", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The built configuration.
+pub struct Config {
+    pub path: PathBuf,
+    pub listeners: Vec<Listener>,
+    pub access_log: bool,
+    /// Runtime worker threads; `None`: one per core.
+    pub worker_threads: Option<usize>,
+}
+
+/// Timeouts and limits of a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub handshake_timeout: Duration,
+    /// Time to receive a request head. For HTTP/1.1 this also bounds the wait for the next
+    /// request on a kept-alive connection.
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes in either direction for this long is closed.
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(120),
+            max_header_bytes: 16 * 1024,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// One TLS listener and what it serves.
+pub struct Listener {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub tls: ListenerTls,
+    pub limits: Limits,
+    /// Answer 421 when Host differs from SNI.
+    pub sni_host_check: bool,
+    pub routes: RouteTable,
+}
+
+/// Reads and builds the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let fail = |field: &str, reason: String| {
+        ConfigErrors(vec![ConfigError { file: path.to_path_buf(), field: field.into(), reason }])
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail("", format!("cannot read: {e}")))?;
+    let raw: raw::RawConfig = toml::from_str(&text).map_err(|e| {
+        let location = e
+            .span()
+            .map(|s| {
+                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                format!("line {line}")
+            })
+            .unwrap_or_default();
+        fail(&location, e.message().to_string())
+    })?;
+    build(raw, path)
+}
+
+/// Builds a raw configuration; relative paths are taken from `path`'s directory.
+pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
+    let mut b = Builder {
+        file: path.to_path_buf(),
+        base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        errors: Vec::new(),
+    };
+    if raw.listeners.is_empty() {
+        b.error("", "no [[listener]] is configured".into());
+    }
+    if raw.routes.is_empty() {
+        b.error("", "no [[route]] is configured".into());
+    }
+
+    let mut upstreams: HashMap<String, Arc<Upstream>> = HashMap::new();
+    for (i, u) in raw.upstreams.iter().enumerate() {
+        let field = format!("upstream[{i}]");
+        if upstreams.contains_key(&u.name) {
+            b.error(&format!("{field}.name"), format!("duplicate upstream name {:?}", u.name));
+            continue;
+        }
+        if let Some(up) = b.upstream(&field, u) {
+            upstreams.insert(u.name.clone(), Arc::new(up));
+        }
+    }
+
+    let listener_names: Vec<String> = raw
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| l.name.clone().unwrap_or_else(|| format!("listener-{i}")))
+        .collect();
+    let mut routes_by_listener: Vec<Vec<Route>> = vec![Vec::new(); raw.listeners.len()];
+    let mut all_header_names = Vec::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let field = format!("route[{i}]");
+        let Some(route) = b.route(&field, r, &upstreams) else { continue };
+        all_header_names.extend(route.headers.names());
+        match &r.listener {
+            Some(name) => match listener_names.iter().position(|n| n == name) {
+                Some(li) => routes_by_listener[li].push(route),
+                None => {
+                    b.error(&format!("{field}.listener"), format!("no listener named {name:?}"))
+                }
+            },
+            None => routes_by_listener.iter_mut().for_each(|v| v.push(route.clone())),
+        }
+    }
+    let strip = Arc::new(crate::http::headers::StripSet::new(all_header_names));
+
+    let mut listeners = Vec::new();
+    let mut seen_addrs = HashSet::new();
+    for ((i, l), routes) in raw.listeners.iter().enumerate().zip(routes_by_listener) {
+        let field = format!("listener[{i}]");
+        let Some(listener) = b.listener(&field, l, &listener_names[i], routes, strip.clone())
+        else {
+            continue;
+        };
+        if !seen_addrs.insert(listener.addr) {
+            b.error(
+                &format!("{field}.listen"),
+                format!("{} is used by two listeners", listener.addr),
+            );
+        }
+        listeners.push(listener);
+    }
+    if !b.errors.is_empty() {
+        return Err(ConfigErrors(b.errors));
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        listeners,
+        access_log: raw.access_log.enabled.unwrap_or(true),
+        worker_threads: raw.runtime.worker_threads,
+    })
+}
+
+struct Builder {
+    file: PathBuf,
+    base: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Builder {
+    fn error(&mut self, field: &str, reason: String) {
+        self.errors.push(ConfigError { file: self.file.clone(), field: field.into(), reason });
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) }
+    }
+
+    fn duration(&mut self, field: &str, value: Option<&String>, default: Duration) -> Duration {
+        let Some(v) = value else { return default };
+        match certgate_pki::validity::parse_duration(v) {
+            Ok(d) if d.is_positive() => d.unsigned_abs(),
+            Ok(_) => {
+                self.error(field, "must be positive".into());
+                default
+            }
+            Err(e) => {
+                self.error(field, e.to_string());
+                default
+            }
+        }
+    }
+
+    fn certs(&mut self, field: &str, file: &str) -> Option<Vec<CertificateDer<'static>>> {
+        match certgate_pki::pem::read_certs(&self.path(file)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.error(field, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn key(&mut self, field: &str, file: &str) -> Option<PrivateKeyDer<'static>> {
+        let path = self.path(file);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                self.error(field, format!("cannot read {}: {e}", path.display()));
+                return None;
+            }
+        };
+        match certgate_pki::keys::pkcs8_der_from_pem(&path, &bytes, None) {
+            Ok(der) => Some(PrivateKeyDer::Pkcs8(der.into())),
+            Err(e) => {
+                self.error(field, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn listener(
+        &mut self,
+        field: &str,
+        l: &raw::RawListener,
+        name: &str,
+        routes: Vec<Route>,
+        strip: Arc<crate::http::headers::StripSet>,
+    ) -> Option<Listener> {
+        let errors_before = self.errors.len();
+        let addr = match l.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(
+                    &format!("{field}.listen"),
+                    format!("{:?} is not an address:port such as 127.0.0.1:8443", l.listen),
+                );
+                None
+            }
+        };
+        let min_tls13 = match l.min_tls_version.as_deref() {
+            None | Some("1.2") => false,
+            Some("1.3") => true,
+            Some(other) => {
+                self.error(
+                    &format!("{field}.min_tls_version"),
+                    format!("{other:?}: use \"1.2\" or \"1.3\""),
+                );
+                false
+            }
+        };
+        if l.certificates.is_empty() {
+            self.error(
+                &format!("{field}.certificates"),
+                "at least one server certificate is needed".into(),
+            );
+        }
+        let mut certs = Vec::new();
+        for (j, c) in l.certificates.iter().enumerate() {
+            let cf = format!("{field}.certificates[{j}]");
+            let chain = self.certs(&format!("{cf}.cert"), &c.cert);
+            let key = self.key(&format!("{cf}.key"), &c.key);
+            if let (Some(chain), Some(key)) = (chain, key) {
+                match crate::tls::server::certified_key(chain, key) {
+                    Ok(ck) => certs.push(ck),
+                    Err(reason) => self.error(&format!("{cf}.key"), format!("{}: {reason}", c.key)),
+                }
+            }
+        }
+        let (mode, trust, policy) = match &l.client_auth {
+            None => (ClientAuthMode::Off, None, VerifyPolicy::client()),
+            Some(ca) => self.client_auth(&format!("{field}.client_auth"), ca),
+        };
+        let mut limits = Limits::default();
+        let lf = format!("{field}.limits");
+        limits.handshake_timeout = self.duration(
+            &format!("{lf}.handshake_timeout"),
+            l.limits.handshake_timeout.as_ref(),
+            limits.handshake_timeout,
+        );
+        limits.header_read_timeout = self.duration(
+            &format!("{lf}.header_read_timeout"),
+            l.limits.header_read_timeout.as_ref(),
+            limits.header_read_timeout,
+        );
+        limits.idle_timeout = self.duration(
+            &format!("{lf}.idle_timeout"),
+            l.limits.idle_timeout.as_ref(),
+            limits.idle_timeout,
+        );
+        if let Some(n) = l.limits.max_header_bytes {
+            if n < 8192 {
+                self.error(&format!("{lf}.max_header_bytes"), "must be at least 8192".into());
+            }
+            limits.max_header_bytes = n.max(8192);
+        }
+        if let Some(n) = l.limits.max_connections {
+            if n == 0 {
+                self.error(&format!("{lf}.max_connections"), "must be at least 1".into());
+            }
+            limits.max_connections = n.max(1);
+        }
+        if routes.is_empty() {
+            self.error(field, format!("listener {name:?} has no route"));
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let addr = addr?;
+        let tls = match ListenerTls::new(certs, mode, trust, policy, min_tls13) {
+            Ok(t) => t,
+            Err(reason) => {
+                self.error(field, reason);
+                return None;
+            }
+        };
+        Some(Listener {
+            name: name.to_string(),
+            addr,
+            sni_host_check: l.sni_host_check.unwrap_or(mode != ClientAuthMode::Off),
+            tls,
+            limits,
+            routes: RouteTable::new(routes, strip),
+        })
+    }
+
+    fn client_auth(
+        &mut self,
+        field: &str,
+        ca: &raw::RawClientAuth,
+    ) -> (ClientAuthMode, Option<TrustStore>, VerifyPolicy) {
+        let mode = match ca.mode.as_str() {
+            "required" => ClientAuthMode::Required,
+            "optional" => ClientAuthMode::Optional,
+            "dangerous_optional_no_ca" => ClientAuthMode::DangerousOptionalNoCa,
+            "off" => ClientAuthMode::Off,
+            "optional_no_ca" => {
+                self.error(&format!("{field}.mode"), "accepting certificates from any CA is dangerous; write \"dangerous_optional_no_ca\" if that is what you want".into());
+                ClientAuthMode::Off
+            }
+            other => {
+                self.error(&format!("{field}.mode"), format!("{other:?}: use \"required\", \"optional\", \"dangerous_optional_no_ca\" or \"off\""));
+                ClientAuthMode::Off
+            }
+        };
+        let policy = VerifyPolicy {
+            max_depth: ca.max_chain_depth.unwrap_or(DEFAULT_MAX_DEPTH),
+            allow_unknown_revocation: ca.allow_unknown_revocation,
+            ..VerifyPolicy::client()
+        };
+        if ca.max_chain_depth == Some(0) {
+            self.error(
+                &format!("{field}.max_chain_depth"),
+                "must be at least 1 (the trust anchor counts)".into(),
+            );
+        }
+        if mode == ClientAuthMode::Off {
+            return (mode, None, policy);
+        }
+        if ca.trust.is_empty() {
+            self.error(
+                &format!("{field}.trust"),
+                "client certificates need at least one trust anchor file".into(),
+            );
+            return (mode, None, policy);
+        }
+        let before = self.errors.len();
+        let mut anchors = Vec::new();
+        for (i, t) in ca.trust.iter().enumerate() {
+            if let Some(c) = self.certs(&format!("{field}.trust[{i}]"), t) {
+                anchors.extend(c);
+            }
+        }
+        let mut crls = Vec::new();
+        for (i, c) in ca.crls.iter().enumerate() {
+            match certgate_pki::pem::read_crls(&self.path(c)) {
+                Ok(list) => crls.extend(list),
+                Err(e) => self.error(&format!("{field}.crls[{i}]"), e.to_string()),
+            }
+        }
+        if self.errors.len() > before {
+            return (mode, None, policy);
+        }
+        match TrustStore::from_der(anchors, crls) {
+            Ok(store) => (mode, Some(store), policy),
+            Err(e) => {
+                self.error(field, e.to_string());
+                (mode, None, policy)
+            }
+        }
+    }
+
+    fn upstream(&mut self, field: &str, u: &raw::RawUpstream) -> Option<Upstream> {
+        let before = self.errors.len();
+        let uri: http::Uri = match u.url.parse() {
+            Ok(uri) => uri,
+            Err(e) => {
+                self.error(&format!("{field}.url"), format!("{:?} is not a URL: {e}", u.url));
+                return None;
+            }
+        };
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => {
+                self.error(
+                    &format!("{field}.url"),
+                    format!("{:?}: use http:// or https://", u.url),
+                );
+                return None;
+            }
+        };
+        if uri.authority().is_none() {
+            self.error(&format!("{field}.url"), format!("{:?} has no host", u.url));
+            return None;
+        }
+        let connect_timeout = self.duration(
+            &format!("{field}.connect_timeout"),
+            u.connect_timeout.as_ref(),
+            Duration::from_secs(5),
+        );
+        let response_timeout = self.duration(
+            &format!("{field}.response_timeout"),
+            u.response_timeout.as_ref(),
+            Duration::from_secs(60),
+        );
+        let mut roots = Vec::new();
+        for (i, ca) in u.ca.iter().enumerate() {
+            if let Some(c) = self.certs(&format!("{field}.ca[{i}]"), ca) {
+                roots.extend(c);
+            }
+        }
+        let client_identity = match (&u.client_cert, &u.client_key) {
+            (Some(c), Some(k)) => {
+                let chain = self.certs(&format!("{field}.client_cert"), c);
+                let key = self.key(&format!("{field}.client_key"), k);
+                chain.zip(key)
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                self.error(&format!("{field}.client_key"), "client_cert needs client_key".into());
+                None
+            }
+            (None, Some(_)) => {
+                self.error(&format!("{field}.client_cert"), "client_key needs client_cert".into());
+                None
+            }
+        };
+        if !tls && (!u.ca.is_empty() || client_identity.is_some() || u.server_name.is_some()) {
+            self.error(
+                &format!("{field}.url"),
+                "ca, server_name and client_cert apply to https:// upstreams only".into(),
+            );
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        let settings = UpstreamSettings {
+            name: u.name.clone(),
+            uri,
+            tls,
+            roots,
+            server_name: u.server_name.clone(),
+            client_identity,
+            http2: u.http2,
+            connect_timeout,
+            response_timeout,
+            max_idle: u.max_idle_connections.unwrap_or(256),
+        };
+        match Upstream::new(settings) {
+            Ok(up) => Some(up),
+            Err(reason) => {
+                self.error(field, reason);
+                None
+            }
+        }
+    }
+
+    fn route(
+        &mut self,
+        field: &str,
+        r: &raw::RawRoute,
+        upstreams: &HashMap<String, Arc<Upstream>>,
+    ) -> Option<Route> {
+        let before = self.errors.len();
+        let upstream = upstreams.get(&r.upstream).cloned();
+        if upstream.is_none() {
+            self.error(&format!("{field}.upstream"), format!("no upstream named {:?}", r.upstream));
+        }
+        let path = r.path.clone().unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') {
+            self.error(&format!("{field}.path"), format!("{path:?} must start with '/'"));
+        }
+        let host = match r.host.as_deref() {
+            None | Some("*") => None,
+            Some(h) if h.contains(':') || h.contains('/') || h.is_empty() => {
+                self.error(
+                    &format!("{field}.host"),
+                    format!("{h:?} is not a host name (no port, no scheme)"),
+                );
+                None
+            }
+            Some(h) => Some(h.to_ascii_lowercase()),
+        };
+        let require_cert = match r.client_cert.as_deref() {
+            None | Some("required") => true,
+            Some("optional") => false,
+            Some(other) => {
+                self.error(
+                    &format!("{field}.client_cert"),
+                    format!("{other:?}: use \"required\" or \"optional\""),
+                );
+                true
+            }
+        };
+        let acl = match &r.allow {
+            None => None,
+            Some(_) if !require_cert => {
+                self.error(
+                    &format!("{field}.allow"),
+                    "an allow-list needs client_cert = \"required\"".into(),
+                );
+                None
+            }
+            Some(allow) => match Acl::new(allow) {
+                Ok(acl) => Some(acl),
+                Err((key, reason)) => {
+                    self.error(&format!("{field}.allow.{key}"), reason);
+                    None
+                }
+            },
+        };
+        let names = match IdentityHeaderNames::new(&r.header_names) {
+            Ok(n) => n,
+            Err((key, reason)) => {
+                self.error(&format!("{field}.header_names.{key}"), reason);
+                IdentityHeaderNames::default()
+            }
+        };
+        let headers = match r.identity_headers.as_deref() {
+            None | Some("nginx") => HeaderFormat::Nginx(names),
+            Some("xfcc") => HeaderFormat::Xfcc,
+            Some("rfc9440") => HeaderFormat::Rfc9440,
+            Some("none") => HeaderFormat::None,
+            Some(other) => {
+                self.error(
+                    &format!("{field}.identity_headers"),
+                    format!("{other:?}: use \"nginx\", \"xfcc\", \"rfc9440\" or \"none\""),
+                );
+                HeaderFormat::None
+            }
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Route {
+            host,
+            path,
+            upstream: upstream?,
+            require_cert,
+            acl,
+            headers: Arc::new(headers),
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! The TOML file as written: plain serde structs, unknown fields refused. `super::build` turns
+//! them into [`super::Config`] once; nothing else reads these.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<RawListener>,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<RawUpstream>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub access_log: RawAccessLog,
+    #[serde(default)]
+    pub runtime: RawRuntime,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Option<String>,
+    pub listen: String,
+    #[serde(default)]
+    pub min_tls_version: Option<String>,
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    #[serde(default)]
+    pub client_auth: Option<RawClientAuth>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Refuse requests whose Host differs from the SNI (421). Default: on when client
+    /// certificates are requested.
+    pub sni_host_check: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAuth {
+    pub mode: String,
+    #[serde(default)]
+    pub trust: Vec<String>,
+    #[serde(default)]
+    pub crls: Vec<String>,
+    pub max_chain_depth: Option<u8>,
+    #[serde(default)]
+    pub allow_unknown_revocation: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub handshake_timeout: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_header_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: String,
+    pub url: String,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    /// CA file(s) that sign the upstream's certificate; default: the system roots.
+    #[serde(default)]
+    pub ca: Vec<String>,
+    pub server_name: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    #[serde(default)]
+    pub http2: bool,
+    pub max_idle_connections: Option<usize>,
+    #[serde(default)]
+    pub dangerous_skip_verify: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub listener: Option<String>,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub upstream: String,
+    pub client_cert: Option<String>,
+    pub allow: Option<RawAllow>,
+    pub identity_headers: Option<String>,
+    #[serde(default)]
+    pub header_names: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllow {
+    #[serde(default)]
+    pub spiffe: Vec<String>,
+    #[serde(default)]
+    pub uri: Vec<String>,
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub email: Vec<String>,
+    #[serde(default)]
+    pub cn: Vec<String>,
+    #[serde(default)]
+    pub o: Vec<String>,
+    #[serde(default)]
+    pub ou: Vec<String>,
+    #[serde(default)]
+    pub issuer: Vec<String>,
+    #[serde(default)]
+    pub fingerprint_sha256: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub worker_threads: Option<usize>,
+}

@@ -1,0 +1,9 @@
+//! The HTTP request path: routing, authorization, identity headers, upstreams, and the one
+//! map from refusal to status and body. `pipeline::handle` calls the phases in order.
+
+pub mod authz;
+pub mod headers;
+pub mod pipeline;
+pub mod reject;
+pub mod route;
+pub mod upstream;

@@ -1,0 +1,18 @@
+//! certgate-gateway: the mTLS gateway. It terminates TLS, verifies client certificates with
+//! certgate's path validation, routes by host and path, authorizes by identity, forwards the
+//! identity in the header formats upstreams already parse, and speaks (m)TLS to upstreams.
+//!
+//! - [`config`]: the TOML file, built once into types that cannot hold an invalid state;
+//! - [`tls`]: listeners' TLS (SNI certificates, client-certificate policy);
+//! - [`http`]: the request pipeline and its phases;
+//! - [`server`]: accepting, limits, timeouts, shutdown;
+//! - [`echo`]: the built-in echo upstream of `certgate quickstart`.
+
+pub mod access_log;
+pub mod config;
+pub mod echo;
+pub mod http;
+pub mod server;
+pub mod tls;
+
+pub use server::serve;

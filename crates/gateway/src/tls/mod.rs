@@ -1,0 +1,4 @@
+//! TLS: server configs per listener (certificates by SNI, client-certificate policy) and the
+//! identity that a finished handshake establishes.
+
+pub mod server;

@@ -1,0 +1,297 @@
+//! Server-side TLS for a listener.
+//!
+//! - Certificates are chosen by SNI from a table built at load time (exact name, then
+//!   `*.parent` wildcard, then the first certificate as default).
+//! - Client certificates are checked by [`ClientVerifier`], which runs
+//!   `certgate_pki::verify::TrustStore::verify`: the same code as `certgate verify`.
+//!   - `required`: a missing or invalid certificate fails the handshake.
+//!   - `optional` / `dangerous_optional_no_ca`: the handshake proves possession of the key
+//!     (CertificateVerify) and the chain is verified once right after it; routes then decide
+//!     (496/495) with the reason.
+//! - Session resumption is off on listeners that ask for client certificates: a resumed
+//!   session would restore a client identity without running the verifier again (so a
+//!   revoked certificate could resume). Listeners without client auth keep rustls's per-config
+//!   cache, which is never shared across configs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use certgate_pki::identity::PeerIdentity;
+use certgate_pki::verify::{TrustStore, VerifyError, VerifyPolicy};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+
+/// How a listener treats client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMode {
+    /// A valid certificate is required in the handshake.
+    Required,
+    /// A certificate is asked for; routes decide whether one is needed.
+    Optional,
+    /// Like `Optional`, and the details of a certificate that failed verification are still
+    /// forwarded (with `FAILED:reason`) for the upstream to judge. Dangerous: the upstream must
+    /// check the verify header.
+    DangerousOptionalNoCa,
+    /// No certificate is asked for.
+    Off,
+}
+
+impl ClientAuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuthMode::Required => "required",
+            ClientAuthMode::Optional => "optional",
+            ClientAuthMode::DangerousOptionalNoCa => "dangerous_optional_no_ca",
+            ClientAuthMode::Off => "off",
+        }
+    }
+}
+
+/// The TLS side of a listener.
+pub struct ListenerTls {
+    pub config: Arc<ServerConfig>,
+    pub mode: ClientAuthMode,
+    trust: Option<TrustStore>,
+    policy: VerifyPolicy,
+}
+
+/// What the handshake established about the client.
+#[derive(Debug, Clone)]
+pub enum ClientCert {
+    /// No certificate was presented (or none was asked for).
+    None,
+    /// A certificate that verified.
+    Verified(Arc<PeerIdentity>),
+    /// A certificate that proved possession of its key but failed verification.
+    Failed { reason: VerifyError, identity: Option<Arc<PeerIdentity>> },
+}
+
+impl ListenerTls {
+    /// Builds the rustls config. Fails with a reason when the certificates cannot be served.
+    pub fn new(
+        certs: Vec<Arc<CertifiedKey>>,
+        mode: ClientAuthMode,
+        trust: Option<TrustStore>,
+        policy: VerifyPolicy,
+        min_tls13: bool,
+    ) -> Result<ListenerTls, String> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = if min_tls13 {
+            &[&rustls::version::TLS13]
+        } else {
+            &[&rustls::version::TLS12, &rustls::version::TLS13]
+        };
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .map_err(|e| format!("TLS versions: {e}"))?;
+        let resolver = Arc::new(SniResolver::new(certs)?);
+        let mut config = match (&trust, mode) {
+            (
+                Some(store),
+                ClientAuthMode::Required
+                | ClientAuthMode::Optional
+                | ClientAuthMode::DangerousOptionalNoCa,
+            ) => {
+                let verifier = ClientVerifier {
+                    trust: store.clone(),
+                    policy: policy.clone(),
+                    mandatory: mode == ClientAuthMode::Required,
+                    hints: store
+                        .anchor_subjects()
+                        .iter()
+                        .map(|s| DistinguishedName::from(s.clone()))
+                        .collect(),
+                    algorithms: provider.signature_verification_algorithms,
+                };
+                builder.with_client_cert_verifier(Arc::new(verifier)).with_cert_resolver(resolver)
+            }
+            _ => builder.with_no_client_auth().with_cert_resolver(resolver),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if mode != ClientAuthMode::Off {
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
+        Ok(ListenerTls { config: Arc::new(config), mode, trust, policy })
+    }
+
+    /// The client's standing after the handshake: verified once, here, for the optional
+    /// modes; for `required` the handshake already verified it.
+    pub fn client_cert(&self, presented: Option<&[CertificateDer<'static>]>) -> ClientCert {
+        let Some(chain) = presented.filter(|c| !c.is_empty()) else {
+            return ClientCert::None;
+        };
+        let identity = PeerIdentity::from_der(&chain[0]).ok().map(Arc::new);
+        let verdict = match (self.mode, &self.trust) {
+            (ClientAuthMode::Required, _) => Ok(()),
+            (_, Some(store)) => store.verify(chain, &self.policy, UnixTime::now()).map(|_| ()),
+            (_, None) => Err(VerifyError::Empty),
+        };
+        match (verdict, identity) {
+            (Ok(()), Some(id)) => ClientCert::Verified(id),
+            (Ok(()), None) => ClientCert::Failed {
+                reason: VerifyError::Malformed { reason: "unparsable certificate".into() },
+                identity: None,
+            },
+            (Err(reason), identity) => ClientCert::Failed { reason, identity },
+        }
+    }
+}
+
+/// Loads a certificate chain and key for serving, checking that they belong together.
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<CertifiedKey>, String> {
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    CertifiedKey::from_der(chain, key, &provider).map(Arc::new).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => {
+            "the private key does not belong to the certificate".into()
+        }
+        other => format!("unusable key: {other}"),
+    })
+}
+
+/// Picks the server certificate for the SNI name.
+#[derive(Debug)]
+struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.example.com` certificates, keyed by `example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl SniResolver {
+    fn new(certs: Vec<Arc<CertifiedKey>>) -> Result<SniResolver, String> {
+        let default = certs.first().cloned().ok_or("no server certificate")?;
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for ck in &certs {
+            let Some(leaf) = ck.cert.first() else { continue };
+            let id = PeerIdentity::from_der(leaf).map_err(|e| e.to_string())?;
+            for name in id.sans.dns {
+                let name = name.to_ascii_lowercase();
+                match name.strip_prefix("*.") {
+                    Some(parent) => {
+                        wildcard.entry(parent.to_string()).or_insert_with(|| ck.clone())
+                    }
+                    None => exact.entry(name).or_insert_with(|| ck.clone()),
+                };
+            }
+        }
+        Ok(SniResolver { exact, wildcard, default })
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = hello.server_name() else {
+            return Some(self.default.clone());
+        };
+        let name = name.to_ascii_lowercase();
+        if let Some(ck) = self.exact.get(&name) {
+            return Some(ck.clone());
+        }
+        if let Some((_, parent)) = name.split_once('.') {
+            if let Some(ck) = self.wildcard.get(parent) {
+                return Some(ck.clone());
+            }
+        }
+        Some(self.default.clone())
+    }
+}
+
+/// Verifies client certificates with certgate's path validation.
+#[derive(Debug)]
+struct ClientVerifier {
+    trust: TrustStore,
+    policy: VerifyPolicy,
+    mandatory: bool,
+    hints: Vec<DistinguishedName>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if !self.mandatory {
+            // Optional modes: the chain is verified once after the handshake, so a route can
+            // answer 495 with the reason instead of a bare alert.
+            return Ok(ClientCertVerified::assertion());
+        }
+        let mut chain = Vec::with_capacity(1 + intermediates.len());
+        chain.push(end_entity.clone());
+        chain.extend(intermediates.iter().cloned());
+        match self.trust.verify(&chain, &self.policy, now) {
+            Ok(_) => Ok(ClientCertVerified::assertion()),
+            Err(reason) => {
+                tracing::info!(%reason, "client certificate refused in the handshake");
+                Err(rustls::Error::InvalidCertificate(certificate_error(&reason)))
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The TLS alert for each refusal (the client sees e.g. "certificate expired").
+fn certificate_error(reason: &VerifyError) -> CertificateError {
+    match reason {
+        VerifyError::Expired { .. } => CertificateError::Expired,
+        VerifyError::NotYetValid { .. } => CertificateError::NotValidYet,
+        VerifyError::UnknownIssuer { .. } => CertificateError::UnknownIssuer,
+        VerifyError::WrongPurpose { .. } => CertificateError::InvalidPurpose,
+        VerifyError::Revoked { .. } => CertificateError::Revoked,
+        VerifyError::NameMismatch { .. } => CertificateError::NotValidForName,
+        VerifyError::BadSignature { .. } => CertificateError::BadSignature,
+        VerifyError::UnknownRevocationStatus { .. } => CertificateError::UnknownRevocationStatus,
+        VerifyError::CrlExpired { .. } => CertificateError::ExpiredRevocationList,
+        VerifyError::ChainTooDeep { .. }
+        | VerifyError::Malformed { .. }
+        | VerifyError::Empty
+        | VerifyError::Other(_) => CertificateError::BadEncoding,
+    }
+}
