@@ -1,12 +1,85 @@
-//! `certgate serve` (being built: see issue 4).
+//! `certgate serve`: run the gateway, or with `--check` load everything and report.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// The configuration file (see docs/config.md).
+    #[arg(long, short, env = "CERTGATE_CONFIG", default_value = "certgate.toml")]
+    pub config: PathBuf,
+    /// Load the configuration, certificates, keys, CAs and CRLs, print "ok" or every problem,
+    /// and exit.
+    #[arg(long)]
+    pub check: bool,
+}
 
-pub fn run(_args: ServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`certgate serve` is not available in this build yet")
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let config = match certgate_gateway::config::load(&args.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if args.check {
+        let routes: usize = config.listeners.len();
+        println!("ok: {} ({routes} listener(s))", args.config.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = runtime(config.worker_threads)?;
+    runtime.block_on(async {
+        certgate_gateway::serve(config, shutdown_signal(), print_ready).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A multi-threaded runtime with `threads` workers (default: one per core).
+pub fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n.max(1));
+    }
+    Ok(builder.enable_all().build()?)
+}
+
+/// Logs to stderr; `CERTGATE_LOG` (e.g. `debug`, `certgate_gateway=debug`) sets the level.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CERTGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn print_ready(addrs: Vec<(String, SocketAddr)>) {
+    for (name, addr) in addrs {
+        eprintln!("certgate: listener {name} on https://{addr}");
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    eprintln!("certgate: stopping");
 }
