@@ -1,0 +1,625 @@
+//! End-to-end tests of `certgate serve`: the real binary, driven by curl (HTTP/1.1 and HTTP/2)
+//! and openssl s_client, in front of test upstreams on loopback.
+
+// A test that cannot set itself up should fail loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod gateway_support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use certgate_pki::identity::PeerIdentity;
+use certgate_pki::profile::Profile;
+use certgate_pki::testkit::{LeafSpec, TestPki};
+use gateway_support::*;
+use time::OffsetDateTime;
+
+fn listener(mode: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[listener]]
+listen = "127.0.0.1:{{port}}"
+certificates = [{{ cert = "server.crt", key = "server.key" }}]
+{extra}
+[listener.client_auth]
+mode = "{mode}"
+trust = ["root.crt"]
+"#
+    )
+}
+
+fn upstream_block(name: &str, port: u16) -> String {
+    format!("\n[[upstream]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}\"\n")
+}
+
+/// A gateway with one route for everything, in `mode`, forwarding to a fresh upstream.
+fn simple(dir: &std::path::Path, mode: &str, route_extra: &str) -> Gateway {
+    let up = upstream(Duration::ZERO);
+    let config = format!(
+        "{}{}\n[[route]]\nupstream = \"app\"\n{route_extra}\n",
+        listener(mode, ""),
+        upstream_block("app", up)
+    );
+    Gateway::start(dir, &config)
+}
+
+/// Required mode: a valid client gets through with its identity; no certificate and a
+/// certificate from another CA are refused in the handshake.
+#[test]
+fn required_mode_refuses_missing_and_foreign_certificates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &["spiffe://example.test/joe"]));
+    write_leaf(dir, "mallory", &TestPki::named("rogue").client("mallory", &[]));
+    let gw = simple(dir, "required", "");
+
+    let ok = curl_as(&gw, Some("joe"), "/hello", &[]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(echoed_header(&ok.body, "x-client-subject").as_deref(), Some("CN=joe"));
+
+    let none = curl_as(&gw, None, "/hello", &[]);
+    assert_ne!(none.exit, 0, "no certificate must fail: {none:?}");
+    assert_eq!(none.status, 0);
+
+    let rogue = curl_as(&gw, Some("mallory"), "/hello", &[]);
+    assert_ne!(rogue.exit, 0, "foreign CA must fail: {rogue:?}");
+    assert_eq!(rogue.status, 0);
+
+    // openssl s_client sees the CertificateRequest naming our root, and the alerts.
+    let anonymous = s_client(&gw, None);
+    assert!(anonymous.contains("Acceptable client certificate CA names"), "{anonymous}");
+    assert!(anonymous.contains("certgate test root CA"), "{anonymous}");
+    assert!(anonymous.contains("alert certificate required"), "{anonymous}");
+    assert!(!anonymous.contains("HTTP/1.1 200"), "{anonymous}");
+    let foreign = s_client(&gw, Some("mallory"));
+    assert!(foreign.contains("alert unknown ca"), "{foreign}");
+    let valid = s_client(&gw, Some("joe"));
+    assert!(valid.contains("HTTP/1.1 200"), "{valid}");
+}
+
+/// Runs `openssl s_client` against the gateway (as client `name`, if given), sends one
+/// request, and returns everything it printed.
+fn s_client(gw: &Gateway, client: Option<&str>) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-connect",
+        &format!("127.0.0.1:{}", gw.port),
+        "-servername",
+        "localhost",
+    ])
+    .arg("-CAfile")
+    .arg(gw.dir.join("root.crt"))
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    if let Some(name) = client {
+        // -cert sends only the leaf; -cert_chain adds the intermediate from the same file.
+        cmd.arg("-cert").arg(gw.dir.join(format!("{name}.crt")));
+        cmd.arg("-cert_chain").arg(gw.dir.join(format!("{name}.crt")));
+        cmd.arg("-key").arg(gw.dir.join(format!("{name}.key")));
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    // Keep stdin open briefly: s_client exits at EOF before reading a late alert.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Optional mode: a route that needs a certificate answers 496 without one; a route that does
+/// not answers 200; /admin and /health live on the same host.
+#[test]
+fn optional_mode_lets_each_route_decide() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &[]));
+    let up = upstream(Duration::ZERO);
+    let config = format!(
+        "{}{}\n[[route]]\npath = \"/health\"\nupstream = \"app\"\nclient_cert = \"optional\"\n\n[[route]]\npath = \"/admin\"\nupstream = \"app\"\n",
+        listener("optional", ""),
+        upstream_block("app", up)
+    );
+    let gw = Gateway::start(dir, &config);
+    let health = curl_as(&gw, None, "/health", &[]);
+    assert_eq!(health.status, 200, "{health:?}");
+    assert_eq!(echoed_header(&health.body, "x-client-verify").as_deref(), Some("NONE"));
+    let admin = curl_as(&gw, None, "/admin/users", &[]);
+    assert_eq!(admin.status, 496, "{admin:?}");
+    assert!(admin.body.contains("client certificate required"), "{admin:?}");
+    let admin_ok = curl_as(&gw, Some("joe"), "/admin/users", &[]);
+    assert_eq!(admin_ok.status, 200, "{admin_ok:?}");
+    let unrouted = curl_as(&gw, Some("joe"), "/other", &[]);
+    assert_eq!(unrouted.status, 404, "{unrouted:?}");
+}
+
+/// An expired certificate gets 495 naming the expiry date (optional mode) and a
+/// handshake failure (required mode).
+#[test]
+fn expired_client_certificate_is_refused_with_date() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    let t0 = OffsetDateTime::now_utc() - time::Duration::days(30);
+    let expired = pki.leaf(LeafSpec {
+        cn: "old".into(),
+        not_before: Some(t0),
+        not_after: Some(t0 + time::Duration::days(1)),
+        ..LeafSpec::client()
+    });
+    write_leaf(dir, "old", &expired);
+    let gw = simple(dir, "optional", "");
+    let r = curl_as(&gw, Some("old"), "/", &[]);
+    assert_eq!(r.status, 495, "{r:?}");
+    let expected = certgate_pki::validity::format_time(t0 + time::Duration::days(1));
+    assert!(r.body.contains(&format!("certificate CN=old expired on {expected}")), "{r:?}");
+    drop(gw);
+
+    let gw = simple(dir, "required", "");
+    let r = curl_as(&gw, Some("old"), "/", &[]);
+    assert_ne!(r.exit, 0, "{r:?}");
+    let out = s_client(&gw, Some("old"));
+    assert!(out.contains("alert certificate expired"), "{out}");
+}
+
+/// A certificate revoked in the configured CRL is refused with the reason.
+#[test]
+fn revoked_client_certificate_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    let bad = pki.client("bad", &[]);
+    let good = pki.client("good", &[]);
+    write_leaf(dir, "bad", &bad);
+    write_leaf(dir, "good", &good);
+    std::fs::write(dir.join("crl.pem"), pki.crl(&[&bad])).unwrap();
+    let up = upstream(Duration::ZERO);
+    let config = format!(
+        "{}crls = [\"crl.pem\"]\n{}\n[[route]]\nupstream = \"app\"\n",
+        listener("optional", ""),
+        upstream_block("app", up)
+    );
+    let gw = Gateway::start(dir, &config);
+    let r = curl_as(&gw, Some("bad"), "/", &[]);
+    assert_eq!(r.status, 495, "{r:?}");
+    assert!(r.body.contains(&format!("serial {} was revoked", bad.serial_hex)), "{r:?}");
+    assert!(r.body.contains("keyCompromise"), "{r:?}");
+    assert_eq!(curl_as(&gw, Some("good"), "/", &[]).status, 200);
+}
+
+/// A client chain root → intermediate → intermediate → leaf is accepted at the default depth.
+#[test]
+fn two_intermediate_chain_is_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = TestPki::with_two_intermediates();
+    pki.write_root(dir);
+    pki.server(&["localhost"]).write(dir, "server");
+    write_leaf(dir, "deep", &pki.client("deep", &[]));
+    let gw = simple(dir, "required", "");
+    let r = curl_as(&gw, Some("deep"), "/", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        echoed_header(&r.body, "x-client-issuer").as_deref(),
+        Some("CN=certgate test intermediate CA 2,O=certgate tests")
+    );
+}
+
+/// Each allow-list kind admits a matching identity and answers 403 naming the identity
+/// otherwise.
+#[test]
+fn allow_lists_admit_matches_and_deny_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    let joe = pki.leaf(LeafSpec {
+        cn: "joe".into(),
+        sans: vec!["spiffe://example.test/ns/prod/sa/web".into(), "joe.example.test".into()],
+        subject_o: Some("Acme".into()),
+        subject_ou: Some("payments".into()),
+        profile: Profile::Client,
+        ..LeafSpec::client()
+    });
+    write_leaf(dir, "joe", &joe);
+    write_leaf(dir, "eve", &pki.client("eve", &["spiffe://example.test/ns/prod/sa/db"]));
+    let joe_id = PeerIdentity::from_der(&joe.der).unwrap();
+    let up = upstream(Duration::ZERO);
+    let kinds = [
+        ("spiffe", "\"spiffe://example.test/ns/*/sa/web\"".to_string()),
+        ("dns", "\"*.example.test\"".to_string()),
+        ("cn", "\"joe\"".to_string()),
+        ("o", "\"Acme\"".to_string()),
+        ("ou", "\"payments\"".to_string()),
+        ("issuer", format!("\"{}\"", joe_id.issuer)),
+        ("fingerprint_sha256", format!("\"{}\"", joe_id.fingerprint_sha256)),
+    ];
+    let mut config = format!("{}{}", listener("required", ""), upstream_block("app", up));
+    for (kind, value) in &kinds {
+        config.push_str(&format!(
+            "\n[[route]]\npath = \"/{kind}\"\nupstream = \"app\"\n[route.allow]\n{kind} = [{value}]\n"
+        ));
+    }
+    let gw = Gateway::start(dir, &config);
+    for (kind, _) in &kinds {
+        let allowed = curl_as(&gw, Some("joe"), &format!("/{kind}"), &[]);
+        assert_eq!(allowed.status, 200, "{kind}: {allowed:?}");
+        let path = format!("/{kind}");
+        let denied = curl_as(&gw, Some("eve"), &path, &[]);
+        if *kind == "issuer" {
+            // eve has the same issuer: the issuer list admits her too.
+            assert_eq!(denied.status, 200, "{kind}: {denied:?}");
+            continue;
+        }
+        assert_eq!(denied.status, 403, "{kind}: {denied:?}");
+        assert!(
+            denied
+                .body
+                .contains("client CN=eve (spiffe://example.test/ns/prod/sa/db) is not allowed"),
+            "{kind}: {denied:?}"
+        );
+    }
+}
+
+/// The three header formats carry exact values, and spoofed inbound copies (any case, `_`
+/// for `-`) never reach the upstream.
+#[test]
+fn identity_header_formats_are_exact_and_spoofing_is_stripped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    let joe = pki.client("joe", &["spiffe://example.test/joe"]);
+    write_leaf(dir, "joe", &joe);
+    let id = PeerIdentity::from_der(&joe.der).unwrap();
+    let up = upstream(Duration::ZERO);
+    let mut config = format!("{}{}", listener("required", ""), upstream_block("app", up));
+    for fmt in ["nginx", "xfcc", "rfc9440"] {
+        config.push_str(&format!(
+            "\n[[route]]\npath = \"/{fmt}\"\nupstream = \"app\"\nidentity_headers = \"{fmt}\"\n"
+        ));
+    }
+    config.push_str("\n[[route]]\npath = \"/custom\"\nupstream = \"app\"\n[route.header_names]\nsubject = \"SSL_Client\"\nsan_uri = \"SSL_Client_San\"\nverify = \"SSL_Client_Verify\"\n");
+    let gw = Gateway::start(dir, &config);
+    let spoof = [
+        "-H",
+        "X-Client-Subject: CN=admin",
+        "-H",
+        "X_Client_Subject: CN=admin",
+        "-H",
+        "x-CLIENT-verify: SUCCESS",
+        "-H",
+        "X-Forwarded-Client-Cert: Hash=00;Subject=\"CN=admin\"",
+        "-H",
+        "Client-Cert: :AAAA:",
+        "-H",
+        "SSL_Client: CN=admin",
+    ];
+
+    let nginx = curl_as(&gw, Some("joe"), "/nginx", &spoof);
+    assert_eq!(nginx.status, 200, "{nginx:?}");
+    let h = |name| echoed_header(&nginx.body, name);
+    assert_eq!(h("x-client-verify").as_deref(), Some("SUCCESS"));
+    assert_eq!(h("x-client-subject").as_deref(), Some("CN=joe"));
+    assert_eq!(h("x-client-issuer").as_deref(), Some(id.issuer.as_str()));
+    assert_eq!(h("x-client-san-uri").as_deref(), Some(r#"["spiffe://example.test/joe"]"#));
+    assert_eq!(h("x-client-cert").as_deref(), Some(id.escaped_pem().as_str()));
+    assert_eq!(h("x-client-fingerprint").as_deref(), Some(id.fingerprint_sha256.as_str()));
+    assert_eq!(h("x-client-serial").as_deref(), Some(joe.serial_hex.as_str()));
+    assert_eq!(h("x-client-thumbprint").as_deref(), Some(id.x5t_s256.as_str()));
+    assert_eq!(nginx.body.matches("CN=admin").count(), 0, "{}", nginx.body);
+    assert!(
+        h("x_client_subject").is_none() && h("ssl_client").is_none() && h("client-cert").is_none()
+    );
+    assert!(h("x-forwarded-client-cert").is_none(), "{}", nginx.body);
+
+    let xfcc = curl_as(&gw, Some("joe"), "/xfcc", &spoof);
+    let value = echoed_header(&xfcc.body, "x-forwarded-client-cert").unwrap();
+    assert_eq!(
+        value,
+        format!(
+            "Hash={};Cert=\"{}\";Subject=\"CN=joe\";URI=spiffe://example.test/joe",
+            id.fingerprint_sha256,
+            id.escaped_pem()
+        )
+    );
+    assert!(echoed_header(&xfcc.body, "x-client-subject").is_none(), "{}", xfcc.body);
+
+    let rfc = curl_as(&gw, Some("joe"), "/rfc9440", &spoof);
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    assert_eq!(
+        echoed_header(&rfc.body, "client-cert").unwrap(),
+        format!(":{}:", b64.encode(&joe.der))
+    );
+    let chain = joe.chain_der();
+    assert_eq!(
+        echoed_header(&rfc.body, "client-cert-chain").unwrap(),
+        format!(":{}:", b64.encode(&chain[1]))
+    );
+    assert_eq!(rfc.body.matches("CN=admin").count(), 0, "{}", rfc.body);
+
+    let custom = curl_as(&gw, Some("joe"), "/custom", &spoof);
+    assert_eq!(echoed_header(&custom.body, "ssl_client").as_deref(), Some("CN=joe"));
+    assert_eq!(
+        echoed_header(&custom.body, "ssl_client_san").as_deref(),
+        Some(r#"["spiffe://example.test/joe"]"#)
+    );
+    assert_eq!(echoed_header(&custom.body, "ssl_client_verify").as_deref(), Some("SUCCESS"));
+
+    // HTTP/2 gets the same treatment.
+    let h2 = curl_as(&gw, Some("joe"), "/nginx", &["--http2", "-H", "x_client_subject: CN=admin"]);
+    assert_eq!(h2.status, 200, "{h2:?}");
+    assert_eq!(echoed_header(&h2.body, "x-client-subject").as_deref(), Some("CN=joe"));
+    assert_eq!(h2.body.matches("CN=admin").count(), 0, "{}", h2.body);
+
+    let log = gw.access_log();
+    let line = log.lines().next().expect("an access log line");
+    let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(entry["client_subject"], "CN=joe");
+    assert_eq!(entry["client_spiffe_id"], "spiffe://example.test/joe");
+    assert_eq!(entry["client_verify"], "SUCCESS");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["upstream"], "app");
+}
+
+/// A Host that differs from the SNI gets 421 on a client-auth listener.
+#[test]
+fn sni_host_mismatch_is_421() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &[]));
+    let gw = simple(dir, "required", "");
+    let r = curl_as(&gw, Some("joe"), "/", &["-H", "Host: admin.example.test"]);
+    assert_eq!(r.status, 421, "{r:?}");
+    assert!(r.body.contains("opened for localhost"), "{r:?}");
+    let same = curl_as(&gw, Some("joe"), "/", &["-H", "Host: LOCALHOST:443"]);
+    assert_eq!(same.status, 200, "{same:?}");
+}
+
+/// Paths that an upstream could normalize into another route are refused.
+#[test]
+fn ambiguous_paths_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &[]));
+    let gw = simple(dir, "required", "");
+    for path in ["/public/../admin", "/%2e%2e/admin", "//admin"] {
+        let r = curl_as(&gw, Some("joe"), path, &["--path-as-is"]);
+        assert_eq!(r.status, 400, "{path}: {r:?}");
+    }
+}
+
+/// An HTTPS upstream that requires a client certificate is reached with the gateway's own
+/// certificate; one whose certificate does not verify gives 502 naming the cause.
+#[test]
+fn https_upstream_with_mutual_tls_and_unverifiable_upstream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &[]));
+    // The upstream's own PKI; the gateway presents a client certificate from it.
+    let up_pki = TestPki::named("upstream");
+    std::fs::write(dir.join("upstream-ca.crt"), up_pki.root_pem()).unwrap();
+    up_pki.server(&["api.internal"]).write(dir, "upstream");
+    up_pki.client("gateway", &[]).write(dir, "gw");
+    let port = free_port();
+    let server = Command::new("openssl")
+        .current_dir(dir)
+        .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
+        .args(["-cert", "upstream.crt", "-cert_chain", "upstream.crt", "-key", "upstream.key"])
+        .args(["-CAfile", "upstream-ca.crt", "-Verify", "2", "-www", "-quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Proc(server);
+    wait_for_port(port, &mut server.0, &dir.join("none"));
+    let config = format!(
+        r#"{}
+[[upstream]]
+name = "secure"
+url = "https://127.0.0.1:{port}"
+ca = ["upstream-ca.crt"]
+server_name = "api.internal"
+client_cert = "gw.crt"
+client_key = "gw.key"
+
+[[upstream]]
+name = "untrusted"
+url = "https://127.0.0.1:{port}"
+ca = ["root.crt"]
+server_name = "api.internal"
+
+[[upstream]]
+name = "no-client-cert"
+url = "https://127.0.0.1:{port}"
+ca = ["upstream-ca.crt"]
+server_name = "api.internal"
+
+[[route]]
+path = "/secure"
+upstream = "secure"
+
+[[route]]
+path = "/untrusted"
+upstream = "untrusted"
+
+[[route]]
+path = "/anonymous"
+upstream = "no-client-cert"
+"#,
+        listener("required", ""),
+    );
+    let gw = Gateway::start(dir, &config);
+    let ok = curl_as(&gw, Some("joe"), "/secure", &[]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert!(ok.body.contains("CN=gateway"), "s_server saw the gateway's certificate: {}", ok.body);
+    let bad = curl_as(&gw, Some("joe"), "/untrusted", &[]);
+    assert_eq!(bad.status, 502, "{bad:?}");
+    assert!(
+        bad.body.contains("upstream untrusted") && bad.body.to_lowercase().contains("certificate"),
+        "{bad:?}"
+    );
+    let anon = curl_as(&gw, Some("joe"), "/anonymous", &[]);
+    assert_eq!(anon.status, 502, "{anon:?}");
+}
+
+/// An upstream that is down gives 502; one slower than response_timeout gives 504.
+#[test]
+fn upstream_down_is_502_and_slow_is_504() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &[]));
+    let dead = free_port();
+    let slow = upstream(Duration::from_secs(3));
+    let config = format!(
+        "{}{}{}response_timeout = \"1s\"\n\n[[route]]\npath = \"/down\"\nupstream = \"down\"\n\n[[route]]\npath = \"/slow\"\nupstream = \"slow\"\n",
+        listener("required", ""),
+        upstream_block("down", dead),
+        upstream_block("slow", slow),
+    );
+    let gw = Gateway::start(dir, &config);
+    let down = curl_as(&gw, Some("joe"), "/down", &[]);
+    assert_eq!(down.status, 502, "{down:?}");
+    assert!(down.body.contains("upstream down") && down.body.contains("refused"), "{down:?}");
+    let started = Instant::now();
+    let slow = curl_as(&gw, Some("joe"), "/slow", &[]);
+    assert_eq!(slow.status, 504, "{slow:?}");
+    assert!(slow.body.contains("did not answer within 1 s"), "{slow:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "the timeout cut the wait short");
+}
+
+/// A client sending its request head one byte a second is cut off by header_read_timeout
+/// while another client is served.
+#[test]
+fn slow_request_head_is_cut_off_while_others_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &[]));
+    let up = upstream(Duration::ZERO);
+    let config = format!(
+        "{}{}\n[[route]]\nupstream = \"app\"\n",
+        listener("required", "[listener.limits]\nheader_read_timeout = \"2s\"\n"),
+        upstream_block("app", up)
+    );
+    let gw = Gateway::start(dir, &config);
+    let crt = dir.join("joe.crt");
+    let key = dir.join("joe.key");
+    let mut slow = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{}", gw.port),
+            "-servername",
+            "localhost",
+        ])
+        .arg("-cert")
+        .arg(&crt)
+        .arg("-cert_chain")
+        .arg(&crt)
+        .arg("-key")
+        .arg(&key)
+        .arg("-CAfile")
+        .arg(dir.join("root.crt"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = slow.stdin.take().unwrap();
+    let started = Instant::now();
+    let writer = std::thread::spawn(move || {
+        for b in b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1111111111\r\n\r\n" {
+            if stdin.write_all(&[*b]).is_err() || stdin.flush().is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    // Meanwhile another client is served promptly.
+    std::thread::sleep(Duration::from_millis(500));
+    let other = curl_as(&gw, Some("joe"), "/", &[]);
+    assert_eq!(other.status, 200, "{other:?}");
+    let mut out = String::new();
+    slow.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let _ = slow.wait();
+    let elapsed = started.elapsed();
+    // Cut off by the 2 s header timeout: not at once (the handshake worked), not at the end.
+    assert!(
+        elapsed >= Duration::from_millis(1500),
+        "closed too early ({elapsed:?}): not by the timeout"
+    );
+    assert!(elapsed < Duration::from_secs(10), "the slow client was cut off after {elapsed:?}");
+    assert!(!out.contains("200 OK"), "the slow request must not be served: {out}");
+    drop(writer);
+}
+
+/// The quickstart serves its curl commands' promises: 200 with identity, 496 without.
+#[test]
+fn quickstart_serves_what_it_prints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("qs");
+    let port = free_port();
+    let log = tmp.path().join("qs.out");
+    let mut child = Command::new(CERTGATE)
+        .args(["quickstart", "--listen", &format!("127.0.0.1:{port}"), "--dir"])
+        .arg(&dir)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, &mut child, &log);
+    let _guard = Proc(child);
+    let url = format!("https://localhost:{port}/hello");
+    let ca = dir.join("root.crt").display().to_string();
+    let crt = dir.join("client.crt").display().to_string();
+    let key = dir.join("client.key").display().to_string();
+    let ok = curl(&[
+        "--cacert",
+        &ca,
+        "--cert",
+        &crt,
+        "--key",
+        &key,
+        "-H",
+        "X-Client-Subject: CN=admin",
+        &url,
+    ]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let echoed: serde_json::Value = serde_json::from_str(&ok.body).unwrap();
+    assert_eq!(echoed["headers"]["x-client-subject"], "CN=client");
+    assert_eq!(
+        echoed["headers"]["x-client-san-uri"],
+        r#"["spiffe://certgate.test/quickstart-client"]"#
+    );
+    let anonymous = curl(&["--cacert", &ca, &url]);
+    assert_eq!(anonymous.status, 496, "{anonymous:?}");
+    let printed = std::fs::read_to_string(&log).unwrap();
+    assert!(printed.contains("curl --cacert") && printed.contains("client.key"), "{printed}");
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(dir.join("client.key")).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode, 0o600);
+}
+
+/// TCP connection to a gateway port, for raw probes.
+#[allow(dead_code)]
+fn raw(port: u16) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", port)).unwrap()
+}
