@@ -623,3 +623,89 @@ fn quickstart_serves_what_it_prints() {
 fn raw(port: u16) -> TcpStream {
     TcpStream::connect(("127.0.0.1", port)).unwrap()
 }
+
+/// Runs `certgate serve --check` and `certgate serve` on `config` in `dir`; both must exit
+/// non-zero without serving, and print every one of `expected` fragments.
+fn assert_config_refused(dir: &std::path::Path, config: &str, expected: &[&str]) {
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, config).unwrap();
+    for check in [true, false] {
+        let mut cmd = Command::new(CERTGATE);
+        cmd.arg("serve").arg("--config").arg(&path);
+        if check {
+            cmd.arg("--check");
+        }
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "check={check}: must fail: {stderr}");
+        for fragment in expected {
+            assert!(stderr.contains(fragment), "check={check}: missing {fragment:?} in: {stderr}");
+        }
+    }
+}
+
+/// Bad configurations are refused by both `--check` and `serve`, naming file, field and
+/// reason, every problem at once.
+#[test]
+fn bad_config_is_refused_with_file_field_and_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    pki.client("other", &[]).write(dir, "other");
+    std::fs::write(dir.join("garbage.crt"), "-----BEGIN CERTIFICATE-----\nnot base64!!\n").unwrap();
+    let good = format!(
+        "{}{}\n[[route]]\nupstream = \"app\"\n",
+        listener("required", ""),
+        upstream_block("app", 1)
+    );
+    let good = good.replace("{port}", &free_port().to_string());
+    let file = dir.join("bad.toml").display().to_string();
+
+    // The good config passes --check.
+    std::fs::write(dir.join("good.toml"), &good).unwrap();
+    let ok = Command::new(CERTGATE)
+        .args(["serve", "--check", "--config"])
+        .arg(dir.join("good.toml"))
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok"));
+
+    // Malformed TOML: the line is named.
+    assert_config_refused(dir, "[[listener]\nlisten = 1\n", &[&file, "line 1"]);
+    // Unknown field.
+    assert_config_refused(
+        dir,
+        &good.replace("mode = \"required\"", "mode = \"required\"\nverify_depth = 2"),
+        &[&file, "unknown field `verify_depth`"],
+    );
+    // Missing key file, mismatched key, unreadable (damaged) CA, and an unknown upstream: all at once.
+    let many = good
+        .replace("key = \"server.key\"", "key = \"other.key\"")
+        .replace("trust = [\"root.crt\"]", "trust = [\"garbage.crt\", \"missing-ca.crt\"]")
+        .replace("upstream = \"app\"\n", "upstream = \"nowhere\"\n");
+    assert_config_refused(
+        dir,
+        &many,
+        &[
+            "listener[0].certificates[0].key: other.key: the private key does not belong to the certificate",
+            "listener[0].client_auth.trust[0]",
+            "garbage.crt",
+            "listener[0].client_auth.trust[1]",
+            "missing-ca.crt",
+            "route[0].upstream: no upstream named \"nowhere\"",
+        ],
+    );
+    let missing_key = good.replace("key = \"server.key\"", "key = \"absent.key\"");
+    assert_config_refused(
+        dir,
+        &missing_key,
+        &["listener[0].certificates[0].key", "absent.key", "No such file"],
+    );
+    // A dangerous mode must be spelled as such.
+    assert_config_refused(
+        dir,
+        &good.replace("\"required\"", "\"optional_no_ca\""),
+        &["dangerous_optional_no_ca"],
+    );
+}
