@@ -709,3 +709,22 @@ fn bad_config_is_refused_with_file_field_and_reason() {
         &["dangerous_optional_no_ca"],
     );
 }
+
+/// The documented example configuration loads (`serve --check`), given the PKI files it names.
+#[test]
+fn documented_example_config_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki_dir = tmp.path().join("example-pki");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    pki_in(&pki_dir);
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/example.certgate.toml");
+    let config = tmp.path().join("example.certgate.toml");
+    std::fs::copy(example, &config).unwrap();
+    let out = Command::new(CERTGATE)
+        .args(["serve", "--check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok"));
+}

@@ -116,7 +116,10 @@ impl Upstream {
 
     fn classify(&self, e: &hyper_util::client::legacy::Error) -> Reject {
         let cause = causes(e);
-        if cause.contains("timed out") || cause.contains("deadline has elapsed") {
+        if cause.contains("timed out")
+            || cause.contains("timeout")
+            || cause.contains("deadline has elapsed")
+        {
             return Reject::UpstreamTimeout {
                 upstream: self.name.clone(),
                 after: self.response_timeout,
