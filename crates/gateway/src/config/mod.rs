@@ -573,7 +573,7 @@ impl Builder {
             }
         };
         let headers = match r.identity_headers.as_deref() {
-            None | Some("nginx") => HeaderFormat::Nginx(names),
+            None | Some("nginx") => HeaderFormat::Nginx(Box::new(names)),
             Some("xfcc") => HeaderFormat::Xfcc,
             Some("rfc9440") => HeaderFormat::Rfc9440,
             Some("none") => HeaderFormat::None,

@@ -116,12 +116,11 @@ async fn phases(
     *route_used = Some(route.clone());
 
     // 4. The policy chosen by SNI must be the policy of the Host.
-    if ctx.sni_host_check {
-        if let Some(sni) = &conn.sni {
-            if *sni != host {
-                return Err(Reject::Misdirected { sni: sni.clone(), host });
-            }
-        }
+    if ctx.sni_host_check
+        && let Some(sni) = &conn.sni
+        && *sni != host
+    {
+        return Err(Reject::Misdirected { sni: sni.clone(), host });
     }
 
     // 5 + 6. Client certificate and authorization.
@@ -177,12 +176,11 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
 
 fn prepare_forwarding(req: &mut Request<Incoming>, conn: &ConnState, host: &str) {
     // HTTP/2 requests carry the host in :authority; an HTTP/1.1 upstream needs a Host header.
-    if !req.headers().contains_key(header::HOST) {
-        if let Some(authority) =
+    if !req.headers().contains_key(header::HOST)
+        && let Some(authority) =
             req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            req.headers_mut().insert(header::HOST, authority);
-        }
+    {
+        req.headers_mut().insert(header::HOST, authority);
     }
     remove_hop_by_hop(req.headers_mut());
     let headers = req.headers_mut();

@@ -66,10 +66,10 @@ impl RouteTable {
         if let Some(r) = self.exact.get(host).and_then(|list| longest_prefix(list, path)) {
             return Some(r);
         }
-        if let Some((_, parent)) = host.split_once('.') {
-            if let Some(r) = self.wildcard.get(parent).and_then(|list| longest_prefix(list, path)) {
-                return Some(r);
-            }
+        if let Some((_, parent)) = host.split_once('.')
+            && let Some(r) = self.wildcard.get(parent).and_then(|list| longest_prefix(list, path))
+        {
+            return Some(r);
         }
         longest_prefix(&self.any_host, path)
     }

@@ -199,10 +199,10 @@ impl ResolvesServerCert for SniResolver {
         if let Some(ck) = self.exact.get(&name) {
             return Some(ck.clone());
         }
-        if let Some((_, parent)) = name.split_once('.') {
-            if let Some(ck) = self.wildcard.get(parent) {
-                return Some(ck.clone());
-            }
+        if let Some((_, parent)) = name.split_once('.')
+            && let Some(ck) = self.wildcard.get(parent)
+        {
+            return Some(ck.clone());
         }
         Some(self.default.clone())
     }
