@@ -397,11 +397,14 @@ impl TrustStore {
                         issuer: dn::rfc4514(top.issuer()),
                     };
                 }
+                // Only a lone leaf hints at a missing intermediate; when intermediates were
+                // sent, the top one's issuer is simply not trusted.
+                let lone_leaf = std::ptr::eq(top, leaf);
                 VerifyError::UnknownIssuer {
                     subject: dn::rfc4514(top.subject()),
                     issuer: dn::rfc4514(top.issuer()),
                     trusted: self.inner.anchor_names.clone(),
-                    intermediate_missing: top.subject().as_raw() != issuer_raw,
+                    intermediate_missing: lone_leaf && top.subject().as_raw() != issuer_raw,
                 }
             }
             #[allow(deprecated)]
