@@ -32,6 +32,8 @@ def main():
     ap.add_argument("--connections", type=int, default=0)
     ap.add_argument("--duration", type=float, default=0)
     ap.add_argument("--rounds", type=int, default=0)
+    ap.add_argument("--strict", action="store_true",
+                    help="exit 1 unless both servers answered every request with 2xx")
     a = ap.parse_args()
 
     rows = [json.loads(line) for line in open(a.results) if line.strip()]
@@ -90,6 +92,12 @@ def main():
     print("\n".join(lines))
     if errors["certgate"] or errors["nginx"]:
         print("warning: some requests failed; see results.json", file=sys.stderr)
+    if a.strict:
+        idle = [f"{r['server']} {r['mode']}" for r in rows if r["completed"] == 0]
+        if idle or any(errors.values()) or any(non2xx.values()):
+            print(f"smoke run failed: errors {errors}, non-2xx {non2xx}, nothing completed: {idle}",
+                  file=sys.stderr)
+            sys.exit(1)
 
 
 def summary(xs):

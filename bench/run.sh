@@ -53,19 +53,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 100); do
-    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2; return 1
-}
+. "$ROOT/bench/common.sh"
 
 echo "--- PKI (certgate ca init, ECDSA P-256)"
-"$CERTGATE" ca init --ca-dir "$W/ca" >/dev/null
-"$CERTGATE" cert issue server --san localhost --san 127.0.0.1 --out-dir "$W" --ca-dir "$W/ca" >/dev/null
-"$CERTGATE" cert issue client --san spiffe://bench.test/client --out-dir "$W" --ca-dir "$W/ca" >/dev/null
+make_pki
 
 UP_PORT=$(free_port)
 "$LOADGEN" upstream --listen "127.0.0.1:$UP_PORT" --threads 1 2>/dev/null &
@@ -74,7 +65,6 @@ wait_port "$UP_PORT"
 
 CG_PORT=$(free_port)
 NG_PORT=$(free_port)
-. "$ROOT/bench/configs.sh"
 write_certgate_config > "$W/certgate.toml"
 write_nginx_config > "$W/nginx.conf"
 "$CERTGATE" serve --check --config "$W/certgate.toml" >/dev/null
@@ -133,7 +123,7 @@ measure() { # server mode round
   local server=$1 mode=$2 round=$3 before after
   before=$(proc_stats "$SERVER_PID")
   "$LOADGEN" "$mode" --addr "127.0.0.1:$PORT" --server-name localhost \
-    --cert "$W/client.crt" --key "$W/client.key" --cacert "$W/ca/root.crt" \
+    --cert "$W/client.crt" --key "$W/client.key" --no-verify-server \
     --connections "$CONNECTIONS" --duration "$DURATION" --label "$server" > "$W/one.json"
   after=$(proc_stats "$SERVER_PID")
   python3 - "$W/one.json" "$server" "$round" "$before" "$after" >> "$W/results.jsonl" <<'PY'
@@ -144,7 +134,12 @@ r.update(server=sys.argv[2], round=int(sys.argv[3]),
          cpu_seconds=float(a_cpu) - float(b_cpu), peak_rss_kib=int(a_hwm))
 print(json.dumps(r))
 PY
-  tail -n 1 "$W/results.jsonl" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(f"  {r[\"server\"]:9} {r[\"mode\"]:10} {r[\"per_second\"]:10.0f}/s  p50 {r[\"p50_ms\"]:.2f} ms  p99 {r[\"p99_ms\"]:.2f} ms  errors {r[\"errors\"]}  non-2xx {r[\"non_2xx\"]}  cpu {r[\"cpu_seconds\"]:.1f}s  rss {r[\"peak_rss_kib\"]/1024:.1f} MiB")'
+  tail -n 1 "$W/results.jsonl" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print("  %-9s %-10s %10.0f/s  p50 %.2f ms  p99 %.2f ms  errors %d  non-2xx %d  cpu %.1fs  rss %.1f MiB" % (
+    r["server"], r["mode"], r["per_second"], r["p50_ms"], r["p99_ms"], r["errors"], r["non_2xx"],
+    r["cpu_seconds"], r["peak_rss_kib"] / 1024))'
 }
 
 : > "$W/results.jsonl"
@@ -156,7 +151,7 @@ for round in $(seq 1 "$ROUNDS"); do
     start_server "$server"
     # Warm up pools and caches so both servers are measured in steady state.
     "$LOADGEN" keepalive --addr "127.0.0.1:$PORT" --cert "$W/client.crt" --key "$W/client.key" \
-      --cacert "$W/ca/root.crt" --connections "$CONNECTIONS" --duration 1 >/dev/null
+      --no-verify-server --connections "$CONNECTIONS" --duration 1 >/dev/null
     measure "$server" keepalive "$round"
     measure "$server" handshake "$round"
     stop_server
@@ -166,5 +161,6 @@ done
 mkdir -p "$OUT"
 python3 "$ROOT/bench/report.py" "$W/results.jsonl" "$OUT" \
   --certgate "$("$CERTGATE" --version)" --nginx "$("$NGINX" -v 2>&1)" \
-  --profile "$PROFILE" --connections "$CONNECTIONS" --duration "$DURATION" --rounds "$ROUNDS"
+  --profile "$PROFILE" --connections "$CONNECTIONS" --duration "$DURATION" --rounds "$ROUNDS" \
+  $([ "$SMOKE" = 1 ] && echo --strict)
 echo "--- wrote $OUT/results.md and $OUT/results.json"

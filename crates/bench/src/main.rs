@@ -77,8 +77,13 @@ struct Target {
     #[arg(long)]
     key: PathBuf,
     /// CA that signed the server certificate.
+    #[arg(long, required_unless_present = "no_verify_server")]
+    cacert: Option<PathBuf>,
+    /// Do not verify the server certificate (as h2load and wrk do not), so the load
+    /// generator spends its CPU on load rather than on checking the server's chain; the
+    /// servers under test still verify the client. Only for benchmarks on loopback.
     #[arg(long)]
-    cacert: PathBuf,
+    no_verify_server: bool,
     /// Concurrent connections (keepalive) or loops (handshake).
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -173,21 +178,30 @@ fn client_config(t: &Target) -> anyhow::Result<rustls::ClientConfig> {
     provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
     provider.cipher_suites =
         vec![rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256];
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&t.cacert)
-        .with_context(|| format!("reading {}", t.cacert.display()))?
-    {
-        roots.add(cert?)?;
-    }
     let chain = CertificateDer::pem_file_iter(&t.cert)
         .with_context(|| format!("reading {}", t.cert.display()))?
         .collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(&t.key)
         .with_context(|| format!("reading {}", t.key.display()))?;
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
+    let provider = Arc::new(provider);
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = match (&t.cacert, t.no_verify_server) {
+        (_, true) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider))),
+        (Some(cacert), false) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(cacert)
+                .with_context(|| format!("reading {}", cacert.display()))?
+            {
+                roots.add(cert?)?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        (None, false) => anyhow::bail!("--cacert is required unless --no-verify-server"),
+    };
+    let mut config = builder.with_client_auth_cert(chain, key)?;
     config.resumption = rustls::client::Resumption::disabled();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
@@ -218,6 +232,11 @@ async fn keepalive(
             }
         };
         while Instant::now() < deadline {
+            // A server may end a keep-alive connection on purpose (`Connection: close` after
+            // its per-connection request limit); that is a reconnect, not an error.
+            if sender.ready().await.is_err() {
+                break;
+            }
             let req = hyper::Request::get(t.path.as_str())
                 .header(hyper::header::HOST, t.server_name.as_str())
                 .body(Empty::<Bytes>::new());
@@ -314,6 +333,45 @@ fn serve_upstream(args: &UpstreamArgs) -> anyhow::Result<()> {
             });
         }
     })
+}
+
+/// Accepts any server certificate and signature (`--no-verify-server`).
+#[derive(Debug)]
+struct NoServerVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoServerVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 fn micros(d: Duration) -> u32 {

@@ -6,11 +6,13 @@
 //!
 //! - [`ca::Authority`]: a CA directory (root, optional intermediate, inventory) that issues,
 //!   signs CSRs, renews, revokes and publishes CRLs;
-//! - [`verify`]: path validation with reasons a person can act on;
+//! - [`verify`]: path validation with reasons a person can act on, and
+//!   [`chain_cache::CachingVerifier`], which remembers chains that verified;
 //! - [`identity::PeerIdentity`]: what a verified leaf says about its holder;
 //! - [`inspect`], [`pkcs12`], [`store`], [`fs`]: the pieces those are built from.
 
 pub mod ca;
+pub mod chain_cache;
 pub mod crl;
 pub mod csr;
 pub mod dn;

@@ -77,10 +77,16 @@ impl VerifyPolicy {
     }
 }
 
-/// A chain that verified: subjects from the leaf to the trust anchor (RFC 4514).
+/// A chain that verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedChain {
+    /// Subjects from the leaf to the trust anchor (RFC 4514).
     pub subjects: Vec<String>,
+    /// The verdict holds from this time (the latest notBefore in the path)...
+    pub valid_from: UnixTime,
+    /// ...until this time: the earliest notAfter in the path, or the earliest nextUpdate of
+    /// the loaded CRLs if that comes first. Nothing else in the verdict depends on time.
+    pub valid_until: UnixTime,
 }
 
 /// Why a certificate was refused. `Display` is one sentence in plain words.
@@ -191,6 +197,8 @@ struct Inner {
     crls: Vec<CertRevocationList<'static>>,
     /// The full DER issuer name of each CRL, same order as `crls`.
     crl_issuers: Vec<Vec<u8>>,
+    /// The earliest nextUpdate of the loaded CRLs: a verdict made with them lasts no longer.
+    crls_next_update: Option<UnixTime>,
 }
 
 impl fmt::Debug for TrustStore {
@@ -249,15 +257,27 @@ impl TrustStore {
         }
         let mut crls = Vec::with_capacity(crl_ders.len());
         let mut crl_issuers = Vec::with_capacity(crl_ders.len());
+        let mut crls_next_update: Option<UnixTime> = None;
         for der in &crl_ders {
-            let issuer = parse_crl(der).map_err(|r| PkiError::bad_file("<CRL>", r))?;
+            let (issuer, next_update) =
+                parse_crl(der).map_err(|r| PkiError::bad_file("<CRL>", r))?;
+            if let Some(next) = next_update {
+                crls_next_update = Some(crls_next_update.map_or(next, |t| t.min(next)));
+            }
             let owned = OwnedCertRevocationList::from_der(der)
                 .map_err(|e| PkiError::bad_file("<CRL>", format!("unusable CRL: {e:?}")))?;
             crls.push(CertRevocationList::from(owned));
             crl_issuers.push(issuer);
         }
         Ok(TrustStore {
-            inner: Arc::new(Inner { anchors, anchor_names, anchor_subjects, crls, crl_issuers }),
+            inner: Arc::new(Inner {
+                anchors,
+                anchor_names,
+                anchor_subjects,
+                crls,
+                crl_issuers,
+                crls_next_update,
+            }),
         })
     }
 
@@ -332,9 +352,20 @@ impl TrustStore {
                 .map_err(|e| self.explain(e, chain, policy, now, 0))?;
         }
         let mut subjects = Vec::with_capacity(chain.len() + 1);
-        subjects.push(subject_of(leaf));
-        for cert in verified.intermediate_certificates() {
-            subjects.push(subject_of(&cert.der()));
+        let mut valid_from = UnixTime::since_unix_epoch(std::time::Duration::ZERO);
+        let mut valid_until = self
+            .inner
+            .crls_next_update
+            .unwrap_or(UnixTime::since_unix_epoch(std::time::Duration::from_secs(u64::MAX)));
+        let path: Vec<CertificateDer<'_>> = std::iter::once(leaf.clone())
+            .chain(verified.intermediate_certificates().map(|c| c.der()))
+            .collect();
+        for der in &path {
+            let (_, cert) = X509Certificate::from_der(der)
+                .map_err(|e| VerifyError::Malformed { reason: e.to_string() })?;
+            subjects.push(dn::rfc4514(cert.subject()));
+            valid_from = valid_from.max(unix_time(cert.validity().not_before.to_datetime()));
+            valid_until = valid_until.min(unix_time(cert.validity().not_after.to_datetime()));
         }
         let anchor = verified.anchor();
         let anchor_name = self
@@ -345,7 +376,7 @@ impl TrustStore {
             .and_then(|i| self.inner.anchor_names.get(i).cloned())
             .unwrap_or_default();
         subjects.push(anchor_name);
-        Ok(VerifiedChain { subjects })
+        Ok(VerifiedChain { subjects, valid_from, valid_until })
     }
 
     /// Turns webpki's error into a reason that names the certificate and the fact at fault.
@@ -502,15 +533,13 @@ fn server_name_text(name: &ServerName<'_>) -> String {
     }
 }
 
-fn subject_of(der: &[u8]) -> String {
-    X509Certificate::from_der(der).map(|(_, c)| dn::rfc4514(c.subject())).unwrap_or_default()
-}
-
-/// Parses a CRL enough to index it; returns the full DER of its issuer name.
-fn parse_crl(der: &[u8]) -> Result<Vec<u8>, String> {
+/// Parses a CRL enough to index it; returns the full DER of its issuer name and its
+/// nextUpdate.
+fn parse_crl(der: &[u8]) -> Result<(Vec<u8>, Option<UnixTime>), String> {
     let (_, crl) =
         CertificateRevocationList::from_der(der).map_err(|e| format!("not a valid CRL: {e}"))?;
-    Ok(crl.issuer().as_raw().to_vec())
+    let next_update = crl.next_update().map(|t| unix_time(t.to_datetime()));
+    Ok((crl.issuer().as_raw().to_vec(), next_update))
 }
 
 fn to_datetime(t: UnixTime) -> OffsetDateTime {

@@ -3,7 +3,10 @@
 //! - Certificates are chosen by SNI from a table built at load time (exact name, then
 //!   `*.parent` wildcard, then the first certificate as default).
 //! - Client certificates are checked by [`ClientVerifier`], which runs
-//!   `certgate_pki::verify::TrustStore::verify`: the same code as `certgate verify`.
+//!   `certgate_pki::verify::TrustStore::verify`: the same code as `certgate verify`,
+//!   through a per-listener [`CachingVerifier`], so a chain that verified is not verified
+//!   again while its verdict holds (the client's proof of key possession is checked on every
+//!   handshake).
 //!   - `required`: a missing or invalid certificate fails the handshake.
 //!   - `optional` / `dangerous_optional_no_ca`: the handshake proves possession of the key
 //!     (CertificateVerify) and the chain is verified once right after it; routes then decide
@@ -16,6 +19,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use certgate_pki::chain_cache::{self, CachingVerifier};
 use certgate_pki::identity::PeerIdentity;
 use certgate_pki::verify::{TrustStore, VerifyError, VerifyPolicy};
 use rustls::client::danger::HandshakeSignatureValid;
@@ -58,8 +62,8 @@ impl ClientAuthMode {
 pub struct ListenerTls {
     pub config: Arc<ServerConfig>,
     pub mode: ClientAuthMode,
-    trust: Option<TrustStore>,
-    policy: VerifyPolicy,
+    /// Shared with the handshake's verifier: one cache per listener's trust settings.
+    chains: Option<Arc<CachingVerifier>>,
 }
 
 /// What the handshake established about the client.
@@ -92,16 +96,19 @@ impl ListenerTls {
             .with_protocol_versions(versions)
             .map_err(|e| format!("TLS versions: {e}"))?;
         let resolver = Arc::new(SniResolver::new(certs)?);
-        let mut config = match (&trust, mode) {
+        let chains = trust.map(|store| {
+            Arc::new(CachingVerifier::new(store, policy, chain_cache::DEFAULT_CAPACITY))
+        });
+        let mut config = match (&chains, mode) {
             (
-                Some(store),
+                Some(chains),
                 ClientAuthMode::Required
                 | ClientAuthMode::Optional
                 | ClientAuthMode::DangerousOptionalNoCa,
             ) => {
+                let store = chains.store();
                 let verifier = ClientVerifier {
-                    trust: store.clone(),
-                    policy: policy.clone(),
+                    chains: chains.clone(),
                     mandatory: mode == ClientAuthMode::Required,
                     hints: store
                         .anchor_subjects()
@@ -119,7 +126,7 @@ impl ListenerTls {
             config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
             config.send_tls13_tickets = 0;
         }
-        Ok(ListenerTls { config: Arc::new(config), mode, trust, policy })
+        Ok(ListenerTls { config: Arc::new(config), mode, chains })
     }
 
     /// The client's standing after the handshake: verified once, here, for the optional
@@ -129,9 +136,9 @@ impl ListenerTls {
             return ClientCert::None;
         };
         let identity = PeerIdentity::from_der(&chain[0]).ok().map(Arc::new);
-        let verdict = match (self.mode, &self.trust) {
+        let verdict = match (self.mode, &self.chains) {
             (ClientAuthMode::Required, _) => Ok(()),
-            (_, Some(store)) => store.verify(chain, &self.policy, UnixTime::now()).map(|_| ()),
+            (_, Some(chains)) => chains.verify(chain, UnixTime::now()),
             (_, None) => Err(VerifyError::Empty),
         };
         match (verdict, identity) {
@@ -211,8 +218,7 @@ impl ResolvesServerCert for SniResolver {
 /// Verifies client certificates with certgate's path validation.
 #[derive(Debug)]
 struct ClientVerifier {
-    trust: TrustStore,
-    policy: VerifyPolicy,
+    chains: Arc<CachingVerifier>,
     mandatory: bool,
     hints: Vec<DistinguishedName>,
     algorithms: WebPkiSupportedAlgorithms,
@@ -245,7 +251,7 @@ impl ClientCertVerifier for ClientVerifier {
         let mut chain = Vec::with_capacity(1 + intermediates.len());
         chain.push(end_entity.clone());
         chain.extend(intermediates.iter().cloned());
-        match self.trust.verify(&chain, &self.policy, now) {
+        match self.chains.verify(&chain, now) {
             Ok(_) => Ok(ClientCertVerified::assertion()),
             Err(reason) => {
                 tracing::info!(%reason, "client certificate refused in the handshake");

@@ -1,0 +1,93 @@
+# Shared by bench/run.sh and bench/profile.sh: the test PKI, ports, and the configs of
+# certgate and nginx doing the same job.
+# Variables: W (work dir), CERTGATE (binary), CG_PORT, NG_PORT, UP_PORT.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),0.2)" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "port $1 did not open" >&2; return 1
+}
+
+# Root + intermediate CA (ECDSA P-256), a server certificate for localhost and a client
+# certificate with a SPIFFE ID, all made by certgate.
+make_pki() {
+  "$CERTGATE" ca init --ca-dir "$W/ca" >/dev/null
+  "$CERTGATE" cert issue server --san localhost --san 127.0.0.1 --out-dir "$W" --ca-dir "$W/ca" >/dev/null
+  "$CERTGATE" cert issue client --san spiffe://bench.test/client --out-dir "$W" --ca-dir "$W/ca" >/dev/null
+}
+
+write_nginx_config() {
+  cat <<NGINX
+worker_processes 2;
+pid $W/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream backend {
+    server 127.0.0.1:$UP_PORT;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$NG_PORT ssl;
+    server_name localhost;
+    ssl_certificate     $W/server.crt;
+    ssl_certificate_key $W/server.key;
+    ssl_protocols TLSv1.3;
+    ssl_client_certificate $W/ca/root.crt;
+    ssl_verify_client on;
+    ssl_verify_depth 2;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+    # certgate has no per-connection request limit; lift nginx's (default 1000) to match.
+    keepalive_requests 100000000;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Client-Verify      \$ssl_client_verify;
+      proxy_set_header X-Client-Subject     \$ssl_client_s_dn;
+      proxy_set_header X-Client-Issuer      \$ssl_client_i_dn;
+      proxy_set_header X-Client-Serial      \$ssl_client_serial;
+      proxy_set_header X-Client-Fingerprint \$ssl_client_fingerprint;
+      proxy_set_header X-Client-Not-Before  \$ssl_client_v_start;
+      proxy_set_header X-Client-Not-After   \$ssl_client_v_end;
+      proxy_set_header X-Client-Cert        \$ssl_client_escaped_cert;
+    }
+  }
+}
+NGINX
+}
+
+write_certgate_config() {
+  cat <<TOML
+[runtime]
+worker_threads = 2
+
+[access_log]
+enabled = false
+
+[[listener]]
+name = "bench"
+listen = "127.0.0.1:$CG_PORT"
+min_tls_version = "1.3"
+certificates = [{ cert = "$W/server.crt", key = "$W/server.key" }]
+
+[listener.client_auth]
+mode = "required"
+trust = ["$W/ca/root.crt"]
+max_chain_depth = 2
+
+[[upstream]]
+name = "backend"
+url = "http://127.0.0.1:$UP_PORT"
+max_idle_connections = 64
+
+[[route]]
+upstream = "backend"
+identity_headers = "nginx"
+TOML
+}
