@@ -569,6 +569,75 @@ fn slow_request_head_is_cut_off_while_others_are_served() {
     drop(writer);
 }
 
+/// `idle_timeout` closes a connection on which nothing moves, and only that one: a client
+/// that keeps sending requests on its connection is served past the timeout.
+#[test]
+fn idle_connection_is_closed_and_busy_one_is_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &[]));
+    let up = upstream(Duration::ZERO);
+    let config = format!(
+        "{}{}\n[[route]]\nupstream = \"app\"\n",
+        listener(
+            "required",
+            "[listener.limits]\nidle_timeout = \"1s\"\nheader_read_timeout = \"30s\"\n"
+        ),
+        upstream_block("app", up)
+    );
+    let gw = Gateway::start(dir, &config);
+    let s_client = || {
+        let crt = dir.join("joe.crt");
+        Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{}", gw.port)])
+            .args(["-servername", "localhost", "-cert"])
+            .arg(&crt)
+            .arg("-cert_chain")
+            .arg(&crt)
+            .arg("-key")
+            .arg(dir.join("joe.key"))
+            .arg("-CAfile")
+            .arg(dir.join("root.crt"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let started = Instant::now();
+    let mut idle = s_client();
+    let mut busy = s_client();
+    let idle_stdin = idle.stdin.take().unwrap();
+    let mut busy_stdin = busy.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..8 {
+            let req = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+            if busy_stdin.write_all(req).is_err() || busy_stdin.flush().is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    });
+    let mut out = String::new();
+    idle.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let idle_for = started.elapsed();
+    let _ = idle.wait();
+    drop(idle_stdin);
+    assert!(idle_for >= Duration::from_millis(900), "closed before the timeout ({idle_for:?})");
+    assert!(idle_for < Duration::from_secs(8), "idle connection kept for {idle_for:?}");
+    writer.join().unwrap();
+    let _ = busy.kill();
+    let mut served = String::new();
+    busy.stdout.take().unwrap().read_to_string(&mut served).unwrap();
+    let _ = busy.wait();
+    assert_eq!(
+        served.matches("HTTP/1.1 200").count(),
+        8,
+        "every request over 3.2 s on one connection is answered: {served}"
+    );
+}
+
 /// The quickstart serves its curl commands' promises: 200 with identity, 496 without.
 #[test]
 fn quickstart_serves_what_it_prints() {

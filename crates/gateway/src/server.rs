@@ -169,8 +169,7 @@ async fn connection(
     });
 
     let activity = Arc::new(AtomicU64::new(0));
-    let io =
-        TokioIo::new(ActivityIo { inner: stream, last: activity.clone(), epoch: Instant::now() });
+    let io = TokioIo::new(ActivityIo { inner: stream, events: activity.clone() });
     let service =
         hyper::service::service_fn(move |req| pipeline::handle(req, state.clone(), ctx.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -186,11 +185,13 @@ async fn connection(
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let epoch = Instant::now();
     let mut closing = false;
-    let mut tick = tokio::time::interval(
-        limits.idle_timeout.min(Duration::from_secs(5)).max(Duration::from_millis(100)),
-    );
+    // The connection is idle when no byte moved for a whole idle_timeout: checked on a tick,
+    // by comparing the I/O event count, so the I/O path itself never reads the clock.
+    let period = limits.idle_timeout.min(Duration::from_secs(5)).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut seen = 0u64;
+    let mut quiet_since = Instant::now();
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
@@ -199,8 +200,12 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
             }
             _ = tick.tick(), if !closing => {
-                let idle = epoch.elapsed().saturating_sub(Duration::from_millis(activity.load(Ordering::Relaxed)));
-                if idle >= limits.idle_timeout {
+                let events = activity.load(Ordering::Relaxed);
+                if events != seen {
+                    seen = events;
+                    quiet_since = Instant::now();
+                }
+                if quiet_since.elapsed() >= limits.idle_timeout {
                     tracing::debug!(%peer, "closing idle connection");
                     closing = true;
                     conn.as_mut().graceful_shutdown();
@@ -210,18 +215,15 @@ async fn connection(
     }
 }
 
-/// Records the time of the last byte read or written, for the idle timeout.
+/// Counts reads and writes that moved bytes, for the idle timeout.
 struct ActivityIo<T> {
     inner: T,
-    /// Milliseconds since `epoch` at the last activity.
-    last: Arc<AtomicU64>,
-    epoch: Instant,
+    events: Arc<AtomicU64>,
 }
 
 impl<T> ActivityIo<T> {
     fn touch(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
+        self.events.fetch_add(1, Ordering::Relaxed);
     }
 }
 

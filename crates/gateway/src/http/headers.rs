@@ -4,7 +4,8 @@
 //! - Stripping covers every name any format could carry (the nginx-style defaults, every name
 //!   configured on any route, `x-forwarded-client-cert`, `client-cert`, `client-cert-chain`),
 //!   compared case-insensitively with `_` equal to `-`, whatever the route's own format.
-//! - Values are computed once per connection ([`ConnIdentity`]); a request only clones them.
+//! - Values are computed once per connection and format ([`ConnIdentity`]); a request only
+//!   clones them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::OnceLock;
@@ -134,7 +135,8 @@ fn normalize(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
-/// The client identity of one connection and its header values, made once.
+/// The client identity of one connection and its header values, each format made once, when
+/// a route first asks for it (most connections only ever use one format).
 #[derive(Debug)]
 pub struct ConnIdentity {
     pub client: ClientCert,
@@ -143,21 +145,12 @@ pub struct ConnIdentity {
     /// Forward the details of a certificate that failed verification
     /// (`dangerous_optional_no_ca`).
     forward_failed: bool,
-    values: OnceLock<Values>,
-}
-
-#[derive(Debug)]
-struct Values {
-    verify: HeaderValue,
-    details: Option<Details>,
-}
-
-#[derive(Debug)]
-struct Details {
-    nginx: [Option<HeaderValue>; 12],
-    xfcc: Option<HeaderValue>,
-    client_cert: Option<HeaderValue>,
-    client_cert_chain: Option<HeaderValue>,
+    verify: OnceLock<HeaderValue>,
+    /// Values for `NGINX_DEFAULTS[1..]`, in order; `None`: no identity to forward.
+    nginx: OnceLock<Option<[Option<HeaderValue>; 12]>>,
+    xfcc: OnceLock<Option<HeaderValue>>,
+    /// `Client-Cert` and `Client-Cert-Chain`.
+    rfc9440: OnceLock<(Option<HeaderValue>, Option<HeaderValue>)>,
 }
 
 impl ConnIdentity {
@@ -170,7 +163,10 @@ impl ConnIdentity {
             client,
             intermediates: presented.iter().skip(1).cloned().collect(),
             forward_failed,
-            values: OnceLock::new(),
+            verify: OnceLock::new(),
+            nginx: OnceLock::new(),
+            xfcc: OnceLock::new(),
+            rfc9440: OnceLock::new(),
         }
     }
 
@@ -194,12 +190,16 @@ impl ConnIdentity {
 
     /// Writes the route's identity headers into `headers` (after inbound copies were removed).
     pub fn write(&self, format: &HeaderFormat, headers: &mut HeaderMap) {
-        let values = self.values.get_or_init(|| self.compute());
         match format {
             HeaderFormat::Nginx(names) => {
-                headers.insert(names.names[0].clone(), values.verify.clone());
-                if let Some(d) = &values.details {
-                    for (name, value) in names.names[1..].iter().zip(&d.nginx) {
+                let verify = self.verify.get_or_init(|| {
+                    value(&self.verify_status()).unwrap_or(HeaderValue::from_static("NONE"))
+                });
+                headers.insert(names.names[0].clone(), verify.clone());
+                let details =
+                    self.nginx.get_or_init(|| self.forwarded_identity().map(nginx_values));
+                if let Some(details) = details {
+                    for (name, value) in names.names[1..].iter().zip(details) {
                         if let Some(v) = value {
                             headers.insert(name.clone(), v.clone());
                         }
@@ -207,57 +207,58 @@ impl ConnIdentity {
                 }
             }
             HeaderFormat::Xfcc => {
-                if let Some(v) = values.details.as_ref().and_then(|d| d.xfcc.clone()) {
-                    headers.insert(HeaderName::from_static("x-forwarded-client-cert"), v);
+                let xfcc = self
+                    .xfcc
+                    .get_or_init(|| self.forwarded_identity().and_then(|id| value(&xfcc(id))));
+                if let Some(v) = xfcc {
+                    headers.insert(HeaderName::from_static("x-forwarded-client-cert"), v.clone());
                 }
             }
             HeaderFormat::Rfc9440 => {
-                if let Some(d) = &values.details {
-                    if let Some(v) = &d.client_cert {
-                        headers.insert(HeaderName::from_static("client-cert"), v.clone());
-                    }
-                    if let Some(v) = &d.client_cert_chain {
-                        headers.insert(HeaderName::from_static("client-cert-chain"), v.clone());
-                    }
+                let (cert, chain) = self.rfc9440.get_or_init(|| self.rfc9440_values());
+                if let Some(v) = cert {
+                    headers.insert(HeaderName::from_static("client-cert"), v.clone());
+                }
+                if let Some(v) = chain {
+                    headers.insert(HeaderName::from_static("client-cert-chain"), v.clone());
                 }
             }
             HeaderFormat::None => {}
         }
     }
 
-    fn compute(&self) -> Values {
-        let verify = value(&self.verify_status()).unwrap_or(HeaderValue::from_static("NONE"));
-        let details = self.forwarded_identity().map(|id| {
-            let json = |items: Vec<String>| {
-                (!items.is_empty()).then(|| serde_json::to_string(&items).unwrap_or_default())
-            };
-            let ips = id.sans.ip.iter().map(ToString::to_string).collect();
-            let nginx = [
-                Some(id.subject.clone()),
-                Some(id.issuer.clone()),
-                json(id.sans.uri.clone()),
-                json(id.sans.dns.clone()),
-                json(id.sans.email.clone()),
-                json(ips),
-                Some(id.escaped_pem()),
-                Some(id.fingerprint_sha256.clone()),
-                Some(id.serial_hex.clone()),
-                Some(rfc3339(id.not_before)),
-                Some(rfc3339(id.not_after)),
-                Some(id.x5t_s256.clone()),
-            ]
-            .map(|v| v.and_then(|s| value(&s)));
-            let chain: Vec<String> =
-                self.intermediates.iter().map(|c| format!(":{}:", STANDARD.encode(c))).collect();
-            Details {
-                nginx,
-                xfcc: value(&xfcc(id)),
-                client_cert: value(&format!(":{}:", STANDARD.encode(&id.der))),
-                client_cert_chain: (!chain.is_empty()).then(|| value(&chain.join(", "))).flatten(),
-            }
-        });
-        Values { verify, details }
+    fn rfc9440_values(&self) -> (Option<HeaderValue>, Option<HeaderValue>) {
+        let Some(id) = self.forwarded_identity() else { return (None, None) };
+        let chain: Vec<String> =
+            self.intermediates.iter().map(|c| format!(":{}:", STANDARD.encode(c))).collect();
+        (
+            value(&format!(":{}:", STANDARD.encode(&id.der))),
+            (!chain.is_empty()).then(|| value(&chain.join(", "))).flatten(),
+        )
     }
+}
+
+/// The nginx-style values after `verify`, in `NGINX_DEFAULTS` order.
+fn nginx_values(id: &PeerIdentity) -> [Option<HeaderValue>; 12] {
+    let json = |items: Vec<String>| {
+        (!items.is_empty()).then(|| serde_json::to_string(&items).unwrap_or_default())
+    };
+    let ips = id.sans.ip.iter().map(ToString::to_string).collect();
+    [
+        Some(id.subject.clone()),
+        Some(id.issuer.clone()),
+        json(id.sans.uri.clone()),
+        json(id.sans.dns.clone()),
+        json(id.sans.email.clone()),
+        json(ips),
+        Some(id.escaped_pem()),
+        Some(id.fingerprint_sha256.clone()),
+        Some(id.serial_hex.clone()),
+        Some(rfc3339(id.not_before)),
+        Some(rfc3339(id.not_after)),
+        Some(id.x5t_s256.clone()),
+    ]
+    .map(|v| v.and_then(|s| value(&s)))
 }
 
 /// Envoy's x-forwarded-client-cert element for one certificate.

@@ -57,9 +57,8 @@ pub async fn handle(
     conn: Arc<ConnState>,
     ctx: Arc<ListenerCtx>,
 ) -> Result<Response<Body>, Infallible> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // What the access log needs is taken before the request moves on, and only if it is on.
+    let logged = ctx.access_log.then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
     let mut route_used: Option<Arc<Route>> = None;
     let mut host = String::new();
     let response = match phases(req, &conn, &ctx, &mut route_used, &mut host).await {
@@ -75,13 +74,13 @@ pub async fn handle(
             resp
         }
     };
-    if ctx.access_log {
+    if let Some((started, method, uri)) = logged {
         access_log::write(&Entry {
             listener: &ctx.name,
             peer: conn.peer,
             method: method.as_str(),
             host: &host,
-            path: &path,
+            path: uri.path(),
             status: response.status().as_u16(),
             duration: started.elapsed(),
             route: route_used.as_deref(),
@@ -196,6 +195,10 @@ fn prepare_forwarding(req: &mut Request<Incoming>, conn: &ConnState, host: &str)
 
 /// Removes hop-by-hop headers (RFC 9110 section 7.6.1), including those `Connection` names.
 fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
+    // Most messages carry none: one pass over the names, no lookups.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let listed: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -206,17 +209,23 @@ fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
     for name in listed {
         headers.remove(name.as_str());
     }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn is_hop_by_hop(name: &header::HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
 }
 
 /// A plain-text response for the gateway's own answers (used by the echo service too).
