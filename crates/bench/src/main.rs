@@ -6,12 +6,13 @@
 //! - `handshake`: N loops that each open a connection, complete a full TLS 1.3 mTLS handshake
 //!   (resumption off), send one request, read the answer and close; reports handshakes/s and
 //!   handshake latency.
-//!
 //! - `upstream`: a minimal plain-HTTP/1.1 keep-alive server answering `200 ok`, the upstream
 //!   every gateway under test forwards to.
 //!
 //! The client offers exactly one key-exchange group (X25519) and one cipher suite
-//! (TLS_AES_128_GCM_SHA256) so every server negotiates the same thing.
+//! (TLS_AES_128_GCM_SHA256) so every server negotiates the same thing. With
+//! `--no-verify-server` it does not check the server certificate (as h2load and wrk do not),
+//! so its CPU goes to load; the servers under test still verify the client.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
