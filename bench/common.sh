@@ -2,6 +2,39 @@
 # certgate and nginx doing the same job.
 # Variables: W (work dir), CERTGATE (binary), CG_PORT, NG_PORT, UP_PORT.
 
+# Builds certgate and certgate-bench with cargo profile $1; sets CERTGATE and LOADGEN.
+build_bins() {
+  local profile=$1 target_dir
+  echo "--- building certgate and certgate-bench ($profile)"
+  (cd "$ROOT" && cargo build --profile "$profile" -p certgate -p certgate-bench --locked -q)
+  target_dir=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  local bin_dir=$target_dir/$([ "$profile" = dev ] && echo debug || echo "$profile")
+  CERTGATE=$bin_dir/certgate
+  LOADGEN=$bin_dir/certgate-bench
+}
+
+# Makes the work directory W; on exit, stops everything in PIDS (and nginx) and removes W.
+make_workdir() {
+  W=$(mktemp -d "/tmp/$1.XXXXXX")
+  chmod 755 "$W"
+  PIDS=()
+  trap cleanup EXIT
+}
+
+cleanup() {
+  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
+  [ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true
+  rm -rf "$W"
+}
+
+# Starts the plain-HTTP upstream on a free port (UP_PORT).
+start_upstream() {
+  UP_PORT=$(free_port)
+  "$LOADGEN" upstream --listen "127.0.0.1:$UP_PORT" --threads 1 2>/dev/null &
+  PIDS+=($!)
+  wait_port "$UP_PORT"
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_port() {

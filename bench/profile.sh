@@ -34,27 +34,13 @@ case "$TOOL" in
   *) echo "tool must be perf or callgrind" >&2; exit 2 ;;
 esac
 
-echo "--- building (profiling profile)"
-(cd "$ROOT" && cargo build --profile profiling -p certgate -p certgate-bench --locked -q)
-TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-CERTGATE=$TARGET_DIR/profiling/certgate
-LOADGEN=$TARGET_DIR/profiling/certgate-bench
-
-W=$(mktemp -d /tmp/certgate-profile.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
 . "$ROOT/bench/common.sh"
+build_bins profiling
+make_workdir certgate-profile
 make_pki
-UP_PORT=$(free_port)
+start_upstream
 CG_PORT=$(free_port)
 NG_PORT=0
-"$LOADGEN" upstream --listen "127.0.0.1:$UP_PORT" 2>/dev/null &
-PIDS+=($!)
-wait_port "$UP_PORT"
 write_certgate_config > "$W/certgate.toml"
 
 mkdir -p "$OUT"

@@ -36,32 +36,14 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 PROFILE=release
 [ "$SMOKE" = 1 ] && PROFILE=${BENCH_PROFILE:-dev}
-echo "--- building certgate and certgate-bench ($PROFILE)"
-(cd "$ROOT" && cargo build --profile "$PROFILE" -p certgate -p certgate-bench --locked -q)
-TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-BIN_DIR=$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
-CERTGATE=$BIN_DIR/certgate
-LOADGEN=$BIN_DIR/certgate-bench
-
-W=$(mktemp -d /tmp/certgate-bench.XXXXXX)
-chmod 755 "$W"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
-  [ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-
 . "$ROOT/bench/common.sh"
+build_bins "$PROFILE"
+make_workdir certgate-bench
 
 echo "--- PKI (certgate ca init, ECDSA P-256)"
 make_pki
 
-UP_PORT=$(free_port)
-"$LOADGEN" upstream --listen "127.0.0.1:$UP_PORT" --threads 1 2>/dev/null &
-PIDS+=($!)
-wait_port "$UP_PORT"
+start_upstream
 
 CG_PORT=$(free_port)
 NG_PORT=$(free_port)

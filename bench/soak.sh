@@ -22,27 +22,13 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-echo "--- building certgate and certgate-bench (release)"
-(cd "$ROOT" && cargo build --release -p certgate -p certgate-bench --locked -q)
-TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-CERTGATE=$TARGET_DIR/release/certgate
-LOADGEN=$TARGET_DIR/release/certgate-bench
-
-W=$(mktemp -d /tmp/certgate-soak.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
 . "$ROOT/bench/common.sh"
+build_bins release
+make_workdir certgate-soak
 make_pki
-UP_PORT=$(free_port)
+start_upstream
 CG_PORT=$(free_port)
 NG_PORT=0
-"$LOADGEN" upstream --listen "127.0.0.1:$UP_PORT" 2>/dev/null &
-PIDS+=($!)
-wait_port "$UP_PORT"
 write_certgate_config > "$W/certgate.toml"
 "$CERTGATE" serve --config "$W/certgate.toml" 2>"$W/certgate.log" &
 SERVER_PID=$!

@@ -81,6 +81,27 @@ fn required_mode_refuses_missing_and_foreign_certificates() {
     assert!(valid.contains("HTTP/1.1 200"), "{valid}");
 }
 
+/// Starts `openssl s_client -quiet` as client `name` with piped stdin and stdout, for tests
+/// that pace what they send.
+fn s_client_session(gw: &Gateway, name: &str) -> std::process::Child {
+    let crt = gw.dir.join(format!("{name}.crt"));
+    Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{}", gw.port)])
+        .args(["-servername", "localhost", "-cert"])
+        .arg(&crt)
+        .arg("-cert_chain")
+        .arg(&crt)
+        .arg("-key")
+        .arg(gw.dir.join(format!("{name}.key")))
+        .arg("-CAfile")
+        .arg(gw.dir.join("root.crt"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Runs `openssl s_client` against the gateway (as client `name`, if given), sends one
 /// request, and returns everything it printed.
 fn s_client(gw: &Gateway, client: Option<&str>) -> String {
@@ -517,30 +538,7 @@ fn slow_request_head_is_cut_off_while_others_are_served() {
         upstream_block("app", up)
     );
     let gw = Gateway::start(dir, &config);
-    let crt = dir.join("joe.crt");
-    let key = dir.join("joe.key");
-    let mut slow = Command::new("openssl")
-        .args([
-            "s_client",
-            "-quiet",
-            "-connect",
-            &format!("127.0.0.1:{}", gw.port),
-            "-servername",
-            "localhost",
-        ])
-        .arg("-cert")
-        .arg(&crt)
-        .arg("-cert_chain")
-        .arg(&crt)
-        .arg("-key")
-        .arg(&key)
-        .arg("-CAfile")
-        .arg(dir.join("root.crt"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut slow = s_client_session(&gw, "joe");
     let mut stdin = slow.stdin.take().unwrap();
     let started = Instant::now();
     let writer = std::thread::spawn(move || {
@@ -587,27 +585,9 @@ fn idle_connection_is_closed_and_busy_one_is_not() {
         upstream_block("app", up)
     );
     let gw = Gateway::start(dir, &config);
-    let s_client = || {
-        let crt = dir.join("joe.crt");
-        Command::new("openssl")
-            .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{}", gw.port)])
-            .args(["-servername", "localhost", "-cert"])
-            .arg(&crt)
-            .arg("-cert_chain")
-            .arg(&crt)
-            .arg("-key")
-            .arg(dir.join("joe.key"))
-            .arg("-CAfile")
-            .arg(dir.join("root.crt"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
     let started = Instant::now();
-    let mut idle = s_client();
-    let mut busy = s_client();
+    let mut idle = s_client_session(&gw, "joe");
+    let mut busy = s_client_session(&gw, "joe");
     let idle_stdin = idle.stdin.take().unwrap();
     let mut busy_stdin = busy.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
