@@ -16,7 +16,7 @@
 //!   keeps memory flat under a flood of distinct chains at the cost of re-verifying.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rustls_pki_types::{CertificateDer, UnixTime};
 
@@ -31,9 +31,22 @@ pub struct CachingVerifier {
     store: TrustStore,
     policy: VerifyPolicy,
     capacity: usize,
-    /// SHA-256 of the presented chain → (valid_from, valid_until) of its verdict.
-    verified: Mutex<HashMap<[u8; 32], (UnixTime, UnixTime)>>,
+    /// SHA-256 of the presented chain → its verdict.
+    verified: Mutex<HashMap<[u8; 32], Verdict>>,
 }
+
+/// A chain that verified: when the verdict holds, and which presented certificates form the
+/// verified path.
+#[derive(Debug, Clone)]
+struct Verdict {
+    from: UnixTime,
+    until: UnixTime,
+    path: Path,
+}
+
+/// Positions of the verified path's intermediates in the presented chain, leaf side first
+/// (see [`crate::verify::VerifiedChain::intermediates`]).
+pub type Path = Arc<[usize]>;
 
 impl CachingVerifier {
     pub fn new(store: TrustStore, policy: VerifyPolicy, capacity: usize) -> Self {
@@ -49,22 +62,24 @@ impl CachingVerifier {
     }
 
     /// Verifies `chain` (leaf first) at `now`, answering from the cache when this exact chain
-    /// verified before and its verdict still holds.
-    pub fn verify(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Result<(), VerifyError> {
+    /// verified before and its verdict still holds. Returns the verified path's intermediates.
+    pub fn verify(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Result<Path, VerifyError> {
         let key = chain_key(chain);
-        if let Some(&(from, until)) = self.lock().get(&key)
-            && from <= now
-            && now < until
+        if let Some(v) = self.lock().get(&key)
+            && v.from <= now
+            && now < v.until
         {
-            return Ok(());
+            return Ok(v.path.clone());
         }
         let verified = self.store.verify(chain, &self.policy, now)?;
+        let path: Path = verified.intermediates.into();
         let mut cache = self.lock();
         if cache.len() >= self.capacity {
             cache.clear();
         }
-        cache.insert(key, (verified.valid_from, verified.valid_until));
-        Ok(())
+        let verdict = Verdict { from: verified.valid_from, until: verified.valid_until, path };
+        cache.insert(key, verdict.clone());
+        Ok(verdict.path)
     }
 
     /// How many chains are remembered (for tests and metrics).
@@ -72,7 +87,7 @@ impl CachingVerifier {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (UnixTime, UnixTime)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Verdict>> {
         // A panic while holding the lock cannot leave the map inconsistent (single inserts).
         self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -33,6 +33,8 @@ pub struct LeafSpec {
     pub subject_o: Option<String>,
     pub subject_ou: Option<String>,
     pub key_type: KeyType,
+    /// Replaces the profile's key usages (for tests of refused usages).
+    pub key_usages: Option<Vec<rcgen::KeyUsagePurpose>>,
 }
 
 impl Default for LeafSpec {
@@ -52,6 +54,7 @@ impl LeafSpec {
             subject_o: None,
             subject_ou: None,
             key_type: KeyType::EcP256,
+            key_usages: None,
         }
     }
 }
@@ -172,6 +175,10 @@ impl TestPki {
             not_after,
         )
         .expect("leaf params");
+        let mut params = params;
+        if let Some(usages) = spec.key_usages {
+            params.key_usages = usages;
+        }
         let leaf_key = spec.key_type.generate().expect("generate leaf key");
         let issuer = self.issuer();
         let cert = params.signed_by(&leaf_key, issuer).expect("sign leaf");
@@ -216,6 +223,32 @@ impl TestPki {
         )
         .expect("sign CRL");
         CertificateRevocationListDer::from(der)
+    }
+
+    /// A CRL from the root revoking the first intermediate when `revoke_intermediate`, PEM.
+    pub fn root_crl(&self, revoke_intermediate: bool) -> String {
+        use x509_parser::prelude::FromDer;
+        let now = OffsetDateTime::now_utc();
+        let mut entries = Vec::new();
+        if revoke_intermediate {
+            let first = self.intermediates.first().expect("an intermediate");
+            let (_, cert) = x509_parser::certificate::X509Certificate::from_der(first.der())
+                .expect("parse intermediate");
+            entries.push(crate::crl::Entry {
+                serial: cert.raw_serial().to_vec(),
+                revoked_at: now - Duration::minutes(1),
+                reason: crate::crl::Reason::CaCompromise,
+            });
+        }
+        let der = crate::crl::sign(
+            &self.root,
+            &entries,
+            1,
+            now - Duration::minutes(1),
+            now + Duration::days(7),
+        )
+        .expect("sign root CRL");
+        crate::pem::encode("X509 CRL", &der)
     }
 
     pub fn root_pem(&self) -> String {

@@ -58,6 +58,10 @@ pub struct VerifyPolicy {
     /// Accept a certificate when no loaded CRL covers its issuer. Off by default: with CRLs
     /// configured, an issuer without one is refused rather than silently unchecked.
     pub allow_unknown_revocation: bool,
+    /// Refuse a chain when a CA certificate above the leaf has no loaded CRL from its issuer
+    /// (nginx's `ssl_crl` behaviour). Off by default: a revoked intermediate is refused
+    /// either way, but loading only the issuing CA's CRL is enough.
+    pub full_chain_crls: bool,
 }
 
 impl VerifyPolicy {
@@ -68,6 +72,7 @@ impl VerifyPolicy {
             max_depth: DEFAULT_MAX_DEPTH,
             name: None,
             allow_unknown_revocation: false,
+            full_chain_crls: false,
         }
     }
 
@@ -87,6 +92,10 @@ pub struct VerifiedChain {
     /// ...until this time: the earliest notAfter in the path, or the earliest nextUpdate of
     /// the loaded CRLs if that comes first. Nothing else in the verdict depends on time.
     pub valid_until: UnixTime,
+    /// Positions, in the chain given to [`TrustStore::verify`], of the intermediates of the
+    /// verified path, leaf side first. Certificates the client sent that are not on the path
+    /// are not listed.
+    pub intermediates: Vec<usize>,
 }
 
 /// Why a certificate was refused. `Display` is one sentence in plain words.
@@ -112,11 +121,22 @@ pub enum VerifyError {
     )]
     WrongPurpose { required: Purpose, present: Vec<String> },
     #[error(
-        "certificate serial {serial} was revoked{}{}",
+        "certificate {subject} with serial {serial} was revoked{}{}",
         revoked_at.map(|t| format!(" on {}", format_time(t))).unwrap_or_default(),
         reason.as_ref().map(|r| format!(" (reason: {r})")).unwrap_or_default()
     )]
-    Revoked { serial: String, reason: Option<String>, revoked_at: Option<OffsetDateTime> },
+    Revoked {
+        subject: String,
+        serial: String,
+        reason: Option<String>,
+        revoked_at: Option<OffsetDateTime>,
+    },
+    #[error(
+        "certificate {subject} may not be used for {required}: its key usage is {}, without {}",
+        list_or_none(present),
+        needed
+    )]
+    WrongKeyUsage { subject: String, required: Purpose, present: Vec<String>, needed: &'static str },
     #[error("certificate is not valid for {name}; it is valid for {}", list_or_none(valid_for))]
     NameMismatch { name: String, valid_for: Vec<String> },
     #[error("chain too deep: {depth} CA certificates above the leaf, at most {max} allowed")]
@@ -143,6 +163,7 @@ impl VerifyError {
             VerifyError::NotYetValid { .. } => "not_yet_valid",
             VerifyError::UnknownIssuer { .. } => "unknown_issuer",
             VerifyError::WrongPurpose { .. } => "wrong_purpose",
+            VerifyError::WrongKeyUsage { .. } => "wrong_key_usage",
             VerifyError::Revoked { .. } => "revoked",
             VerifyError::NameMismatch { .. } => "name_mismatch",
             VerifyError::ChainTooDeep { .. } => "chain_too_deep",
@@ -307,20 +328,39 @@ impl TrustStore {
         let end_entity = EndEntityCert::try_from(leaf)
             .map_err(|e| VerifyError::Malformed { reason: format!("{e:?}") })?;
         let crl_refs: Vec<&CertRevocationList<'_>> = self.inner.crls.iter().collect();
-        let revocation = (!crl_refs.is_empty()).then(|| {
-            RevocationOptionsBuilder::new(&crl_refs)
-                .map(|b| {
-                    b.with_depth(RevocationCheckDepth::EndEntity)
-                        .with_status_policy(if policy.allow_unknown_revocation {
-                            UnknownStatusPolicy::Allow
-                        } else {
-                            UnknownStatusPolicy::Deny
-                        })
-                        .with_expiration_policy(ExpirationPolicy::Enforce)
-                        .build()
-                })
-                .ok()
-        });
+        // Every certificate in the path is checked against the loaded CRLs, as OpenSSL does:
+        // an intermediate revoked by its issuer's CRL is refused. An unknown status (no CRL
+        // from that issuer is loaded) is decided by `allow_unknown_revocation` for the leaf;
+        // for the CAs above it, only `full_chain_crls` refuses it, so a configuration that
+        // loads only the intermediate's CRL keeps working. webpki has one unknown-status
+        // policy per check, hence two checks when the leaf and the CAs differ.
+        let unknown =
+            |allow| if allow { UnknownStatusPolicy::Allow } else { UnknownStatusPolicy::Deny };
+        let checks: Vec<(RevocationCheckDepth, UnknownStatusPolicy)> = if crl_refs.is_empty() {
+            vec![]
+        } else if policy.full_chain_crls || policy.allow_unknown_revocation {
+            vec![(RevocationCheckDepth::Chain, unknown(policy.allow_unknown_revocation))]
+        } else if intermediates.is_empty() {
+            vec![(RevocationCheckDepth::EndEntity, UnknownStatusPolicy::Deny)]
+        } else {
+            vec![
+                (RevocationCheckDepth::EndEntity, UnknownStatusPolicy::Deny),
+                (RevocationCheckDepth::Chain, UnknownStatusPolicy::Allow),
+            ]
+        };
+        let mut revocations = Vec::with_capacity(checks.len());
+        for (depth, status) in checks {
+            let options = RevocationOptionsBuilder::new(&crl_refs)
+                .map_err(|e| VerifyError::Malformed { reason: format!("CRL set: {e:?}") })?
+                .with_depth(depth)
+                .with_status_policy(status)
+                .with_expiration_policy(ExpirationPolicy::Enforce)
+                .build();
+            revocations.push(Some(options));
+        }
+        if revocations.is_empty() {
+            revocations.push(None);
+        }
         let usage = match policy.purpose {
             Purpose::ClientAuth => KeyUsage::client_auth(),
             Purpose::ServerAuth => KeyUsage::server_auth(),
@@ -335,6 +375,20 @@ impl TrustStore {
             }
             Ok(())
         };
+        let (last, first) = revocations.split_last().ok_or(VerifyError::Empty)?;
+        for revocation in first {
+            end_entity
+                .verify_for_usage(
+                    webpki::ALL_VERIFICATION_ALGS,
+                    &self.inner.anchors,
+                    intermediates,
+                    now,
+                    usage,
+                    *revocation,
+                    Some(&depth_check),
+                )
+                .map_err(|e| self.explain(e, chain, policy, now, deepest.get()))?;
+        }
         let verified = end_entity
             .verify_for_usage(
                 webpki::ALL_VERIFICATION_ALGS,
@@ -342,10 +396,11 @@ impl TrustStore {
                 intermediates,
                 now,
                 usage,
-                revocation.flatten(),
+                *last,
                 Some(&depth_check),
             )
             .map_err(|e| self.explain(e, chain, policy, now, deepest.get()))?;
+        check_key_usage(leaf, policy.purpose)?;
         if let Some(name) = &policy.name {
             end_entity
                 .verify_is_valid_for_subject_name(name)
@@ -357,6 +412,11 @@ impl TrustStore {
             .inner
             .crls_next_update
             .unwrap_or(UnixTime::since_unix_epoch(std::time::Duration::from_secs(u64::MAX)));
+        let on_path: Vec<usize> = verified
+            .intermediate_certificates()
+            .filter_map(|c| intermediates.iter().position(|i| i.as_ref() == c.der().as_ref()))
+            .map(|i| i + 1)
+            .collect();
         let path: Vec<CertificateDer<'_>> = std::iter::once(leaf.clone())
             .chain(verified.intermediate_certificates().map(|c| c.der()))
             .collect();
@@ -376,7 +436,7 @@ impl TrustStore {
             .and_then(|i| self.inner.anchor_names.get(i).cloned())
             .unwrap_or_default();
         subjects.push(anchor_name);
-        Ok(VerifiedChain { subjects, valid_from, valid_until })
+        Ok(VerifiedChain { subjects, valid_from, valid_until, intermediates: on_path })
     }
 
     /// Turns webpki's error into a reason that names the certificate and the fact at fault.
@@ -446,10 +506,20 @@ impl TrustStore {
                 }
             }
             webpki::Error::CertRevoked => self.revocation_entry(&parsed),
-            webpki::Error::UnknownRevocationStatus => VerifyError::UnknownRevocationStatus {
-                subject: dn::rfc4514(leaf.subject()),
-                issuer: dn::rfc4514(leaf.issuer()),
-            },
+            webpki::Error::UnknownRevocationStatus => {
+                // The first certificate whose issuer has no loaded CRL (the leaf, or with
+                // full_chain_crls an intermediate).
+                let culprit = parsed
+                    .iter()
+                    .find(|c| {
+                        !self.inner.crl_issuers.iter().any(|i| i.as_slice() == c.issuer().as_raw())
+                    })
+                    .unwrap_or(leaf);
+                VerifyError::UnknownRevocationStatus {
+                    subject: dn::rfc4514(culprit.subject()),
+                    issuer: dn::rfc4514(culprit.issuer()),
+                }
+            }
             webpki::Error::CrlExpired { next_update, .. } => {
                 VerifyError::CrlExpired { next_update: to_datetime(next_update) }
             }
@@ -491,6 +561,7 @@ impl TrustStore {
                 }
                 if let Ok(Some(entry)) = crl.find_serial(cert.raw_serial()) {
                     return VerifyError::Revoked {
+                        subject: dn::rfc4514(cert.subject()),
                         serial: crate::identity::hex(cert.raw_serial()),
                         reason: entry.reason_code.map(reason_name),
                         revoked_at: Some(to_datetime(entry.revocation_date)),
@@ -498,9 +569,56 @@ impl TrustStore {
                 }
             }
         }
-        let serial = parsed.first().map(|c| crate::identity::hex(c.raw_serial()));
-        VerifyError::Revoked { serial: serial.unwrap_or_default(), reason: None, revoked_at: None }
+        let (subject, serial) = parsed
+            .first()
+            .map(|c| (dn::rfc4514(c.subject()), crate::identity::hex(c.raw_serial())))
+            .unwrap_or_default();
+        VerifyError::Revoked { subject, serial, reason: None, revoked_at: None }
     }
+}
+
+/// Refuses a leaf whose keyUsage extension leaves out what the purpose needs, as OpenSSL's
+/// `-purpose sslclient`/`sslserver` checks do: a TLS client signs (digitalSignature); a TLS
+/// server signs or, for RSA key exchange, enciphers (keyEncipherment). A leaf without the
+/// extension may be used for anything.
+fn check_key_usage(leaf: &CertificateDer<'_>, purpose: Purpose) -> Result<(), VerifyError> {
+    let (_, cert) = X509Certificate::from_der(leaf)
+        .map_err(|e| VerifyError::Malformed { reason: e.to_string() })?;
+    let Ok(Some(ku)) = cert.key_usage() else { return Ok(()) };
+    let ku = ku.value;
+    let (ok, needed) = match purpose {
+        Purpose::ClientAuth => (ku.digital_signature(), "digitalSignature"),
+        Purpose::ServerAuth => {
+            (ku.digital_signature() || ku.key_encipherment(), "digitalSignature or keyEncipherment")
+        }
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(VerifyError::WrongKeyUsage {
+        subject: dn::rfc4514(cert.subject()),
+        required: purpose,
+        present: key_usage_names(ku),
+        needed,
+    })
+}
+
+fn key_usage_names(ku: &x509_parser::extensions::KeyUsage) -> Vec<String> {
+    [
+        (ku.digital_signature(), "digitalSignature"),
+        (ku.non_repudiation(), "nonRepudiation"),
+        (ku.key_encipherment(), "keyEncipherment"),
+        (ku.data_encipherment(), "dataEncipherment"),
+        (ku.key_agreement(), "keyAgreement"),
+        (ku.key_cert_sign(), "keyCertSign"),
+        (ku.crl_sign(), "cRLSign"),
+        (ku.encipher_only(), "encipherOnly"),
+        (ku.decipher_only(), "decipherOnly"),
+    ]
+    .into_iter()
+    .filter(|(present, _)| *present)
+    .map(|(_, name)| name.to_string())
+    .collect()
 }
 
 /// Follows issuer links through the presented certificates and returns the last one: the
@@ -647,9 +765,10 @@ mod tests {
         let store = TrustStore::from_der(vec![pki.root_der()], vec![crl]).unwrap();
         let err = store.verify(&leaf.chain_der(), &VerifyPolicy::client(), now()).unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.starts_with(&format!("certificate serial {} was revoked on ", leaf.serial_hex))
-        );
+        assert!(msg.starts_with(&format!(
+            "certificate CN=joe with serial {} was revoked on ",
+            leaf.serial_hex
+        )));
         assert!(msg.ends_with("(reason: keyCompromise)"), "{msg}");
         store.verify(&good.chain_der(), &VerifyPolicy::client(), now()).unwrap();
     }
@@ -696,6 +815,84 @@ mod tests {
         assert!(msg.contains("api.example.test"), "{msg}");
         let ok = VerifyPolicy::server(ServerName::try_from("api.example.test").unwrap());
         store(&pki).verify(&leaf.chain_der(), &ok, now()).unwrap();
+    }
+
+    fn crl_der(pem: &str) -> CertificateRevocationListDer<'static> {
+        crate::pem::decode_block_any(pem.as_bytes(), "X509 CRL").unwrap().into()
+    }
+
+    /// An intermediate revoked by its issuer's CRL is refused, naming it, whatever CRLs the
+    /// leaf's own issuer has.
+    #[test]
+    fn revoked_intermediate_is_refused() {
+        let pki = TestPki::new();
+        let leaf = pki.client("joe", &[]);
+        let crls = vec![crl_der(&pki.root_crl(true)), pki.crl_der(&[])];
+        let store = TrustStore::from_der(vec![pki.root_der()], crls).unwrap();
+        let err = store.verify(&leaf.chain_der(), &VerifyPolicy::client(), now()).unwrap_err();
+        assert_eq!(err.code(), "revoked", "{err}");
+        assert!(err.to_string().contains("CN=certgate test intermediate CA"), "{err}");
+        assert!(err.to_string().contains("cACompromise"), "{err}");
+        // Only the root's CRL loaded: still refused (the leaf's status is then unknown, but the
+        // intermediate's revocation is found first or the leaf's unknown status refuses it).
+        let store =
+            TrustStore::from_der(vec![pki.root_der()], vec![crl_der(&pki.root_crl(true))]).unwrap();
+        assert!(store.verify(&leaf.chain_der(), &VerifyPolicy::client(), now()).is_err());
+        let lenient = VerifyPolicy { allow_unknown_revocation: true, ..VerifyPolicy::client() };
+        let err = store.verify(&leaf.chain_der(), &lenient, now()).unwrap_err();
+        assert_eq!(err.code(), "revoked", "{err}");
+    }
+
+    /// Loading only the issuing CA's CRL keeps working; full_chain_crls then asks for the
+    /// root's CRL too, and accepts once it is loaded.
+    #[test]
+    fn intermediate_crl_alone_suffices_unless_full_chain_is_asked() {
+        let pki = TestPki::new();
+        let leaf = pki.client("joe", &[]);
+        let store = TrustStore::from_der(vec![pki.root_der()], vec![pki.crl_der(&[])]).unwrap();
+        let chain = store.verify(&leaf.chain_der(), &VerifyPolicy::client(), now()).unwrap();
+        assert_eq!(chain.intermediates, vec![1]);
+        let full = VerifyPolicy { full_chain_crls: true, ..VerifyPolicy::client() };
+        let err = store.verify(&leaf.chain_der(), &full, now()).unwrap_err();
+        assert_eq!(err.code(), "unknown_revocation_status", "{err}");
+        assert!(err.to_string().contains("revocation status of CN=certgate test intermediate CA"));
+        let both = TrustStore::from_der(
+            vec![pki.root_der()],
+            vec![pki.crl_der(&[]), crl_der(&pki.root_crl(false))],
+        )
+        .unwrap();
+        both.verify(&leaf.chain_der(), &full, now()).unwrap();
+    }
+
+    /// A client leaf whose keyUsage lacks digitalSignature is refused, naming what it has.
+    #[test]
+    fn client_leaf_without_digital_signature_is_refused() {
+        let pki = TestPki::new();
+        let leaf = pki.leaf(LeafSpec {
+            cn: "enc-only".into(),
+            key_usages: Some(vec![rcgen::KeyUsagePurpose::KeyEncipherment]),
+            ..LeafSpec::client()
+        });
+        let err =
+            store(&pki).verify(&leaf.chain_der(), &VerifyPolicy::client(), now()).unwrap_err();
+        assert_eq!(err.code(), "wrong_key_usage", "{err}");
+        assert_eq!(
+            err.to_string(),
+            "certificate CN=enc-only may not be used for clientAuth (TLS client): its key usage \
+             is keyEncipherment, without digitalSignature"
+        );
+    }
+
+    /// Extra certificates the client sends are not part of the verified path.
+    #[test]
+    fn verified_path_leaves_out_extra_certificates() {
+        let pki = TestPki::new();
+        let stranger = TestPki::named("stranger");
+        let leaf = pki.client("joe", &[]);
+        let mut chain = leaf.chain_der();
+        chain.insert(1, stranger.root_der());
+        let verified = store(&pki).verify(&chain, &VerifyPolicy::client(), now()).unwrap();
+        assert_eq!(verified.intermediates, vec![2]);
     }
 
     /// A certificate signed by a different key under the trusted CA's name is a bad signature.

@@ -34,6 +34,10 @@ pub struct VerifyArgs {
     /// allow_unknown_revocation).
     #[arg(long)]
     pub allow_unknown_revocation: bool,
+    /// Also refuse when a CA above the leaf has no CRL among --crl (as the gateway's
+    /// full_chain_crls). A revoked intermediate is refused either way.
+    #[arg(long)]
+    pub full_chain_crls: bool,
     #[command(flatten)]
     pub dir: CaDir,
 }
@@ -75,6 +79,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         max_depth: args.max_depth,
         name,
         allow_unknown_revocation: args.allow_unknown_revocation,
+        full_chain_crls: args.full_chain_crls,
     };
     match store.verify(&chain, &policy, UnixTime::now()) {
         Ok(verified) => {
@@ -90,7 +95,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(reason) => {
-            eprintln!("REFUSED: {}: {reason}", args.cert.display());
+            eprintln!("REFUSED: {}: {reason} (code: {})", args.cert.display(), reason.code());
             Ok(ExitCode::FAILURE)
         }
     }
