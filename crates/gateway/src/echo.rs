@@ -1,48 +1,84 @@
-//! The built-in echo upstream of `certgate quickstart`: answers every request with the request
-//! line and headers it received, as JSON, so users see exactly what the gateway forwarded.
+//! The built-in echo service: answers every request with the request line, the headers and
+//! the body size it received, as JSON, so users see exactly what the gateway forwards.
+//!
+//! A route reaches it in-process with `upstream = "@echo"` (it then receives exactly what an
+//! upstream would), and `certgate quickstart` also serves it on a loopback port with
+//! [`spawn`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::http::body::BodyError;
 use crate::http::pipeline::text;
+use crate::http::reject::Reject;
+use crate::http::upstream::{Body, boxed};
+
+/// The echo of one request. Reading the body can fail with the gateway's body bounds.
+pub async fn answer(req: Request<Body>) -> Result<Response<Body>, Reject> {
+    let (parts, body) = req.into_parts();
+    let body_bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes().len(),
+        Err(e) => {
+            return Err(match e.downcast_ref::<BodyError>() {
+                Some(BodyError::Stalled { after }) => Reject::BodyTimeout { after: *after },
+                Some(BodyError::TooLarge { limit }) => Reject::BodyTooLarge { limit: *limit },
+                None => Reject::UpstreamUnreachable { upstream: "@echo".into() },
+            });
+        }
+    };
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in &parts.headers {
+        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        headers
+            .entry(name.as_str().to_string())
+            .and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let body = serde_json::json!({
+        "request_line": format!("{} {} {:?}", parts.method, target, parts.version),
+        "headers": headers,
+        "body_bytes": body_bytes,
+    });
+    let mut resp = text(StatusCode::OK, format!("{body:#}\n"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
 
 /// Binds the echo service on `addr` (port 0 picks one) and serves it in the background.
 pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {
+        let mut backoff = crate::server::Backoff::default();
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => {
+                    backoff.reset();
+                    tcp
+                }
+                Err(e) => {
+                    backoff.wait(&e).await;
+                    continue;
+                }
+            };
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    |req: http::Request<hyper::body::Incoming>| async move {
-                        let mut headers: BTreeMap<String, String> = BTreeMap::new();
-                        for (name, value) in req.headers() {
-                            let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
-                            headers
-                                .entry(name.as_str().to_string())
-                                .and_modify(|e| {
-                                    e.push_str(", ");
-                                    e.push_str(&v);
-                                })
-                                .or_insert(v);
-                        }
-                        let body = serde_json::json!({
-                            "request_line": format!("{} {} {:?}", req.method(), req.uri(), req.version()),
-                            "headers": headers,
+                let service =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let resp = answer(req.map(boxed)).await.unwrap_or_else(|reject| {
+                            let (status, body) = reject.body();
+                            text(status, body)
                         });
-                        let mut resp = text(StatusCode::OK, format!("{body:#}\n"));
-                        resp.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("application/json"),
-                        );
                         Ok::<_, std::convert::Infallible>(resp)
-                    },
-                );
+                    });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tcp), service)
                     .await;

@@ -5,13 +5,16 @@
 //! - [`config`]: the TOML file, built once into types that cannot hold an invalid state;
 //! - [`tls`]: listeners' TLS (SNI certificates, client-certificate policy);
 //! - [`http`]: the request pipeline and its phases;
-//! - [`server`]: accepting, limits, timeouts, shutdown;
+//! - [`server`]: accept → handshake → identity → serve, timeouts, shutdown;
+//! - [`limits`]: the process's open-files limit;
+//! - [`access_log`]: JSON lines written off the runtime threads;
 //! - [`echo`]: the built-in echo upstream of `certgate quickstart`.
 
 pub mod access_log;
 pub mod config;
 pub mod echo;
 pub mod http;
+pub mod limits;
 pub mod server;
 pub mod tls;
 

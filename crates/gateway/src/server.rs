@@ -1,50 +1,98 @@
-//! Accepting connections: bind every listener (so a port conflict is reported before serving),
-//! accept under a connection limit, run the TLS handshake with a deadline, establish the
-//! client identity once, then serve HTTP/1.1 or HTTP/2 on the connection until it ends, goes
-//! idle, or the gateway shuts down.
+//! Accepting connections and serving them, one named step at a time:
+//!
+//! ```text
+//! accept ──► handshake ──► identity ──► serve
+//!               └► refuse (alert sent, write side shut, input drained briefly)
+//! ```
+//!
+//! - **accept**: under the listener's `max_connections` (a semaphore whose permit lives as long
+//!   as the connection); accept errors (out of descriptors) back off instead of spinning.
+//! - **handshake**: TLS with a deadline; a refused client certificate gets its alert, and the
+//!   connection is closed gracefully so the client reads the alert rather than a reset.
+//! - **identity**: the client's standing ([`ClientCert`]), made once per connection.
+//! - **serve**: HTTP/1.1 or HTTP/2 until the connection ends, goes idle (no request in flight
+//!   and none started or ended for `idle_timeout`; HTTP/2 PINGs are not activity), or the
+//!   gateway shuts down.
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
+use crate::access_log::AccessLog;
 use crate::config::{Config, Limits, Listener};
+use crate::http::body::{Activity, Guarded, InFlight};
 use crate::http::headers::ConnIdentity;
-use crate::http::pipeline::{self, ConnState, ListenerCtx};
-use crate::tls::server::{ClientAuthMode, ListenerTls};
+use crate::http::pipeline::{self, ConnInfo, ListenerCtx};
+use crate::http::upstream::boxed;
+use crate::tls::server::{ClientCert, ListenerTls};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("listener {listener}: cannot listen on {addr}: {source}")]
+    #[error("listener {listener}: cannot listen on {addr}")]
     Bind {
         listener: String,
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the access log writer")]
+    AccessLog(#[source] std::io::Error),
 }
 
 /// How long open connections get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// After refusing a handshake, how long and how much of the client's input is read and
+/// discarded, so that closing does not turn into a reset that destroys the alert.
+const REFUSAL_DRAIN: Duration = Duration::from_secs(1);
+const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
+
 /// A bound listener, ready to serve.
 struct Bound {
     socket: TcpListener,
-    tls: ListenerTls,
+    tls: Arc<ListenerTls>,
     limits: Limits,
+    trusted_proxies: Arc<[IpNet]>,
     ctx: Arc<ListenerCtx>,
+}
+
+/// An IP network (`10.0.0.0/8`, `::1/128`) of trusted front proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is inside this network (IPv4-mapped IPv6 peers count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Serves `config` until `shutdown` resolves, then lets open connections finish (up to
@@ -54,9 +102,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(Vec<(String, SocketAddr)>),
 ) -> Result<(), ServeError> {
+    let wanted: usize = config.listeners.iter().map(|l| l.limits.max_connections).sum();
+    crate::limits::raise_open_files(wanted);
+    let access_log = if config.access_log {
+        Some(AccessLog::start(std::io::stdout()).map_err(ServeError::AccessLog)?)
+    } else {
+        None
+    };
     let mut bound = Vec::new();
     for l in config.listeners {
-        bound.push(bind(l, config.access_log).await?);
+        bound.push(bind(l, access_log.clone()).await?);
     }
     let addrs = bound
         .iter()
@@ -89,7 +144,7 @@ pub async fn serve(
     Ok(())
 }
 
-async fn bind(l: Listener, access_log: bool) -> Result<Bound, ServeError> {
+async fn bind(l: Listener, access_log: Option<AccessLog>) -> Result<Bound, ServeError> {
     let socket = TcpListener::bind(l.addr).await.map_err(|source| ServeError::Bind {
         listener: l.name.clone(),
         addr: l.addr,
@@ -97,81 +152,165 @@ async fn bind(l: Listener, access_log: bool) -> Result<Bound, ServeError> {
     })?;
     Ok(Bound {
         socket,
-        tls: l.tls,
+        tls: Arc::new(l.tls),
         limits: l.limits,
+        trusted_proxies: l.trusted_proxies.into(),
         ctx: Arc::new(ListenerCtx {
             name: l.name,
             routes: l.routes,
             sni_host_check: l.sni_host_check,
+            body_timeout: l.limits.body_timeout,
             access_log,
         }),
     })
 }
 
+/// Waits between failed accepts: 5 ms doubling to 1 s, reset by a success. Running out of
+/// descriptors (EMFILE) then costs a few wake-ups a second instead of a spinning core.
+#[derive(Debug)]
+pub struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Duration::from_millis(5))
+    }
+}
+
+impl Backoff {
+    pub fn reset(&mut self) {
+        *self = Backoff::default();
+    }
+
+    pub async fn wait(&mut self, error: &std::io::Error) {
+        tracing::warn!(%error, retry_in = ?self.0, "accept failed");
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(1));
+    }
+}
+
 async fn accept_loop(b: Bound, semaphore: Arc<Semaphore>, stop: watch::Receiver<bool>) {
-    let tls = Arc::new(b.tls);
-    let acceptor = TlsAcceptor::from(tls.config.clone());
+    let acceptor = TlsAcceptor::from(b.tls.config.clone());
+    let mut backoff = Backoff::default();
     loop {
         // At the connection limit, wait for a slot before accepting more.
         let Ok(permit) = semaphore.clone().acquire_owned().await else { return };
         let (tcp, peer) = match b.socket.accept().await {
-            Ok(pair) => pair,
+            Ok(pair) => {
+                backoff.reset();
+                pair
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                backoff.wait(&e).await;
                 continue;
             }
         };
+        let trusted_proxy = b.trusted_proxies.iter().any(|net| net.contains(peer.ip()));
         let (acceptor, tls, ctx, limits, stop) =
-            (acceptor.clone(), tls.clone(), b.ctx.clone(), b.limits, stop.clone());
+            (acceptor.clone(), b.tls.clone(), b.ctx.clone(), b.limits, stop.clone());
         tokio::spawn(async move {
-            connection(tcp, peer, acceptor, tls, ctx, limits, stop).await;
-            drop(permit);
+            let _permit = permit;
+            let Some(stream) = handshake(tcp, peer, &acceptor, &limits).await else { return };
+            let conn = identity(&stream, peer, &tls, trusted_proxy);
+            serve_http(stream, conn, ctx, &limits, stop).await;
         });
     }
 }
 
-async fn connection(
+/// The TLS handshake, within `handshake_timeout`. On failure the client's alert is sent and
+/// the connection closed gracefully; `None` then.
+async fn handshake(
     tcp: TcpStream,
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    tls: Arc<ListenerTls>,
-    ctx: Arc<ListenerCtx>,
-    limits: Limits,
-    mut stop: watch::Receiver<bool>,
-) {
+    acceptor: &TlsAcceptor,
+    limits: &Limits,
+) -> Option<TlsStream<TcpStream>> {
     let _ = tcp.set_nodelay(true);
-    let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
+    let accept = acceptor.accept(tcp).into_fallible();
+    match tokio::time::timeout(limits.handshake_timeout, accept).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err((error, tcp))) => {
+            match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                Some(
+                    e @ (rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented),
+                ) => {
+                    tracing::info!(%peer, reason = %e, "client certificate refused in the handshake");
+                }
+                _ => tracing::debug!(%peer, %error, "TLS handshake failed"),
+            }
+            refuse(tcp).await;
+            None
         }
         Err(_) => {
             tracing::debug!(%peer, "TLS handshake timed out");
-            return;
+            None
+        }
+    }
+}
+
+/// Closes a refused connection so the alert already written reaches the client: shut the
+/// write side (FIN after the alert), then read and discard what the client had already sent
+/// (a TLS 1.3 client sends its request right after its Finished), briefly and boundedly, so
+/// the kernel does not answer unread data with a reset.
+async fn refuse(mut tcp: TcpStream) {
+    let _ = tcp.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < REFUSAL_DRAIN_BYTES {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
         }
     };
+    let _ = tokio::time::timeout(REFUSAL_DRAIN, drain).await;
+}
+
+/// What the handshake established, made once for every request of the connection.
+fn identity(
+    stream: &TlsStream<TcpStream>,
+    peer: SocketAddr,
+    tls: &ListenerTls,
+    trusted_proxy: bool,
+) -> Arc<ConnInfo> {
     let (_, session) = stream.get_ref();
     let sni = session.server_name().map(str::to_ascii_lowercase);
-    let presented = session.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
-    let client = tls.client_cert(Some(&presented));
-    let state = Arc::new(ConnState {
+    let client = match session.peer_certificates() {
+        Some(presented) => tls.client_cert(presented),
+        None => ClientCert::None,
+    };
+    Arc::new(ConnInfo {
         peer,
         sni,
-        identity: ConnIdentity::new(
-            client,
-            &presented,
-            tls.mode == ClientAuthMode::DangerousOptionalNoCa,
-        ),
+        identity: ConnIdentity::new(client, tls.client_auth.forwards_failed()),
         peer_ip: HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
-    });
+        trusted_proxy,
+    })
+}
 
-    let activity = Arc::new(AtomicU64::new(0));
-    let io = TokioIo::new(ActivityIo { inner: stream, events: activity.clone() });
-    let service =
-        hyper::service::service_fn(move |req| pipeline::handle(req, state.clone(), ctx.clone()));
+/// Serves HTTP on the connection until it ends, goes idle, or the gateway stops.
+async fn serve_http(
+    stream: TlsStream<TcpStream>,
+    conn: Arc<ConnInfo>,
+    ctx: Arc<ListenerCtx>,
+    limits: &Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let peer = conn.peer;
+    let activity = Arc::new(Activity::default());
+    let requests = activity.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let in_flight = InFlight::start(&requests);
+        let response = pipeline::handle(req.map(boxed), conn.clone(), ctx.clone());
+        async move {
+            let resp = response.await?;
+            Ok::<_, std::convert::Infallible>(
+                resp.map(|body| Guarded::new(body, None).in_flight(in_flight)),
+            )
+        }
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -182,16 +321,22 @@ async fn connection(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_streams)
+        // Streams a client opens and resets before the gateway answers (the "rapid reset"
+        // flood) and stream errors the gateway must reset are capped per connection.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(1024))
+        // PINGs find dead peers; they are not activity for the idle timeout.
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let conn = builder.serve_connection(io, service);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut closing = false;
-    // The connection is idle when no byte moved for a whole idle_timeout: checked on a tick,
-    // by comparing the I/O event count, so the I/O path itself never reads the clock.
+    // Idle: nothing in flight and no request started or ended for a whole idle_timeout;
+    // checked on a tick so the request path itself never reads the clock.
     let period = limits.idle_timeout.min(Duration::from_secs(5)).max(Duration::from_millis(100));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    let mut seen = 0u64;
-    let mut quiet_since = Instant::now();
+    let mut seen = activity.snapshot().1;
+    let mut quiet_since = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
@@ -200,12 +345,11 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
             }
             _ = tick.tick(), if !closing => {
-                let events = activity.load(Ordering::Relaxed);
-                if events != seen {
+                let (in_flight, events) = activity.snapshot();
+                if in_flight > 0 || events != seen {
                     seen = events;
-                    quiet_since = Instant::now();
-                }
-                if quiet_since.elapsed() >= limits.idle_timeout {
+                    quiet_since = tokio::time::Instant::now();
+                } else if quiet_since.elapsed() >= limits.idle_timeout {
                     tracing::debug!(%peer, "closing idle connection");
                     closing = true;
                     conn.as_mut().graceful_shutdown();
@@ -215,70 +359,21 @@ async fn connection(
     }
 }
 
-/// Counts reads and writes that moved bytes, for the idle timeout.
-struct ActivityIo<T> {
-    inner: T,
-    events: Arc<AtomicU64>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<T> ActivityIo<T> {
-    fn touch(&self) {
-        self.events.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.touch();
-        }
-        result
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write(cx, data);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.touch();
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.touch();
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    /// Trusted-proxy networks match by prefix, IPv4-mapped peers included.
+    #[test]
+    fn ip_networks_match_by_prefix() {
+        let net = IpNet { addr: "10.1.0.0".parse().unwrap(), prefix: 16 };
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        let any = IpNet { addr: "0.0.0.0".parse().unwrap(), prefix: 0 };
+        assert!(any.contains("192.0.2.1".parse().unwrap()));
+        let one = IpNet { addr: "::1".parse().unwrap(), prefix: 128 };
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!(!one.contains("::2".parse().unwrap()));
     }
 }

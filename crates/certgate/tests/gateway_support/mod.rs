@@ -4,10 +4,10 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use certgate_pki::testkit::{TestLeaf, TestPki};
@@ -46,27 +46,51 @@ pub fn wait_for_port(port: u16, child: &mut Child, log: &Path) {
 /// A running gateway.
 pub struct Gateway {
     pub port: u16,
+    /// Every listener's bound address, by name, as the gateway reported them.
+    pub listeners: Vec<(String, SocketAddr)>,
     pub dir: PathBuf,
     _proc: Proc,
 }
 
 impl Gateway {
-    /// Writes `config` (with `{port}` replaced) to `dir/certgate.toml` and starts the gateway.
+    /// Writes `config` to `dir/certgate.toml` with `{port}` replaced by 0, starts the gateway,
+    /// and learns the ports it bound from its ready lines (no port is picked in advance, so
+    /// none can be taken by another process in between). `port` is the first listener's.
     pub fn start(dir: &Path, config: &str) -> Gateway {
-        let port = free_port();
-        let text = config.replace("{port}", &port.to_string());
+        Gateway::start_with_env(dir, config, &[])
+    }
+
+    /// As [`Gateway::start`], with extra environment variables (e.g. `CERTGATE_LOG`).
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Gateway {
+        let text = config.replace("{port}", "0");
         let path = dir.join("certgate.toml");
         std::fs::write(&path, text).unwrap();
-        let err = dir.join("gateway.err");
+        let listeners_wanted = config.matches("[[listener]]").count().max(1);
         let mut child = Command::new(CERTGATE)
             .args(["serve", "--config"])
             .arg(&path)
+            .envs(env.iter().copied())
             .stdout(std::fs::File::create(dir.join("access.log")).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        wait_for_port(port, &mut child, &err);
-        Gateway { port, dir: dir.to_path_buf(), _proc: Proc(child) }
+        let stderr = child.stderr.take().unwrap();
+        let listeners = ready_lines(stderr, listeners_wanted, &dir.join("gateway.err"));
+        if listeners.len() < listeners_wanted {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "the gateway did not report {listeners_wanted} listener(s): {}",
+                std::fs::read_to_string(dir.join("gateway.err")).unwrap_or_default()
+            );
+        }
+        Gateway {
+            port: listeners[0].1.port(),
+            listeners,
+            dir: dir.to_path_buf(),
+            _proc: Proc(child),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -76,6 +100,51 @@ impl Gateway {
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
     }
+
+    /// What the gateway wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gateway.err")).unwrap_or_default()
+    }
+}
+
+/// Reads `certgate: listener NAME on https://ADDR` lines from `stderr` (15 s at most) until
+/// `wanted` were seen, copying every line into `log`; then keeps copying in a thread, so the
+/// gateway never blocks on a full pipe.
+fn ready_lines(stderr: ChildStderr, wanted: usize, log: &Path) -> Vec<(String, SocketAddr)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut out = std::fs::File::create(log).unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+            if let Some(rest) = line.strip_prefix("certgate: listener ")
+                && let Some((name, addr)) = rest.split_once(" on https://")
+                && let Ok(addr) = addr.trim().parse::<SocketAddr>()
+            {
+                let _ = tx.send((name.to_string(), addr));
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut found = Vec::new();
+    while found.len() < wanted {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(pair) => found.push(pair),
+            Err(_) => break,
+        }
+    }
+    found
+}
+
+/// A loopback port that refuses connections for as long as the returned socket lives: bound
+/// but never listening, so no other process can take it.
+pub fn dead_port() -> (socket2::Socket, u16) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
 }
 
 /// The outcome of one curl run.

@@ -14,11 +14,17 @@ use std::time::Duration;
 use certgate_pki::verify::{DEFAULT_MAX_DEPTH, TrustStore, VerifyPolicy};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use certgate_pki::chain_cache::{self, CachingVerifier};
+
 use crate::http::authz::Acl;
 use crate::http::headers::{HeaderFormat, IdentityHeaderNames};
-use crate::http::route::{Route, RouteTable};
-use crate::http::upstream::{Upstream, UpstreamSettings};
-use crate::tls::server::{ClientAuthMode, ListenerTls};
+use crate::http::route::{PathMatching, Route, RouteTable};
+use crate::http::upstream::{Target, Upstream, UpstreamSettings};
+use crate::server::IpNet;
+use crate::tls::server::{ClientAuth, ListenerTls};
+
+/// The longest timeout the configuration accepts: anything longer is a mistake, not a bound.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// One problem in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,10 +76,15 @@ pub struct Limits {
     /// Time to receive a request head. For HTTP/1.1 this also bounds the wait for the next
     /// request on a kept-alive connection.
     pub header_read_timeout: Duration,
-    /// A connection with no bytes in either direction for this long is closed.
+    /// A connection with no request in flight, and none started or ended, for this long is
+    /// closed (HTTP/1.1 and HTTP/2).
     pub idle_timeout: Duration,
+    /// A request or response body that sends nothing for this long is ended (408).
+    pub body_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per client connection.
+    pub max_streams: u32,
 }
 
 impl Default for Limits {
@@ -82,8 +93,10 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(120),
+            body_timeout: Duration::from_secs(60),
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
+            max_streams: 100,
         }
     }
 }
@@ -96,6 +109,8 @@ pub struct Listener {
     pub limits: Limits,
     /// Answer 421 when Host differs from SNI.
     pub sni_host_check: bool,
+    /// Peers whose forwarding headers are kept.
+    pub trusted_proxies: Vec<IpNet>,
     pub routes: RouteTable,
 }
 
@@ -150,11 +165,12 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         .enumerate()
         .map(|(i, l)| l.name.clone().unwrap_or_else(|| format!("listener-{i}")))
         .collect();
-    let mut routes_by_listener: Vec<Vec<Route>> = vec![Vec::new(); raw.listeners.len()];
+    let mut routes_by_listener: Vec<Vec<Arc<Route>>> = vec![Vec::new(); raw.listeners.len()];
     let mut all_header_names = Vec::new();
     for (i, r) in raw.routes.iter().enumerate() {
         let field = format!("route[{i}]");
         let Some(route) = b.route(&field, r, &upstreams) else { continue };
+        let route = Arc::new(route);
         all_header_names.extend(route.headers.names());
         match &r.listener {
             Some(name) => match listener_names.iter().position(|n| n == name) {
@@ -176,13 +192,20 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         else {
             continue;
         };
-        if !seen_addrs.insert(listener.addr) {
+        // Port 0 asks the system for a free port: two such listeners never clash.
+        if listener.addr.port() != 0 && !seen_addrs.insert(listener.addr) {
             b.error(
                 &format!("{field}.listen"),
                 format!("{} is used by two listeners", listener.addr),
             );
         }
         listeners.push(listener);
+    }
+    if raw.runtime.worker_threads == Some(0) {
+        b.error(
+            "runtime.worker_threads",
+            "must be at least 1 (leave it out for one per core)".into(),
+        );
     }
     if !b.errors.is_empty() {
         return Err(ConfigErrors(b.errors));
@@ -193,6 +216,32 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         access_log: raw.access_log.enabled.unwrap_or(true),
         worker_threads: raw.runtime.worker_threads,
     })
+}
+
+/// Requests in flight to one upstream by default (each a connection over HTTP/1.1).
+const DEFAULT_UPSTREAM_CONNECTIONS: usize = 1024;
+
+/// An error and its causes on one line: "client certificate: no private key".
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// `10.0.0.0/8`, `::1/128`, or a single address.
+fn parse_net(s: &str) -> Option<IpNet> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a.parse::<std::net::IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+        None => (s.parse().ok()?, None),
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = prefix.unwrap_or(max);
+    (prefix <= max).then_some(IpNet { addr, prefix })
 }
 
 struct Builder {
@@ -214,7 +263,11 @@ impl Builder {
     fn duration(&mut self, field: &str, value: Option<&String>, default: Duration) -> Duration {
         let Some(v) = value else { return default };
         match certgate_pki::validity::parse_duration(v) {
-            Ok(d) if d.is_positive() => d.unsigned_abs(),
+            Ok(d) if d.is_positive() && d.unsigned_abs() <= MAX_TIMEOUT => d.unsigned_abs(),
+            Ok(d) if d.is_positive() => {
+                self.error(field, format!("{v}: at most 1d"));
+                default
+            }
             Ok(_) => {
                 self.error(field, "must be positive".into());
                 default
@@ -259,7 +312,7 @@ impl Builder {
         field: &str,
         l: &raw::RawListener,
         name: &str,
-        routes: Vec<Route>,
+        routes: Vec<Arc<Route>>,
         strip: Arc<crate::http::headers::StripSet>,
     ) -> Option<Listener> {
         let errors_before = self.errors.len();
@@ -298,12 +351,14 @@ impl Builder {
             if let (Some(chain), Some(key)) = (chain, key) {
                 match crate::tls::server::certified_key(chain, key) {
                     Ok(ck) => certs.push(ck),
-                    Err(reason) => self.error(&format!("{cf}.key"), format!("{}: {reason}", c.key)),
+                    Err(e) => {
+                        self.error(&format!("{cf}.key"), format!("{}: {}", c.key, causes(&e)))
+                    }
                 }
             }
         }
-        let (mode, trust, policy) = match &l.client_auth {
-            None => (ClientAuthMode::Off, None, VerifyPolicy::client()),
+        let client_auth = match &l.client_auth {
+            None => Some(ClientAuth::Off),
             Some(ca) => self.client_auth(&format!("{field}.client_auth"), ca),
         };
         let mut limits = Limits::default();
@@ -323,7 +378,29 @@ impl Builder {
             l.limits.idle_timeout.as_ref(),
             limits.idle_timeout,
         );
+        limits.body_timeout = self.duration(
+            &format!("{lf}.body_timeout"),
+            l.limits.body_timeout.as_ref(),
+            limits.body_timeout,
+        );
+        if let Some(n) = l.limits.max_streams {
+            if n == 0 {
+                self.error(&format!("{lf}.max_streams"), "must be at least 1".into());
+            }
+            limits.max_streams = n.max(1);
+        }
+        let mut trusted_proxies = Vec::new();
+        for (i, p) in l.trusted_proxies.iter().enumerate() {
+            match parse_net(p) {
+                Some(net) => trusted_proxies.push(net),
+                None => self.error(
+                    &format!("{field}.trusted_proxies[{i}]"),
+                    format!("{p:?} is not an IP address or network such as 10.0.0.0/8"),
+                ),
+            }
+        }
         if let Some(n) = l.limits.max_header_bytes {
+            // Below 8 KiB, ordinary browser requests (cookies, long referers) are refused.
             if n < 8192 {
                 self.error(&format!("{lf}.max_header_bytes"), "must be at least 8192".into());
             }
@@ -341,65 +418,67 @@ impl Builder {
         if self.errors.len() > errors_before {
             return None;
         }
-        let addr = addr?;
-        let tls = match ListenerTls::new(certs, mode, trust, policy, min_tls13) {
+        let (addr, client_auth) = (addr?, client_auth?);
+        let asks_for_certs = client_auth.verifier().is_some();
+        let tls = match ListenerTls::new(certs, client_auth, min_tls13) {
             Ok(t) => t,
-            Err(reason) => {
-                self.error(field, reason);
+            Err(e) => {
+                self.error(field, causes(&e));
                 return None;
             }
         };
         Some(Listener {
             name: name.to_string(),
             addr,
-            sni_host_check: l.sni_host_check.unwrap_or(mode != ClientAuthMode::Off),
+            sni_host_check: l.sni_host_check.unwrap_or(asks_for_certs),
             tls,
             limits,
+            trusted_proxies,
             routes: RouteTable::new(routes, strip),
         })
     }
 
-    fn client_auth(
-        &mut self,
-        field: &str,
-        ca: &raw::RawClientAuth,
-    ) -> (ClientAuthMode, Option<TrustStore>, VerifyPolicy) {
+    /// The listener's client-certificate mode with its verifier; `None` after an error (a
+    /// mode that asks for certificates never exists without trust anchors).
+    fn client_auth(&mut self, field: &str, ca: &raw::RawClientAuth) -> Option<ClientAuth> {
+        enum Mode {
+            Required,
+            Optional,
+            DangerousOptionalNoCa,
+        }
         let mode = match ca.mode.as_str() {
-            "required" => ClientAuthMode::Required,
-            "optional" => ClientAuthMode::Optional,
-            "dangerous_optional_no_ca" => ClientAuthMode::DangerousOptionalNoCa,
-            "off" => ClientAuthMode::Off,
+            "required" => Mode::Required,
+            "optional" => Mode::Optional,
+            "dangerous_optional_no_ca" => Mode::DangerousOptionalNoCa,
+            "off" => return Some(ClientAuth::Off),
             "optional_no_ca" => {
                 self.error(&format!("{field}.mode"), "accepting certificates from any CA is dangerous; write \"dangerous_optional_no_ca\" if that is what you want".into());
-                ClientAuthMode::Off
+                return None;
             }
             other => {
                 self.error(&format!("{field}.mode"), format!("{other:?}: use \"required\", \"optional\", \"dangerous_optional_no_ca\" or \"off\""));
-                ClientAuthMode::Off
+                return None;
             }
         };
         let policy = VerifyPolicy {
             max_depth: ca.max_chain_depth.unwrap_or(DEFAULT_MAX_DEPTH),
             allow_unknown_revocation: ca.allow_unknown_revocation,
+            full_chain_crls: ca.full_chain_crls,
             ..VerifyPolicy::client()
         };
+        let before = self.errors.len();
         if ca.max_chain_depth == Some(0) {
             self.error(
                 &format!("{field}.max_chain_depth"),
                 "must be at least 1 (the trust anchor counts)".into(),
             );
         }
-        if mode == ClientAuthMode::Off {
-            return (mode, None, policy);
-        }
         if ca.trust.is_empty() {
             self.error(
                 &format!("{field}.trust"),
                 "client certificates need at least one trust anchor file".into(),
             );
-            return (mode, None, policy);
         }
-        let before = self.errors.len();
         let mut anchors = Vec::new();
         for (i, t) in ca.trust.iter().enumerate() {
             if let Some(c) = self.certs(&format!("{field}.trust[{i}]"), t) {
@@ -414,15 +493,21 @@ impl Builder {
             }
         }
         if self.errors.len() > before {
-            return (mode, None, policy);
+            return None;
         }
-        match TrustStore::from_der(anchors, crls) {
-            Ok(store) => (mode, Some(store), policy),
+        let store = match TrustStore::from_der(anchors, crls) {
+            Ok(store) => store,
             Err(e) => {
                 self.error(field, e.to_string());
-                (mode, None, policy)
+                return None;
             }
-        }
+        };
+        let verifier = Arc::new(CachingVerifier::new(store, policy, chain_cache::DEFAULT_CAPACITY));
+        Some(match mode {
+            Mode::Required => ClientAuth::Required(verifier),
+            Mode::Optional => ClientAuth::Optional(verifier),
+            Mode::DangerousOptionalNoCa => ClientAuth::DangerousOptionalNoCa(verifier),
+        })
     }
 
     fn upstream(&mut self, field: &str, u: &raw::RawUpstream) -> Option<Upstream> {
@@ -501,11 +586,16 @@ impl Builder {
             connect_timeout,
             response_timeout,
             max_idle: u.max_idle_connections.unwrap_or(256),
+            max_connections: u.max_connections.unwrap_or(DEFAULT_UPSTREAM_CONNECTIONS),
         };
+        if u.max_connections == Some(0) {
+            self.error(&format!("{field}.max_connections"), "must be at least 1".into());
+            return None;
+        }
         match Upstream::new(settings) {
             Ok(up) => Some(up),
-            Err(reason) => {
-                self.error(field, reason);
+            Err(e) => {
+                self.error(field, causes(&e));
                 None
             }
         }
@@ -518,13 +608,44 @@ impl Builder {
         upstreams: &HashMap<String, Arc<Upstream>>,
     ) -> Option<Route> {
         let before = self.errors.len();
-        let upstream = upstreams.get(&r.upstream).cloned();
-        if upstream.is_none() {
-            self.error(&format!("{field}.upstream"), format!("no upstream named {:?}", r.upstream));
+        let target = if r.upstream == "@echo" {
+            Some(Target::Echo)
+        } else {
+            upstreams.get(&r.upstream).cloned().map(Target::Http)
+        };
+        if target.is_none() {
+            self.error(
+                &format!("{field}.upstream"),
+                format!(
+                    "no upstream named {:?} (the built-in echo service is \"@echo\")",
+                    r.upstream
+                ),
+            );
         }
         let path = r.path.clone().unwrap_or_else(|| "/".into());
-        if !path.starts_with('/') {
-            self.error(&format!("{field}.path"), format!("{path:?} must start with '/'"));
+        match crate::http::path::normalize(&path) {
+            Err(reason) => self.error(&format!("{field}.path"), format!("{path:?}: {reason}")),
+            Ok(normal) if normal != path.as_bytes() || path.contains(';') => self.error(
+                &format!("{field}.path"),
+                format!(
+                    "{path:?} is not a normalized path (write it as {:?}, without escapes or \
+                     ';' parameters)",
+                    String::from_utf8_lossy(&normal).split(';').next().unwrap_or("/")
+                ),
+            ),
+            Ok(_) => {}
+        }
+        let matching = PathMatching {
+            ignore_case: r.path_ignore_case,
+            ignore_trailing_dots: r.path_ignore_trailing_dots,
+        };
+        if matching.ignore_trailing_dots
+            && path.split('/').any(|seg| seg.ends_with('.') || seg.ends_with(' '))
+        {
+            self.error(
+                &format!("{field}.path"),
+                format!("{path:?}: with path_ignore_trailing_dots, no segment may end with '.'"),
+            );
         }
         let host = match r.host.as_deref() {
             None | Some("*") => None,
@@ -591,10 +712,12 @@ impl Builder {
         Some(Route {
             host,
             path,
-            upstream: upstream?,
+            matching,
+            target: target?,
             require_cert,
             acl,
             headers: Arc::new(headers),
+            max_body_bytes: r.max_body_bytes,
         })
     }
 }

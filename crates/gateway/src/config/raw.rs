@@ -36,6 +36,10 @@ pub struct RawListener {
     /// Refuse requests whose Host differs from the SNI (421). Default: on when client
     /// certificates are requested.
     pub sni_host_check: Option<bool>,
+    /// Addresses or networks (`10.0.0.0/8`) of front proxies whose `X-Forwarded-For` and
+    /// `Forwarded` headers are kept and appended to. Default: none (replaced).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +60,8 @@ pub struct RawClientAuth {
     pub max_chain_depth: Option<u8>,
     #[serde(default)]
     pub allow_unknown_revocation: bool,
+    #[serde(default)]
+    pub full_chain_crls: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +72,8 @@ pub struct RawLimits {
     pub idle_timeout: Option<String>,
     pub max_header_bytes: Option<usize>,
     pub max_connections: Option<usize>,
+    pub body_timeout: Option<String>,
+    pub max_streams: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,8 +92,7 @@ pub struct RawUpstream {
     #[serde(default)]
     pub http2: bool,
     pub max_idle_connections: Option<usize>,
-    #[serde(default)]
-    pub dangerous_skip_verify: bool,
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +107,11 @@ pub struct RawRoute {
     pub identity_headers: Option<String>,
     #[serde(default)]
     pub header_names: BTreeMap<String, String>,
+    #[serde(default)]
+    pub path_ignore_case: bool,
+    #[serde(default)]
+    pub path_ignore_trailing_dots: bool,
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -93,7 +93,8 @@ impl IdentityHeaderNames {
     }
 }
 
-/// Header names removed from every inbound request.
+/// Header names removed from every inbound request: every identity header name and the
+/// forwarding headers the gateway writes ([`crate::http::forward::FORWARDING_NAMES`]).
 #[derive(Debug, Default)]
 pub struct StripSet {
     /// Lowercase, with `_` written as `-`.
@@ -107,6 +108,7 @@ impl StripSet {
             .iter()
             .map(|(_, n)| n.to_string())
             .chain(OTHER_FORMATS.iter().map(|n| n.to_string()))
+            .chain(crate::http::forward::FORWARDING_NAMES.iter().map(|n| n.to_string()))
             .chain(configured)
             .map(|n| normalize(&n))
             .collect();
@@ -122,8 +124,9 @@ impl StripSet {
         }
     }
 
-    fn contains(&self, name: &str) -> bool {
-        if name.contains('_') {
+    /// Whether `name` (any case, `_` for `-`) is an identity header name.
+    pub fn contains(&self, name: &str) -> bool {
+        if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
             self.names.contains(&normalize(name))
         } else {
             self.names.contains(name)
@@ -140,8 +143,6 @@ fn normalize(name: &str) -> String {
 #[derive(Debug)]
 pub struct ConnIdentity {
     pub client: ClientCert,
-    /// Intermediates the client sent after its leaf (for `Client-Cert-Chain`).
-    intermediates: Vec<CertificateDer<'static>>,
     /// Forward the details of a certificate that failed verification
     /// (`dangerous_optional_no_ca`).
     forward_failed: bool,
@@ -154,14 +155,9 @@ pub struct ConnIdentity {
 }
 
 impl ConnIdentity {
-    pub fn new(
-        client: ClientCert,
-        presented: &[CertificateDer<'static>],
-        forward_failed: bool,
-    ) -> Self {
+    pub fn new(client: ClientCert, forward_failed: bool) -> Self {
         ConnIdentity {
             client,
-            intermediates: presented.iter().skip(1).cloned().collect(),
             forward_failed,
             verify: OnceLock::new(),
             nginx: OnceLock::new(),
@@ -174,7 +170,7 @@ impl ConnIdentity {
     pub fn verify_status(&self) -> String {
         match &self.client {
             ClientCert::None => "NONE".into(),
-            ClientCert::Verified(_) => "SUCCESS".into(),
+            ClientCert::Verified { .. } => "SUCCESS".into(),
             ClientCert::Failed { reason, .. } => format!("FAILED:{}", reason.code()),
         }
     }
@@ -182,7 +178,7 @@ impl ConnIdentity {
     /// The identity whose details are forwarded, if any.
     pub fn forwarded_identity(&self) -> Option<&PeerIdentity> {
         match &self.client {
-            ClientCert::Verified(id) => Some(id),
+            ClientCert::Verified { identity, .. } => Some(identity),
             ClientCert::Failed { identity: Some(id), .. } if self.forward_failed => Some(id),
             ClientCert::Failed { .. } | ClientCert::None => None,
         }
@@ -227,10 +223,16 @@ impl ConnIdentity {
         }
     }
 
+    /// `Client-Cert`, and `Client-Cert-Chain` with the verified path's intermediates only
+    /// (never other certificates the client sent; none for a certificate that failed).
     fn rfc9440_values(&self) -> (Option<HeaderValue>, Option<HeaderValue>) {
         let Some(id) = self.forwarded_identity() else { return (None, None) };
+        let intermediates: &[CertificateDer<'static>] = match &self.client {
+            ClientCert::Verified { intermediates, .. } => intermediates,
+            ClientCert::Failed { .. } | ClientCert::None => &[],
+        };
         let chain: Vec<String> =
-            self.intermediates.iter().map(|c| format!(":{}:", STANDARD.encode(c))).collect();
+            intermediates.iter().map(|c| format!(":{}:", STANDARD.encode(c))).collect();
         (
             value(&format!(":{}:", STANDARD.encode(&id.der))),
             (!chain.is_empty()).then(|| value(&chain.join(", "))).flatten(),
@@ -261,31 +263,43 @@ fn nginx_values(id: &PeerIdentity) -> [Option<HeaderValue>; 12] {
     .map(|v| v.and_then(|s| value(&s)))
 }
 
-/// Envoy's x-forwarded-client-cert element for one certificate.
+/// Envoy's x-forwarded-client-cert element for one certificate: `Hash`, `Cert`, `Subject`,
+/// then one `URI=` and `DNS=` pair per SAN. Every value goes through [`xfcc_value`], so no
+/// certificate field can end a value or add a key.
 pub fn xfcc(id: &PeerIdentity) -> String {
-    let mut out = format!(
-        "Hash={};Cert=\"{}\";Subject=\"{}\"",
-        id.fingerprint_sha256,
-        id.escaped_pem(),
-        id.subject.replace('\\', "\\\\").replace('"', "\\\"")
-    );
+    let mut out = format!("Hash={};Cert=", id.fingerprint_sha256);
+    out.push_str(&xfcc_quoted(&id.escaped_pem()));
+    out.push_str(";Subject=");
+    out.push_str(&xfcc_quoted(&id.subject));
     for uri in &id.sans.uri {
         out.push_str(";URI=");
-        out.push_str(&quote_if_needed(uri));
+        out.push_str(&xfcc_value(uri));
     }
     for dns in &id.sans.dns {
         out.push_str(";DNS=");
-        out.push_str(&quote_if_needed(dns));
+        out.push_str(&xfcc_value(dns));
     }
     out
 }
 
-fn quote_if_needed(v: &str) -> String {
-    if v.contains([',', ';', '=', '"']) {
-        format!("\"{}\"", v.replace('"', "\\\""))
-    } else {
-        v.to_string()
+/// An XFCC value as Envoy's grammar wants it: quoted when it contains `,`, `;`, `=`, `"` or
+/// `\`, with `"` and `\` escaped by a backslash inside the quotes.
+pub fn xfcc_value(v: &str) -> String {
+    if v.contains([',', ';', '=', '"', '\\']) { xfcc_quoted(v) } else { v.to_string() }
+}
+
+/// An XFCC value always quoted (Envoy quotes `Cert` and `Subject`).
+fn xfcc_quoted(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
     }
+    out.push('"');
+    out
 }
 
 /// A header value from text; `None` (the header is left out) for text that cannot be a
@@ -329,7 +343,9 @@ mod tests {
         let pki = TestPki::new();
         let leaf = pki.client("joe", &["spiffe://example.test/joe"]);
         let id = Arc::new(PeerIdentity::from_der(&leaf.der).unwrap());
-        let conn = ConnIdentity::new(ClientCert::Verified(id.clone()), &leaf.chain_der(), false);
+        let intermediates = leaf.chain_der()[1..].to_vec();
+        let conn =
+            ConnIdentity::new(ClientCert::Verified { identity: id.clone(), intermediates }, false);
         let mut h = HeaderMap::new();
         conn.write(&HeaderFormat::Nginx(Box::default()), &mut h);
         assert_eq!(h["x-client-verify"], "SUCCESS");
@@ -360,11 +376,11 @@ mod tests {
             identity: Some(id.clone()),
         };
         let mut h = HeaderMap::new();
-        ConnIdentity::new(failed(), &[], false).write(&HeaderFormat::Nginx(Box::default()), &mut h);
+        ConnIdentity::new(failed(), false).write(&HeaderFormat::Nginx(Box::default()), &mut h);
         assert_eq!(h["x-client-verify"], "FAILED:no_certificate");
         assert!(h.get("x-client-subject").is_none());
         let mut d = HeaderMap::new();
-        ConnIdentity::new(failed(), &[], true).write(&HeaderFormat::Nginx(Box::default()), &mut d);
+        ConnIdentity::new(failed(), true).write(&HeaderFormat::Nginx(Box::default()), &mut d);
         assert_eq!(d["x-client-subject"], "CN=joe");
     }
 }

@@ -2,7 +2,10 @@
 //! map from refusal to status and body. `pipeline::handle` calls the phases in order.
 
 pub mod authz;
+pub mod body;
+pub mod forward;
 pub mod headers;
+pub mod path;
 pub mod pipeline;
 pub mod reject;
 pub mod route;

@@ -1,46 +1,54 @@
 //! The request path, one phase after another (see docs/pipeline.md):
 //!
-//! 1. strip inbound identity headers
-//! 2. read Host and path (400 when missing or ambiguous)
-//! 3. route (404)
-//! 4. SNI/Host check (421)
-//! 5. client-certificate requirement (496 none, 495 invalid)
-//! 6. authorize (403)
-//! 7. write identity headers and forwarding headers
-//! 8. forward (502 unreachable, 504 too slow)
-//! 9. access log
+//! 1. hop-by-hop headers, and the names `Connection` lists (never Host)
+//! 2. Host (400 when missing, duplicated or disagreeing with `:authority`)
+//! 3. strip inbound identity and forwarding headers
+//! 4. path readings and route (400 when a reading has no safe meaning or reaches another
+//!    route; 404 when none)
+//! 5. SNI/Host check (421)
+//! 6. client-certificate requirement (496 none, 495 invalid)
+//! 7. authorize (403)
+//! 8. body bounds (413 by Content-Length; 413/408 while streaming)
+//! 9. write identity headers and forwarding headers
+//! 10. forward to the route's target (502 unreachable, 503 busy, 504 too slow)
+//! 11. access log
 //!
 //! Each phase returns `Result<_, Reject>`; the first refusal ends the request and
-//! [`Reject::answer`] gives the status and body.
+//! [`Reject::answer`] gives the status and body. The phases take any body type, so each is
+//! tested without sockets.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::Body as _;
 
-use crate::access_log::{self, Entry};
+use crate::access_log::{AccessLog, Entry};
 use crate::http::authz::Decision;
+use crate::http::body::Guarded;
 use crate::http::headers::ConnIdentity;
 use crate::http::reject::Reject;
-use crate::http::route::{Route, RouteTable, is_ambiguous};
-use crate::http::upstream::Body;
+use crate::http::route::{Route, RouteTable};
+use crate::http::upstream::{Body, Target, boxed};
+use crate::http::{forward, path};
 use crate::tls::server::ClientCert;
 
 /// What a finished handshake established, shared by every request on the connection.
 #[derive(Debug)]
-pub struct ConnState {
+pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The SNI the client sent, lowercase.
     pub sni: Option<String>,
     pub identity: ConnIdentity,
     /// `X-Forwarded-For` value for this peer, made once.
     pub peer_ip: HeaderValue,
+    /// The peer is one of the listener's `trusted_proxies`: its forwarding headers are kept.
+    pub trusted_proxy: bool,
 }
 
 /// What a listener's requests need.
@@ -48,25 +56,38 @@ pub struct ListenerCtx {
     pub name: String,
     pub routes: RouteTable,
     pub sni_host_check: bool,
-    pub access_log: bool,
+    /// A request or response body that sends nothing for this long is ended (408 for a
+    /// request).
+    pub body_timeout: Duration,
+    pub access_log: Option<AccessLog>,
 }
 
-/// Handles one request; never fails (refusals become responses).
+/// What the phases learned about one request, for the access log (and later metrics).
+#[derive(Default)]
+pub struct RequestCtx {
+    pub host: Option<String>,
+    pub route: Option<Arc<Route>>,
+    /// [`Reject::code`] of the refusal, if the gateway answered itself.
+    pub reject: Option<&'static str>,
+}
+
+/// Handles one request; never fails (refusals become responses). Any body fits once boxed
+/// ([`boxed`]): `Incoming` from a connection, `Full` in tests.
 pub async fn handle(
-    req: Request<Incoming>,
-    conn: Arc<ConnState>,
+    req: Request<Body>,
+    conn: Arc<ConnInfo>,
     ctx: Arc<ListenerCtx>,
 ) -> Result<Response<Body>, Infallible> {
     // What the access log needs is taken before the request moves on, and only if it is on.
-    let logged = ctx.access_log.then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
-    let mut route_used: Option<Arc<Route>> = None;
-    let mut host = String::new();
-    let response = match phases(req, &conn, &ctx, &mut route_used, &mut host).await {
+    let logged =
+        ctx.access_log.is_some().then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
+    let mut rc = RequestCtx::default();
+    let response = match phases(req, &conn, &ctx, &mut rc).await {
         Ok(resp) => resp,
         Err(reject) => {
+            rc.reject = Some(reject.code());
             let (status, body) = reject.body();
-            let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
-            *resp.status_mut() = status;
+            let mut resp = text(status, body);
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -74,16 +95,14 @@ pub async fn handle(
             resp
         }
     };
-    if let Some((started, method, uri)) = logged {
-        access_log::write(&Entry {
+    if let (Some(log), Some((started, method, uri))) = (&ctx.access_log, logged) {
+        log.write(&Entry {
             listener: &ctx.name,
-            peer: conn.peer,
             method: method.as_str(),
-            host: &host,
             path: uri.path(),
             status: response.status().as_u16(),
             duration: started.elapsed(),
-            route: route_used.as_deref(),
+            request: &rc,
             conn: &conn,
         });
     }
@@ -91,30 +110,40 @@ pub async fn handle(
 }
 
 async fn phases(
-    mut req: Request<Incoming>,
-    conn: &ConnState,
+    mut req: Request<Body>,
+    conn: &ConnInfo,
     ctx: &ListenerCtx,
-    route_used: &mut Option<Arc<Route>>,
-    host_out: &mut String,
+    rc: &mut RequestCtx,
 ) -> Result<Response<Body>, Reject> {
-    // 1. Identity headers come from the gateway alone.
+    // 1. Hop-by-hop, before the gateway writes anything.
+    forward::remove_hop_by_hop(req.headers_mut(), true);
+
+    // 2. Host.
+    let host = forward::request_host(req.headers(), req.uri(), req.version())?;
+    rc.host = Some(host.clone());
+
+    // 3. Identity and forwarding headers come from the gateway alone (a trusted proxy's
+    //    forwarding chain is kept).
+    let trusted_chain = conn.trusted_proxy.then(|| {
+        let take = |name: &str, h: &http::HeaderMap| h.get_all(name).iter().cloned().collect();
+        let xff: Vec<HeaderValue> = take("x-forwarded-for", req.headers());
+        let forwarded: Vec<HeaderValue> = take("forwarded", req.headers());
+        (xff, forwarded)
+    });
     ctx.routes.strip.strip(req.headers_mut());
 
-    // 2. Host and path.
-    let host = request_host(&req).ok_or(Reject::MissingHost)?;
-    host_out.clone_from(&host);
-    if is_ambiguous(req.uri().path()) {
-        return Err(Reject::AmbiguousPath);
-    }
+    // 4. Every reading of the path must reach the same route.
+    let readings = path::readings(req.uri().path()).map_err(Reject::BadPath)?;
+    let route = ctx
+        .routes
+        .route(&host, &readings)
+        .map_err(|d| Reject::PathRoutesElsewhere { reading: d.reading })?
+        .ok_or(Reject::NoRoute)?
+        .clone();
+    rc.route = Some(route.clone());
 
-    // 3. Route.
-    let route = ctx.routes.find(&host, req.uri().path()).ok_or_else(|| Reject::NoRoute {
-        host: host.clone(),
-        path: req.uri().path().to_string(),
-    })?;
-    *route_used = Some(route.clone());
-
-    // 4. The policy chosen by SNI must be the policy of the Host.
+    // 5. The policy chosen by SNI must be the policy of the Host. A client without SNI (an
+    //    IP-address URL) is not checked: trust is per listener, so there is nothing to borrow.
     if ctx.sni_host_check
         && let Some(sni) = &conn.sni
         && *sni != host
@@ -122,10 +151,10 @@ async fn phases(
         return Err(Reject::Misdirected { sni: sni.clone(), host });
     }
 
-    // 5 + 6. Client certificate and authorization.
+    // 6 + 7. Client certificate and authorization.
     if route.require_cert {
         let identity = match &conn.identity.client {
-            ClientCert::Verified(id) => id,
+            ClientCert::Verified { identity, .. } => identity,
             ClientCert::None => return Err(Reject::CertificateRequired),
             ClientCert::Failed { reason, .. } => {
                 return Err(Reject::CertificateInvalid(reason.clone()));
@@ -145,87 +174,51 @@ async fn phases(
         }
     }
 
-    // 7. Identity and forwarding headers.
-    conn.identity.write(&route.headers, req.headers_mut());
-    prepare_forwarding(&mut req, conn, &host);
-
-    // 8. Forward.
-    let (parts, body) = req.into_parts();
-    let req = Request::from_parts(parts, body.boxed());
-    let mut resp = route.upstream.send(req).await?;
-    remove_hop_by_hop(resp.headers_mut());
-    Ok(resp.map(BodyExt::boxed))
-}
-
-/// Host without port, lowercase: the Host header (HTTP/1.1) or the :authority (HTTP/2).
-fn request_host(req: &Request<Incoming>) -> Option<String> {
-    let raw = match req.headers().get(header::HOST) {
-        Some(h) => h.to_str().ok()?,
-        None => req.uri().authority()?.as_str(),
-    };
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        rest.split(']').next()?
-    } else {
-        raw.rsplit_once(':')
-            .map_or(raw, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { raw })
-    };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    (!host.is_empty()).then_some(host)
-}
-
-fn prepare_forwarding(req: &mut Request<Incoming>, conn: &ConnState, host: &str) {
-    // HTTP/2 requests carry the host in :authority; an HTTP/1.1 upstream needs a Host header.
-    if !req.headers().contains_key(header::HOST)
-        && let Some(authority) =
-            req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    // 8. Body bounds: a declared length over the limit is refused before forwarding; a
+    //    streamed body is bounded by inactivity and by the limit as it passes.
+    if let Some(limit) = route.max_body_bytes
+        && let Some(length) = content_length(req.headers())
+        && length > limit
     {
-        req.headers_mut().insert(header::HOST, authority);
+        return Err(Reject::BodyTooLarge { limit });
     }
-    remove_hop_by_hop(req.headers_mut());
-    let headers = req.headers_mut();
-    headers.append(header::HeaderName::from_static("x-forwarded-for"), conn.peer_ip.clone());
-    headers.insert(
-        header::HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("https"),
-    );
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(header::HeaderName::from_static("x-forwarded-host"), v);
+
+    // 9. Identity and forwarding headers.
+    conn.identity.write(&route.headers, req.headers_mut());
+    let (trusted_xff, trusted_forwarded) = trusted_chain.unzip();
+    let (parts, body) = req.into_parts();
+    let mut parts = parts;
+    forward::write_forwarding(&mut parts.headers, &parts.uri, &conn.peer_ip, &host, trusted_xff);
+    for v in trusted_forwarded.into_iter().flatten() {
+        parts.headers.append(header::FORWARDED, v);
+    }
+    let body = if body.is_end_stream() {
+        body
+    } else {
+        boxed(
+            Guarded::new(body, None)
+                .stall_after(ctx.body_timeout)
+                .limit(route.max_body_bytes)
+                .strip_trailers(ctx.routes.strip.clone()),
+        )
+    };
+    let req = Request::from_parts(parts, body);
+
+    // 10. Forward.
+    match &route.target {
+        Target::Http(upstream) => {
+            let resp = upstream.send(req).await?;
+            let (mut parts, body) = resp.into_parts();
+            forward::remove_hop_by_hop(&mut parts.headers, false);
+            Ok(Response::from_parts(parts, boxed(body.stall_after(ctx.body_timeout))))
+        }
+        Target::Echo => crate::echo::answer(req).await,
     }
 }
 
-/// Removes hop-by-hop headers (RFC 9110 section 7.6.1), including those `Connection` names.
-fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
-    // Most messages carry none: one pass over the names, no lookups.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    let listed: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-        .filter(|s| !s.is_empty())
-        .collect();
-    for name in listed {
-        headers.remove(name.as_str());
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn is_hop_by_hop(name: &header::HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
+/// The declared `Content-Length`, when there is exactly one valid value.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// A plain-text response for the gateway's own answers (used by the echo service too).

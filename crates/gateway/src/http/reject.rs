@@ -1,5 +1,7 @@
-//! Every refusal the gateway answers itself, mapped to a status and a short body in one
-//! exhaustive match: a new kind of refusal does not compile until it has an answer.
+//! Every refusal the gateway answers itself, mapped to a status, a short body and a stable
+//! code in one exhaustive match: a new kind of refusal does not compile until it has an
+//! answer. Bodies never carry internal addresses or library errors (those go to the log);
+//! certificate refusals keep their reason, since it describes the client's own certificate.
 
 use std::time::Duration;
 
@@ -7,17 +9,29 @@ use bytes::Bytes;
 use certgate_pki::verify::VerifyError;
 use http::StatusCode;
 
+use crate::http::path::PathError;
+
 /// Why the gateway answers instead of the upstream.
 #[derive(Debug)]
 pub enum Reject {
-    /// The request has no usable Host / authority.
+    /// The request has no Host and no authority.
     MissingHost,
-    /// The path could be read differently by the upstream (`..`, `//`, encoded `/`).
-    AmbiguousPath,
-    NoRoute {
-        host: String,
-        path: String,
+    /// The Host is not a host name or IP address (with an optional port).
+    InvalidHost,
+    /// Two Host headers (RFC 9112 section 3.2).
+    DuplicateHost,
+    /// Host differs from the request target's authority (absolute-form), or an HTTP/2 `host`
+    /// from `:authority` (RFC 9113 section 8.3.1).
+    HostMismatch {
+        http2: bool,
     },
+    /// The path has no safe reading.
+    BadPath(PathError),
+    /// A normalized reading of the path reaches another route than the path as sent.
+    PathRoutesElsewhere {
+        reading: String,
+    },
+    NoRoute,
     /// The Host header names another server than the TLS SNI.
     Misdirected {
         sni: String,
@@ -31,13 +45,24 @@ pub enum Reject {
     Forbidden {
         identity: String,
     },
+    /// The request body is larger than the route allows.
+    BodyTooLarge {
+        limit: u64,
+    },
+    /// The client stopped sending its request body.
+    BodyTimeout {
+        after: Duration,
+    },
     UpstreamUnreachable {
         upstream: String,
-        cause: String,
     },
     UpstreamTimeout {
         upstream: String,
         after: Duration,
+    },
+    /// The upstream's `max_connections` are all in use.
+    UpstreamBusy {
+        upstream: String,
     },
 }
 
@@ -47,22 +72,39 @@ impl Reject {
         let status = |code| StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
         match self {
             Reject::MissingHost => (StatusCode::BAD_REQUEST, "the request has no Host".into()),
-            Reject::AmbiguousPath => (
+            Reject::InvalidHost => (
                 StatusCode::BAD_REQUEST,
-                "the request path has '.' or '..' segments, '//', '\\', or encoded '/', '.' or \
-                 '\\'; send the normalized path"
+                "the Host is not a host name or IP address with an optional port".into(),
+            ),
+            Reject::DuplicateHost => {
+                (StatusCode::BAD_REQUEST, "the request has more than one Host header".into())
+            }
+            Reject::HostMismatch { http2: true } => {
+                (StatusCode::BAD_REQUEST, "the host header differs from :authority".into())
+            }
+            Reject::HostMismatch { http2: false } => (
+                StatusCode::BAD_REQUEST,
+                "the Host header differs from the host in the request target".into(),
+            ),
+            Reject::BadPath(reason) => (StatusCode::BAD_REQUEST, format!("refused path: {reason}")),
+            Reject::PathRoutesElsewhere { .. } => (
+                StatusCode::BAD_REQUEST,
+                "refused path: once normalized (percent-decoding, ';' parameters, dot segments, \
+                 repeated '/') it reaches another route than as sent; send the normalized path"
                     .into(),
             ),
-            Reject::NoRoute { host, path } => {
-                (StatusCode::NOT_FOUND, format!("no route for host {host} and path {path}"))
-            }
+            Reject::NoRoute => (StatusCode::NOT_FOUND, "no route for this host and path".into()),
             Reject::Misdirected { sni, host } => (
                 StatusCode::MISDIRECTED_REQUEST,
-                format!("this connection was opened for {sni}; Host {host} must use its own connection"),
+                format!(
+                    "this connection was opened for {sni}; Host {host} must use its own connection"
+                ),
             ),
             Reject::CertificateRequired => (
                 status(496),
-                "client certificate required: this route needs a client certificate and none was sent".into(),
+                "client certificate required: this route needs a client certificate and none \
+                 was sent"
+                    .into(),
             ),
             Reject::CertificateInvalid(reason) => {
                 (status(495), format!("client certificate refused: {reason}"))
@@ -70,13 +112,47 @@ impl Reject {
             Reject::Forbidden { identity } => {
                 (StatusCode::FORBIDDEN, format!("client {identity} is not allowed on this route"))
             }
-            Reject::UpstreamUnreachable { upstream, cause } => {
-                (StatusCode::BAD_GATEWAY, format!("upstream {upstream} failed: {cause}"))
+            Reject::BodyTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than this route's limit of {limit} bytes"),
+            ),
+            Reject::BodyTimeout { after } => (
+                StatusCode::REQUEST_TIMEOUT,
+                format!("no request body data arrived for {}", human(*after)),
+            ),
+            Reject::UpstreamUnreachable { upstream } => {
+                (StatusCode::BAD_GATEWAY, format!("upstream {upstream} is unreachable"))
             }
             Reject::UpstreamTimeout { upstream, after } => (
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("upstream {upstream} did not answer within {}", human(*after)),
             ),
+            Reject::UpstreamBusy { upstream } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("upstream {upstream} has no free connection; try again"),
+            ),
+        }
+    }
+
+    /// A short stable code for the access log and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reject::MissingHost => "missing_host",
+            Reject::InvalidHost => "invalid_host",
+            Reject::DuplicateHost => "duplicate_host",
+            Reject::HostMismatch { .. } => "host_mismatch",
+            Reject::BadPath(reason) => reason.code(),
+            Reject::PathRoutesElsewhere { .. } => "path_routes_elsewhere",
+            Reject::NoRoute => "no_route",
+            Reject::Misdirected { .. } => "misdirected",
+            Reject::CertificateRequired => "certificate_required",
+            Reject::CertificateInvalid(_) => "certificate_invalid",
+            Reject::Forbidden { .. } => "forbidden",
+            Reject::BodyTooLarge { .. } => "body_too_large",
+            Reject::BodyTimeout { .. } => "body_timeout",
+            Reject::UpstreamUnreachable { .. } => "upstream_unreachable",
+            Reject::UpstreamTimeout { .. } => "upstream_timeout",
+            Reject::UpstreamBusy { .. } => "upstream_busy",
         }
     }
 
@@ -109,9 +185,18 @@ mod tests {
         let (s, b) = Reject::CertificateInvalid(VerifyError::Empty).answer();
         assert_eq!(s.as_u16(), 495);
         assert_eq!(b, "client certificate refused: no certificate was presented");
-        let (s, _) =
+    }
+
+    /// Upstream failures name the upstream as configured and nothing else.
+    #[test]
+    fn upstream_answers_name_only_the_upstream() {
+        let (s, b) =
             Reject::UpstreamTimeout { upstream: "api".into(), after: Duration::from_secs(2) }
                 .answer();
         assert_eq!(s, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(b, "upstream api did not answer within 2 s");
+        let (s, b) = Reject::UpstreamUnreachable { upstream: "api".into() }.answer();
+        assert_eq!(s, StatusCode::BAD_GATEWAY);
+        assert_eq!(b, "upstream api is unreachable");
     }
 }

@@ -2,26 +2,52 @@
 //! by exact host, then `*.parent` wildcard hosts, then routes for any host; within a host, the
 //! longest matching path prefix wins. Prefixes match whole path segments: `/admin` matches
 //! `/admin` and `/admin/x`, not `/administrator`.
+//!
+//! A request is routed by every reading of its path ([`crate::http::path::readings`]); they
+//! must all find the same route, or the request is refused ([`RouteTable::route`]). A route
+//! can also match case-insensitively or ignore trailing dots and spaces in segments, for
+//! upstreams that read paths that way (IIS, Windows file servers).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::http::authz::Acl;
 use crate::http::headers::{HeaderFormat, StripSet};
-use crate::http::upstream::Upstream;
+use crate::http::path::Readings;
+use crate::http::upstream::Target;
 
 /// One route.
-#[derive(Clone)]
 pub struct Route {
     /// Lowercase host (`api.example.com` or `*.example.com`); `None`: any host.
     pub host: Option<String>,
+    /// A normalized path prefix (checked at load time).
     pub path: String,
-    pub upstream: Arc<Upstream>,
+    pub matching: PathMatching,
+    pub target: Target,
     /// Whether a verified client certificate is needed (496/495 otherwise).
     pub require_cert: bool,
     /// Who may pass; `None` with `require_cert`: any verified certificate.
     pub acl: Option<Acl>,
     pub headers: Arc<HeaderFormat>,
+    /// Largest request body accepted (413 beyond); `None`: no limit.
+    pub max_body_bytes: Option<u64>,
+}
+
+impl Route {
+    /// `host/path` as configured (`*` for any host), for logs.
+    pub fn label(&self) -> String {
+        format!("{}{}", self.host.as_deref().unwrap_or("*"), self.path)
+    }
+}
+
+/// How a route's path prefix is compared with request paths.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathMatching {
+    /// ASCII case is ignored (`/ADMIN` matches `/admin`), as IIS and Windows do.
+    pub ignore_case: bool,
+    /// Trailing `.` and ` ` of each request segment are ignored (`/admin.` matches `/admin`),
+    /// as Windows file names do.
+    pub ignore_trailing_dots: bool,
 }
 
 /// The routes of one listener.
@@ -33,8 +59,15 @@ pub struct RouteTable {
     pub strip: Arc<StripSet>,
 }
 
+/// The readings of a request path lead to different routes (or some to none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disagreement {
+    /// The reading that routes differently from the raw path, as text.
+    pub reading: String,
+}
+
 impl RouteTable {
-    pub fn new(routes: Vec<Route>, strip: Arc<StripSet>) -> RouteTable {
+    pub fn new(routes: Vec<Arc<Route>>, strip: Arc<StripSet>) -> RouteTable {
         let mut table = RouteTable {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
@@ -42,7 +75,6 @@ impl RouteTable {
             strip,
         };
         for route in routes {
-            let route = Arc::new(route);
             match route.host.clone() {
                 None => table.any_host.push(route),
                 Some(h) => match h.strip_prefix("*.") {
@@ -61,8 +93,32 @@ impl RouteTable {
         table
     }
 
-    /// The route for `host` (lowercase, without port) and `path`.
-    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+    /// The route every reading of the path agrees on (`Ok(None)`: no route for any reading),
+    /// or the first reading that disagrees with the raw path.
+    pub fn route(
+        &self,
+        host: &str,
+        readings: &Readings<'_>,
+    ) -> Result<Option<&Arc<Route>>, Disagreement> {
+        let chosen = self.find(host, readings.raw.as_bytes());
+        for reading in &readings.normalized {
+            let other = self.find(host, reading);
+            let same = match (chosen, other) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                return Err(Disagreement {
+                    reading: String::from_utf8_lossy(reading).into_owned(),
+                });
+            }
+        }
+        Ok(chosen)
+    }
+
+    /// The route for `host` (lowercase, without port) and one reading of the path.
+    pub fn find(&self, host: &str, path: &[u8]) -> Option<&Arc<Route>> {
         if let Some(r) = self.exact.get(host).and_then(|list| longest_prefix(list, path)) {
             return Some(r);
         }
@@ -73,60 +129,84 @@ impl RouteTable {
         }
         longest_prefix(&self.any_host, path)
     }
+
+    /// Every route, for load-time checks.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.exact.values().chain(self.wildcard.values()).flatten().chain(&self.any_host)
+    }
 }
 
 /// The first route of `list` (sorted longest prefix first) whose prefix matches `path`.
-fn longest_prefix<'a>(list: &'a [Arc<Route>], path: &str) -> Option<&'a Arc<Route>> {
-    list.iter().find(|r| prefix_matches(&r.path, path))
+fn longest_prefix<'a>(list: &'a [Arc<Route>], path: &[u8]) -> Option<&'a Arc<Route>> {
+    list.iter().find(|r| prefix_matches(r.path.as_bytes(), r.matching, path))
 }
 
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if prefix == "/" || prefix == path {
+fn prefix_matches(prefix: &[u8], matching: PathMatching, path: &[u8]) -> bool {
+    if prefix == b"/" {
         return true;
     }
-    match path.strip_prefix(prefix) {
-        Some(rest) => prefix.ends_with('/') || rest.starts_with('/'),
-        None => false,
+    if matching == PathMatching::default() {
+        if prefix == path {
+            return true;
+        }
+        return match path.strip_prefix(prefix) {
+            Some(rest) => prefix.ends_with(b"/") || rest.starts_with(b"/"),
+            None => false,
+        };
     }
-}
-
-/// Whether a path could mean different things to the gateway and the upstream (dot segments,
-/// empty segments, encoded `/`, `\` or `.`): such requests are refused, so a route's policy
-/// cannot be sidestepped by a path the upstream normalizes differently.
-pub fn is_ambiguous(path: &str) -> bool {
-    if path.contains("//") || path.contains('\\') {
-        return true;
+    // Segment by segment, each request segment compared as the upstream would read it.
+    let needs_more = prefix.ends_with(b"/");
+    let prefix = prefix.strip_suffix(b"/").unwrap_or(prefix);
+    let mut want = prefix.split(|b| *b == b'/').skip(1);
+    let mut have = path.split(|b| *b == b'/').skip(1);
+    loop {
+        match (want.next(), have.next()) {
+            (None, rest) => return !needs_more || rest.is_some(),
+            (Some(_), None) => return false,
+            (Some(w), Some(h)) => {
+                let h = if matching.ignore_trailing_dots {
+                    let end =
+                        h.iter().rposition(|b| !matches!(b, b'.' | b' ')).map_or(0, |i| i + 1);
+                    &h[..end]
+                } else {
+                    h
+                };
+                let equal = if matching.ignore_case { w.eq_ignore_ascii_case(h) } else { w == h };
+                if !equal {
+                    return false;
+                }
+            }
+        }
     }
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
-        return true;
-    }
-    let lower = path.to_ascii_lowercase();
-    ["%2e", "%2f", "%5c", "%00"].iter().any(|enc| lower.contains(enc))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const EXACT: PathMatching = PathMatching { ignore_case: false, ignore_trailing_dots: false };
+    const WINDOWS: PathMatching = PathMatching { ignore_case: true, ignore_trailing_dots: true };
+
     /// Prefixes match whole segments.
     #[test]
     fn prefix_matches_whole_segments() {
-        assert!(prefix_matches("/", "/anything"));
-        assert!(prefix_matches("/admin", "/admin"));
-        assert!(prefix_matches("/admin", "/admin/users"));
-        assert!(!prefix_matches("/admin", "/administrator"));
-        assert!(prefix_matches("/api/", "/api/v1"));
-        assert!(!prefix_matches("/api/", "/api"));
+        for m in [EXACT, WINDOWS] {
+            assert!(prefix_matches(b"/", m, b"/anything"));
+            assert!(prefix_matches(b"/admin", m, b"/admin"));
+            assert!(prefix_matches(b"/admin", m, b"/admin/users"));
+            assert!(!prefix_matches(b"/admin", m, b"/administrator"));
+            assert!(prefix_matches(b"/api/", m, b"/api/v1"));
+            assert!(!prefix_matches(b"/api/", m, b"/api"));
+        }
     }
 
-    /// Paths an upstream might normalize differently are ambiguous.
+    /// Case and trailing dots or spaces are ignored only where the route says so.
     #[test]
-    fn ambiguous_paths_are_detected() {
-        for p in ["/public/../admin", "//admin", "/a/./b", "/%2e%2e/admin", "/admin%2Fx", "/a\\b"] {
-            assert!(is_ambiguous(p), "{p}");
+    fn windows_matching_ignores_case_and_trailing_dots() {
+        for p in [&b"/ADMIN"[..], b"/Admin/x", b"/admin.", b"/admin. . /x", b"/admin "] {
+            assert!(prefix_matches(b"/admin", WINDOWS, p), "{}", String::from_utf8_lossy(p));
+            assert!(!prefix_matches(b"/admin", EXACT, p), "{}", String::from_utf8_lossy(p));
         }
-        for p in ["/", "/admin/users", "/a.b/c..d", "/x%20y"] {
-            assert!(!is_ambiguous(p), "{p}");
-        }
+        assert!(!prefix_matches(b"/admin", WINDOWS, b"/admin.x"));
     }
 }

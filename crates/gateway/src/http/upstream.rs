@@ -1,28 +1,77 @@
-//! Upstreams: one pooled hyper client each (keep-alive, HTTP/1.1 or HTTP/2, plain or TLS).
-//! TLS upstreams are verified by default, against the configured CA or the system roots and
-//! the URL's host (or `server_name`), and may be sent a client certificate (seed 001's
-//! `proxy_ssl_certificate` + `proxy_ssl_verify on`).
+//! Where a route sends requests ([`Target`]): a pooled upstream, or the built-in echo service.
+//!
+//! An [`Upstream`] is one pooled hyper client (keep-alive, HTTP/1.1 or HTTP/2, plain or TLS).
+//! TLS upstreams are verified by default, against the configured CA or the system roots and the
+//! URL's host (or `server_name`), and may be sent a client certificate (seed 001's
+//! `proxy_ssl_certificate` + `proxy_ssl_verify on`). Requests in flight to one upstream are
+//! capped (`max_connections`): over HTTP/1.1 each is a connection.
+//!
+//! Failures are answered with the upstream's configured name only; the cause (addresses,
+//! TLS errors) goes to the log, never to the client.
 
+use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Uri;
 use http::uri::{Authority, Scheme};
+use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::http::body::{BodyError, Guarded};
 use crate::http::reject::Reject;
 
+/// Any error a body can fail with.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
 /// The body type the gateway sends upstream and back.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BoxError>;
 
 /// Where the system CA bundle lives on Debian/Ubuntu (and, via symlink, most distributions).
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Where a route's requests go. Matched exhaustively in the forward phase.
+pub enum Target {
+    /// A configured upstream.
+    Http(Arc<Upstream>),
+    /// The built-in echo service (`upstream = "@echo"`): answers with the request as an
+    /// upstream would have received it.
+    Echo,
+}
+
+impl Target {
+    /// The name as configured (`@echo` for the built-in service).
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Http(u) => &u.name,
+            Target::Echo => "@echo",
+        }
+    }
+}
+
+/// Why an upstream could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the URL has no host")]
+    NoHost,
+    #[error("server_name {0:?} is not a valid DNS name or IP address")]
+    ServerName(String),
+    #[error("no ca is configured and the system CA bundle {SYSTEM_ROOTS} is unusable; set ca")]
+    SystemRoots(#[source] certgate_pki::PkiError),
+    #[error("none of the {0} CA certificates can be used as a trust anchor")]
+    NoUsableRoots(usize),
+    #[error("client certificate")]
+    ClientCert(#[source] rustls::Error),
+    #[error("TLS settings")]
+    Tls(#[source] rustls::Error),
+}
 
 /// Everything needed to build an upstream.
 pub struct UpstreamSettings {
@@ -37,6 +86,8 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub max_idle: usize,
+    /// Requests in flight at once (each a connection over HTTP/1.1).
+    pub max_connections: usize,
 }
 
 /// A pooled upstream.
@@ -45,13 +96,15 @@ pub struct Upstream {
     scheme: Scheme,
     authority: Authority,
     http2: bool,
+    connect_timeout: Duration,
     pub response_timeout: Duration,
+    in_flight: Arc<Semaphore>,
     client: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
 impl Upstream {
-    pub fn new(s: UpstreamSettings) -> Result<Upstream, String> {
-        let authority = s.uri.authority().cloned().ok_or("the URL has no host")?;
+    pub fn new(s: UpstreamSettings) -> Result<Upstream, UpstreamError> {
+        let authority = s.uri.authority().cloned().ok_or(UpstreamError::NoHost)?;
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(s.connect_timeout));
         http.set_nodelay(true);
@@ -62,7 +115,7 @@ impl Upstream {
         let builder = match &s.server_name {
             Some(name) => {
                 let name = rustls_pki_types::ServerName::try_from(name.clone())
-                    .map_err(|_| format!("server_name {name:?} is not a valid DNS name or IP"))?;
+                    .map_err(|_| UpstreamError::ServerName(name.clone()))?;
                 builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
             }
             None => builder,
@@ -72,6 +125,9 @@ impl Upstream {
         } else {
             builder.enable_http1().wrap_connector(http)
         };
+        // Idle pooled connections are closed after 90 s: below the 100-120 s keep-alive of
+        // common upstream servers, so the gateway, not the upstream, closes them, and a
+        // request never races an upstream's close.
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(s.max_idle)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -82,60 +138,94 @@ impl Upstream {
             scheme: if s.tls { Scheme::HTTPS } else { Scheme::HTTP },
             authority,
             http2: s.http2,
+            connect_timeout: s.connect_timeout,
             response_timeout: s.response_timeout,
+            in_flight: Arc::new(Semaphore::new(s.max_connections.max(1))),
             client,
         })
     }
 
     /// Sends `req` (whose URI holds only the path and query) and returns the response, or the
-    /// refusal that explains why there is none.
+    /// refusal that explains why there is none. The response body holds a slot of the
+    /// upstream's `max_connections` until it ends.
     pub async fn send(
         &self,
         mut req: http::Request<Body>,
-    ) -> Result<http::Response<hyper::body::Incoming>, Reject> {
+    ) -> Result<http::Response<Guarded>, Reject> {
+        let permit = self.permit().await?;
         let path = req.uri().path_and_query().cloned();
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = path.or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| Reject::UpstreamUnreachable {
-            upstream: self.name.clone(),
-            cause: format!("cannot build the upstream URI: {e}"),
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| {
+            tracing::warn!(upstream = %self.name, error = %e, "cannot build the upstream URI");
+            Reject::UpstreamUnreachable { upstream: self.name.clone() }
         })?;
         *req.version_mut() =
             if self.http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(Reject::UpstreamTimeout {
-                upstream: self.name.clone(),
-                after: self.response_timeout,
-            }),
-            Ok(Ok(resp)) => Ok(resp),
+            Err(_) => {
+                tracing::warn!(upstream = %self.name, after = ?self.response_timeout,
+                    "upstream did not answer in time");
+                Err(Reject::UpstreamTimeout {
+                    upstream: self.name.clone(),
+                    after: self.response_timeout,
+                })
+            }
+            Ok(Ok(resp)) => Ok(resp.map(|body| Guarded::new(boxed(body), Some(permit)))),
             Ok(Err(e)) => Err(self.classify(&e)),
         }
     }
 
-    fn classify(&self, e: &hyper_util::client::legacy::Error) -> Reject {
-        let cause = causes(e);
-        if cause.contains("timed out")
-            || cause.contains("timeout")
-            || cause.contains("deadline has elapsed")
+    /// A slot of `max_connections`, waiting at most `connect_timeout` for one.
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, Reject> {
+        if let Ok(p) = self.in_flight.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        match tokio::time::timeout(self.connect_timeout, self.in_flight.clone().acquire_owned())
+            .await
         {
-            return Reject::UpstreamTimeout {
-                upstream: self.name.clone(),
-                after: self.response_timeout,
-            };
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!(upstream = %self.name, "upstream at its max_connections");
+                Err(Reject::UpstreamBusy { upstream: self.name.clone() })
+            }
+        }
+    }
+
+    /// What the client is told; the cause goes to the log.
+    fn classify(&self, e: &hyper_util::client::legacy::Error) -> Reject {
+        let mut source: Option<&(dyn StdError + 'static)> = e.source();
+        while let Some(err) = source {
+            if let Some(body) = err.downcast_ref::<BodyError>() {
+                return match body {
+                    BodyError::Stalled { after } => Reject::BodyTimeout { after: *after },
+                    BodyError::TooLarge { limit } => Reject::BodyTooLarge { limit: *limit },
+                };
+            }
+            if err.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
+                == Some(std::io::ErrorKind::TimedOut)
+            {
+                tracing::warn!(upstream = %self.name, address = %self.authority,
+                    "cannot connect: timed out after {:?}", self.connect_timeout);
+                return Reject::UpstreamTimeout {
+                    upstream: self.name.clone(),
+                    after: self.connect_timeout,
+                };
+            }
+            source = err.source();
         }
         let what = if e.is_connect() { "cannot connect" } else { "request failed" };
-        Reject::UpstreamUnreachable {
-            upstream: format!("{} ({}://{})", self.name, self.scheme, self.authority),
-            cause: format!("{what}: {cause}"),
-        }
+        tracing::warn!(upstream = %self.name, address = %format!("{}://{}", self.scheme, self.authority),
+            cause = %causes(e), "{what}");
+        Reject::UpstreamUnreachable { upstream: self.name.clone() }
     }
 }
 
 /// The innermost causes of an error, joined: "connection refused", "invalid peer certificate:
-/// UnknownIssuer", ...
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+/// UnknownIssuer", ... (for the log).
+fn causes(e: &(dyn StdError + 'static)) -> String {
     let mut parts = Vec::new();
     let mut current = e.source();
     while let Some(err) = current {
@@ -148,33 +238,39 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     if parts.is_empty() { e.to_string() } else { parts.join(": ") }
 }
 
-fn client_tls(s: &UpstreamSettings) -> Result<rustls::ClientConfig, String> {
+fn client_tls(s: &UpstreamSettings) -> Result<rustls::ClientConfig, UpstreamError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     if s.tls {
         let anchors = if s.roots.is_empty() {
-            certgate_pki::pem::read_certs(std::path::Path::new(SYSTEM_ROOTS)).map_err(|e| {
-                format!("no ca configured and the system CA bundle is unusable ({e}); set ca")
-            })?
+            certgate_pki::pem::read_certs(std::path::Path::new(SYSTEM_ROOTS))
+                .map_err(UpstreamError::SystemRoots)?
         } else {
             s.roots.clone()
         };
         let (_, ignored) = roots.add_parsable_certificates(anchors);
         if roots.is_empty() {
-            return Err(format!(
-                "none of the {ignored} CA certificates can be used as a trust anchor"
-            ));
+            return Err(UpstreamError::NoUsableRoots(ignored));
         }
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(UpstreamError::Tls)?
         .with_root_certificates(roots);
     let config = match &s.client_identity {
         Some((chain, key)) => builder
             .with_client_auth_cert(chain.clone(), key.clone_key())
-            .map_err(|e| format!("client certificate: {e}"))?,
+            .map_err(UpstreamError::ClientCert)?,
         None => builder.with_no_client_auth(),
     };
     Ok(config)
+}
+
+/// Boxes any body whose error converts into [`BoxError`].
+pub fn boxed<B>(body: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed()
 }

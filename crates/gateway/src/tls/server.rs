@@ -11,6 +11,8 @@
 //!   - `optional` / `dangerous_optional_no_ca`: the handshake proves possession of the key
 //!     (CertificateVerify) and the chain is verified once right after it; routes then decide
 //!     (496/495) with the reason.
+//! - [`ClientAuth`] owns the verifier of each mode that asks for certificates, so a
+//!   `required` listener without trust anchors cannot be built.
 //! - Session resumption is off on listeners that ask for client certificates: a resumed
 //!   session would restore a client identity without running the verifier again (so a
 //!   revoked certificate could resume). Listeners without client auth keep rustls's per-config
@@ -19,9 +21,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use certgate_pki::chain_cache::{self, CachingVerifier};
+use certgate_pki::chain_cache::CachingVerifier;
 use certgate_pki::identity::PeerIdentity;
-use certgate_pki::verify::{TrustStore, VerifyError, VerifyPolicy};
+use certgate_pki::verify::VerifyError;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -32,38 +34,43 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
-/// How a listener treats client certificates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuthMode {
-    /// A valid certificate is required in the handshake.
-    Required,
+/// How a listener treats client certificates. Each mode that asks for a certificate owns its
+/// verifier, so a listener that requires certificates cannot exist without trust anchors.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// No certificate is asked for.
+    Off,
     /// A certificate is asked for; routes decide whether one is needed.
-    Optional,
+    Optional(Arc<CachingVerifier>),
+    /// A valid certificate is required in the handshake.
+    Required(Arc<CachingVerifier>),
     /// Like `Optional`, and the details of a certificate that failed verification are still
     /// forwarded (with `FAILED:reason`) for the upstream to judge. Dangerous: the upstream must
     /// check the verify header.
-    DangerousOptionalNoCa,
-    /// No certificate is asked for.
-    Off,
+    DangerousOptionalNoCa(Arc<CachingVerifier>),
 }
 
-impl ClientAuthMode {
-    pub fn as_str(self) -> &'static str {
+impl ClientAuth {
+    /// The verifier of a mode that asks for certificates.
+    pub fn verifier(&self) -> Option<&Arc<CachingVerifier>> {
         match self {
-            ClientAuthMode::Required => "required",
-            ClientAuthMode::Optional => "optional",
-            ClientAuthMode::DangerousOptionalNoCa => "dangerous_optional_no_ca",
-            ClientAuthMode::Off => "off",
+            ClientAuth::Off => None,
+            ClientAuth::Optional(v)
+            | ClientAuth::Required(v)
+            | ClientAuth::DangerousOptionalNoCa(v) => Some(v),
         }
+    }
+
+    /// Whether the details of a certificate that failed verification are forwarded.
+    pub fn forwards_failed(&self) -> bool {
+        matches!(self, ClientAuth::DangerousOptionalNoCa(_))
     }
 }
 
 /// The TLS side of a listener.
 pub struct ListenerTls {
     pub config: Arc<ServerConfig>,
-    pub mode: ClientAuthMode,
-    /// Shared with the handshake's verifier: one cache per listener's trust settings.
-    chains: Option<Arc<CachingVerifier>>,
+    pub client_auth: ClientAuth,
 }
 
 /// What the handshake established about the client.
@@ -71,21 +78,31 @@ pub struct ListenerTls {
 pub enum ClientCert {
     /// No certificate was presented (or none was asked for).
     None,
-    /// A certificate that verified.
-    Verified(Arc<PeerIdentity>),
+    /// A certificate that verified, with the intermediates of its verified path (leaf side
+    /// first; certificates the client sent that are not on the path are left out).
+    Verified { identity: Arc<PeerIdentity>, intermediates: Vec<CertificateDer<'static>> },
     /// A certificate that proved possession of its key but failed verification.
     Failed { reason: VerifyError, identity: Option<Arc<PeerIdentity>> },
 }
 
+/// Why a listener's TLS could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerTlsError {
+    #[error("TLS versions")]
+    Versions(#[source] rustls::Error),
+    #[error("at least one server certificate is needed")]
+    NoCertificate,
+    #[error("server certificate")]
+    Certificate(#[source] certgate_pki::PkiError),
+}
+
 impl ListenerTls {
-    /// Builds the rustls config. Fails with a reason when the certificates cannot be served.
+    /// Builds the rustls config.
     pub fn new(
         certs: Vec<Arc<CertifiedKey>>,
-        mode: ClientAuthMode,
-        trust: Option<TrustStore>,
-        policy: VerifyPolicy,
+        client_auth: ClientAuth,
         min_tls13: bool,
-    ) -> Result<ListenerTls, String> {
+    ) -> Result<ListenerTls, ListenerTlsError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let versions: &[&rustls::SupportedProtocolVersion] = if min_tls13 {
             &[&rustls::version::TLS13]
@@ -94,23 +111,15 @@ impl ListenerTls {
         };
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
-            .map_err(|e| format!("TLS versions: {e}"))?;
+            .map_err(ListenerTlsError::Versions)?;
         let resolver = Arc::new(SniResolver::new(certs)?);
-        let chains = trust.map(|store| {
-            Arc::new(CachingVerifier::new(store, policy, chain_cache::DEFAULT_CAPACITY))
-        });
-        let mut config = match (&chains, mode) {
-            (
-                Some(chains),
-                ClientAuthMode::Required
-                | ClientAuthMode::Optional
-                | ClientAuthMode::DangerousOptionalNoCa,
-            ) => {
-                let store = chains.store();
+        let mut config = match client_auth.verifier() {
+            Some(chains) => {
                 let verifier = ClientVerifier {
                     chains: chains.clone(),
-                    mandatory: mode == ClientAuthMode::Required,
-                    hints: store
+                    mandatory: matches!(client_auth, ClientAuth::Required(_)),
+                    hints: chains
+                        .store()
                         .anchor_subjects()
                         .iter()
                         .map(|s| DistinguishedName::from(s.clone()))
@@ -119,31 +128,34 @@ impl ListenerTls {
                 };
                 builder.with_client_cert_verifier(Arc::new(verifier)).with_cert_resolver(resolver)
             }
-            _ => builder.with_no_client_auth().with_cert_resolver(resolver),
+            None => builder.with_no_client_auth().with_cert_resolver(resolver),
         };
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        if mode != ClientAuthMode::Off {
+        if client_auth.verifier().is_some() {
             config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
             config.send_tls13_tickets = 0;
         }
-        Ok(ListenerTls { config: Arc::new(config), mode, chains })
+        Ok(ListenerTls { config: Arc::new(config), client_auth })
     }
 
-    /// The client's standing after the handshake: verified once, here, for the optional
-    /// modes; for `required` the handshake already verified it.
-    pub fn client_cert(&self, presented: Option<&[CertificateDer<'static>]>) -> ClientCert {
-        let Some(chain) = presented.filter(|c| !c.is_empty()) else {
+    /// The client's standing after the handshake. The optional modes verify the chain here,
+    /// once; `required` already verified it in the handshake, so this is a cache hit that
+    /// gives the verified path.
+    pub fn client_cert(&self, presented: &[CertificateDer<'static>]) -> ClientCert {
+        let Some((leaf, _)) = presented.split_first() else {
             return ClientCert::None;
         };
-        let identity = PeerIdentity::from_der(&chain[0]).ok().map(Arc::new);
-        let verdict = match (self.mode, &self.chains) {
-            (ClientAuthMode::Required, _) => Ok(()),
-            (_, Some(chains)) => chains.verify(chain, UnixTime::now()),
-            (_, None) => Err(VerifyError::Empty),
+        let identity = PeerIdentity::from_der(leaf).ok().map(Arc::new);
+        let verdict = match self.client_auth.verifier() {
+            Some(chains) => chains.verify(presented, UnixTime::now()),
+            None => Err(VerifyError::Empty),
         };
         match (verdict, identity) {
-            (Ok(()), Some(id)) => ClientCert::Verified(id),
-            (Ok(()), None) => ClientCert::Failed {
+            (Ok(path), Some(identity)) => ClientCert::Verified {
+                identity,
+                intermediates: path.iter().filter_map(|&i| presented.get(i).cloned()).collect(),
+            },
+            (Ok(_), None) => ClientCert::Failed {
                 reason: VerifyError::Malformed { reason: "unparsable certificate".into() },
                 identity: None,
             },
@@ -156,14 +168,21 @@ impl ListenerTls {
 pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-) -> Result<Arc<CertifiedKey>, String> {
+) -> Result<Arc<CertifiedKey>, KeyError> {
     let provider = rustls::crypto::aws_lc_rs::default_provider();
     CertifiedKey::from_der(chain, key, &provider).map(Arc::new).map_err(|e| match e {
-        rustls::Error::InconsistentKeys(_) => {
-            "the private key does not belong to the certificate".into()
-        }
-        other => format!("unusable key: {other}"),
+        rustls::Error::InconsistentKeys(_) => KeyError::Mismatch,
+        other => KeyError::Unusable(other),
     })
+}
+
+/// Why a certificate and key cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("the private key does not belong to the certificate")]
+    Mismatch,
+    #[error("unusable key")]
+    Unusable(#[source] rustls::Error),
 }
 
 /// Picks the server certificate for the SNI name.
@@ -176,13 +195,13 @@ struct SniResolver {
 }
 
 impl SniResolver {
-    fn new(certs: Vec<Arc<CertifiedKey>>) -> Result<SniResolver, String> {
-        let default = certs.first().cloned().ok_or("no server certificate")?;
+    fn new(certs: Vec<Arc<CertifiedKey>>) -> Result<SniResolver, ListenerTlsError> {
+        let default = certs.first().cloned().ok_or(ListenerTlsError::NoCertificate)?;
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         for ck in &certs {
             let Some(leaf) = ck.cert.first() else { continue };
-            let id = PeerIdentity::from_der(leaf).map_err(|e| e.to_string())?;
+            let id = PeerIdentity::from_der(leaf).map_err(ListenerTlsError::Certificate)?;
             for name in id.sans.dns {
                 let name = name.to_ascii_lowercase();
                 match name.strip_prefix("*.") {
@@ -254,7 +273,8 @@ impl ClientCertVerifier for ClientVerifier {
         match self.chains.verify(&chain, now) {
             Ok(_) => Ok(ClientCertVerified::assertion()),
             Err(reason) => {
-                tracing::info!(%reason, "client certificate refused in the handshake");
+                tracing::info!(reason = %reason, code = reason.code(),
+                    "client certificate refused in the handshake");
                 Err(rustls::Error::InvalidCertificate(certificate_error(&reason)))
             }
         }
@@ -289,7 +309,9 @@ fn certificate_error(reason: &VerifyError) -> CertificateError {
         VerifyError::Expired { .. } => CertificateError::Expired,
         VerifyError::NotYetValid { .. } => CertificateError::NotValidYet,
         VerifyError::UnknownIssuer { .. } => CertificateError::UnknownIssuer,
-        VerifyError::WrongPurpose { .. } => CertificateError::InvalidPurpose,
+        VerifyError::WrongPurpose { .. } | VerifyError::WrongKeyUsage { .. } => {
+            CertificateError::InvalidPurpose
+        }
         VerifyError::Revoked { .. } => CertificateError::Revoked,
         VerifyError::NameMismatch { .. } => CertificateError::NotValidForName,
         VerifyError::BadSignature { .. } => CertificateError::BadSignature,
