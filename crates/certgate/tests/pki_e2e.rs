@@ -587,3 +587,12 @@ fn inspect_matches_openssl_fingerprint() {
     assert_eq!(crl["kind"], "crl");
     assert_eq!(crl["crl_number"], "1");
 }
+
+/// An OS error reaches the user once, as the cause of the message that names the file.
+#[test]
+fn missing_file_error_names_the_os_error_once() {
+    let s = Scratch::new();
+    let err = s.fails(&["inspect", "/nonexistent"]);
+    assert!(err.contains("cannot read /nonexistent: "), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

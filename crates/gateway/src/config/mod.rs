@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use certgate_pki::error::with_causes;
 use certgate_pki::verify::{DEFAULT_MAX_DEPTH, TrustStore, VerifyPolicy};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -220,7 +221,7 @@ impl Builder {
                 default
             }
             Err(e) => {
-                self.error(field, e.to_string());
+                self.error(field, with_causes(&e));
                 default
             }
         }
@@ -230,7 +231,7 @@ impl Builder {
         match certgate_pki::pem::read_certs(&self.path(file)) {
             Ok(c) => Some(c),
             Err(e) => {
-                self.error(field, e.to_string());
+                self.error(field, with_causes(&e));
                 None
             }
         }
@@ -248,7 +249,7 @@ impl Builder {
         match certgate_pki::keys::pkcs8_der_from_pem(&path, &bytes, None) {
             Ok(der) => Some(PrivateKeyDer::Pkcs8(der.into())),
             Err(e) => {
-                self.error(field, e.to_string());
+                self.error(field, with_causes(&e));
                 None
             }
         }
@@ -410,7 +411,7 @@ impl Builder {
         for (i, c) in ca.crls.iter().enumerate() {
             match certgate_pki::pem::read_crls(&self.path(c)) {
                 Ok(list) => crls.extend(list),
-                Err(e) => self.error(&format!("{field}.crls[{i}]"), e.to_string()),
+                Err(e) => self.error(&format!("{field}.crls[{i}]"), with_causes(&e)),
             }
         }
         if self.errors.len() > before {
@@ -419,7 +420,7 @@ impl Builder {
         match TrustStore::from_der(anchors, crls) {
             Ok(store) => (mode, Some(store), policy),
             Err(e) => {
-                self.error(field, e.to_string());
+                self.error(field, with_causes(&e));
                 (mode, None, policy)
             }
         }

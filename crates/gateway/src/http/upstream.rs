@@ -154,6 +154,7 @@ fn client_tls(s: &UpstreamSettings) -> Result<rustls::ClientConfig, String> {
     if s.tls {
         let anchors = if s.roots.is_empty() {
             certgate_pki::pem::read_certs(std::path::Path::new(SYSTEM_ROOTS)).map_err(|e| {
+                let e = certgate_pki::error::with_causes(&e);
                 format!("no ca configured and the system CA bundle is unusable ({e}); set ca")
             })?
         } else {
