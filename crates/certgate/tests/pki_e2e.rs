@@ -596,3 +596,46 @@ fn missing_file_error_names_the_os_error_once() {
     assert!(err.contains("cannot read /nonexistent: "), "{err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+/// A URI SAN that is not an RFC 3986 URI is refused, from `--san` and from a CSR, with the
+/// offending character and its percent-encoding; nothing is written.
+#[test]
+fn uri_san_outside_rfc3986_is_refused() {
+    let s = Scratch::with_ca(&[]);
+    let err = s.fails(&["cert", "issue", "x", "--san", "https://x/a\"b"]);
+    assert!(
+        err.contains(
+            "invalid SAN \"https://x/a\\\"b\": '\"' is not allowed in a URI (RFC 3986); \
+             percent-encode it as %22"
+        ),
+        "{err}"
+    );
+    assert!(!s.path("x.crt").exists() && !s.path("x.key").exists());
+    s.ok(&["cert", "issue", "x", "--san", "https://x/a%22b"]);
+
+    let req = s.openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "q.key",
+        "-out",
+        "q.csr",
+        "-subj",
+        "/CN=q",
+        "-addext",
+        "subjectAltName=URI:https://x/a|b",
+    ]);
+    assert!(req.status.success(), "{}", text(&req));
+    let err = s.fails(&["cert", "sign", "--csr", "q.csr"]);
+    assert!(
+        err.contains("q.csr: requested URI SAN: invalid SAN \"https://x/a|b\"")
+            && err.contains("'|' is not allowed in a URI (RFC 3986); percent-encode it as %7C"),
+        "{err}"
+    );
+    assert!(!s.path("q.crt").exists());
+}
