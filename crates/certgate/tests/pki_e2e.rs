@@ -639,3 +639,40 @@ fn uri_san_outside_rfc3986_is_refused() {
     );
     assert!(!s.path("q.crt").exists());
 }
+
+/// Numbers too large for a date are refused with a message and exit code 1, never a panic.
+#[test]
+fn huge_lifetimes_and_durations_are_refused_not_a_crash() {
+    let s = Scratch::with_ca(&[]);
+    s.ok(&["cert", "issue", "old", "--san", "old.example.test"]);
+    for (args, message) in [
+        (
+            &["cert", "issue", "x", "--san", "x.example", "--days", "4000000"][..],
+            "--days 4000000: a certificate lifetime is at most 36500 days",
+        ),
+        (
+            &["cert", "issue", "x", "--san", "x.example", "--minutes", "4294967295"][..],
+            "--minutes 4294967295: a certificate lifetime is at most 52560000 minutes",
+        ),
+        (
+            &["cert", "list", "--expiring", "99999999999d"][..],
+            "invalid duration \"99999999999d\": a duration is at most 100 years (36500d)",
+        ),
+        (
+            &["crl", "--next-update", "99999999999d"][..],
+            "invalid duration \"99999999999d\": a duration is at most 100 years (36500d)",
+        ),
+        (
+            &["ca", "init", "--ca-dir", "ca2", "--days", "4000000"][..],
+            "--days 4000000: a certificate lifetime is at most 36500 days",
+        ),
+    ] {
+        let out = s.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    assert!(!s.path("x.crt").exists() && !s.path("x.key").exists() && !s.path("ca2").exists());
+    assert!(!s.path("ca/crl.pem").exists());
+}

@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use time::{Duration, OffsetDateTime};
+
 /// Everything that can go wrong while running the CA or loading PKI material.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -42,6 +44,13 @@ pub enum PkiError {
     InvalidName { value: String, reason: &'static str },
     #[error("invalid validity: {reason}")]
     InvalidValidity { reason: String },
+    #[error("--{unit} {value}: a certificate lifetime is at most {max} {unit}")]
+    LifetimeTooLong { unit: &'static str, value: u32, max: u32 },
+    #[error(
+        "{what}: {} plus {by} is past the last date certgate can represent",
+        crate::validity::format_time(*from)
+    )]
+    TimeOutOfRange { what: &'static str, from: OffsetDateTime, by: Duration },
     #[error("invalid duration {value:?}: {reason}")]
     InvalidDuration { value: String, reason: &'static str },
     #[error("CSR {source_name}: {reason}")]

@@ -10,7 +10,7 @@ use certgate_pki::fs::{Mode, Overwrite};
 use certgate_pki::keys::KeyType;
 use certgate_pki::profile::Profile;
 use certgate_pki::store::{ListFilter, Record};
-use certgate_pki::validity::{Validity, format_time, parse_duration, rfc3339};
+use certgate_pki::validity::{Validity, checked_after, format_time, parse_duration, rfc3339};
 use clap::{Args, Subcommand};
 use time::OffsetDateTime;
 
@@ -51,13 +51,16 @@ pub struct ValidityArgs {
 }
 
 impl ValidityArgs {
-    fn validity(&self) -> Validity {
-        match (self.days, self.hours, self.minutes) {
+    /// The lifetime asked for, refused here (before the CA is opened) when it is empty or
+    /// longer than 100 years.
+    fn validity(&self) -> Result<Validity, certgate_pki::PkiError> {
+        let validity = match (self.days, self.hours, self.minutes) {
             (Some(d), _, _) => Validity::Days(d),
             (_, Some(h), _) => Validity::Hours(h),
             (_, _, Some(m)) => Validity::Minutes(m),
             _ => Validity::default(),
-        }
+        };
+        validity.checked()
     }
 }
 
@@ -232,6 +235,7 @@ pub fn run(cmd: CertCommand) -> anyhow::Result<ExitCode> {
 
 fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     ca::check_file_name(&a.name)?;
+    let validity = a.validity.validity()?;
     let (crt, key) = ca::leaf_file_paths(&a.out_dir, &a.name);
     certgate_pki::fs::ensure_absent(
         [crt.as_path(), key.as_path()],
@@ -243,7 +247,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         name: a.name.clone(),
         sans: a.sans.clone(),
         profile: a.profile,
-        validity: a.validity.validity(),
+        validity,
         key_type: a.key_type,
     };
     let mut written = None;
@@ -256,26 +260,21 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
+    let validity = a.validity.validity()?;
     let bytes = certgate_pki::fs::read(&a.csr)?;
     let csr = certgate_pki::csr::parse(&bytes, &a.csr.display().to_string())?;
     let out = a.out.clone().unwrap_or_else(|| a.csr.with_extension("crt"));
     certgate_pki::fs::ensure_absent([out.as_path()], Overwrite::from_force(a.force))?;
     let mut authority = a.ca.open()?;
-    let issued = authority.sign_csr(
-        &csr,
-        a.profile,
-        a.validity.validity(),
-        a.name.as_deref(),
-        &a.sans,
-        |issued| {
+    let issued =
+        authority.sign_csr(&csr, a.profile, validity, a.name.as_deref(), &a.sans, |issued| {
             certgate_pki::fs::write_atomic(
                 &out,
                 issued.chain_pem.as_bytes(),
                 Mode::Public,
                 Overwrite::from_force(a.force),
             )
-        },
-    )?;
+        })?;
     for note in &csr.ignored {
         println!("note: not copied from the CSR: {note}");
     }
@@ -345,7 +344,7 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     let now = OffsetDateTime::now_utc();
     let filter = ListFilter {
         expiring_before: match &a.expiring {
-            Some(d) => Some(now + parse_duration(d)?),
+            Some(d) => Some(checked_after("--expiring", now, parse_duration(d)?)?),
             None => None,
         },
         status: a.status.clone(),

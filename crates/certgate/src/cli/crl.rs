@@ -41,7 +41,11 @@ pub fn run(args: CrlArgs) -> anyhow::Result<ExitCode> {
     if to_stdout {
         print!("{}", certgate_pki::pem::encode("X509 CRL", &der));
     } else {
-        let next_at = time::OffsetDateTime::now_utc() + next;
+        let next_at = certgate_pki::validity::checked_after(
+            "the CRL's next update",
+            time::OffsetDateTime::now_utc(),
+            next,
+        )?;
         println!(
             "wrote CRL #{number} to {} ({count} revoked, next update by {})",
             out.display(),
