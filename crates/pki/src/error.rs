@@ -69,6 +69,16 @@ pub enum PkiError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error(
+        "inventory {path}: certificate {serial} has an invalid {column}: {value:?} is {reason}"
+    )]
+    CorruptRecord {
+        path: PathBuf,
+        serial: String,
+        column: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     #[error("certificate generation failed")]
     Generate(#[from] rcgen::Error),
     #[error("PKCS#12 export failed: {reason}")]
