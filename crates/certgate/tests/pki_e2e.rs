@@ -676,3 +676,33 @@ fn huge_lifetimes_and_durations_are_refused_not_a_crash() {
     assert!(!s.path("x.crt").exists() && !s.path("x.key").exists() && !s.path("ca2").exists());
     assert!(!s.path("ca/crl.pem").exists());
 }
+
+/// A reader that stops after the first line (`certgate inspect --json chain | head -1`) ends
+/// certgate quietly with success, in JSON and human output. The chain is long enough (200
+/// certificates) that the output does not fit in the pipe buffer, so certgate writes to a
+/// closed pipe.
+#[test]
+fn closed_stdout_ends_quietly_with_success() {
+    use std::io::BufRead;
+    let s = Scratch::with_ca(&[]);
+    s.ok(&["cert", "issue", "joe", "--san", "spiffe://example.test/joe"]);
+    let chain = String::from_utf8(s.read("joe.crt")).unwrap();
+    std::fs::write(s.path("long.crt"), chain.repeat(100)).unwrap();
+    for args in [&["inspect", "--json", "long.crt"][..], &["inspect", "long.crt"][..]] {
+        let mut child = Command::new(CERTGATE)
+            .current_dir(&s.dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(!first.is_empty(), "{args:?}: no output");
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}

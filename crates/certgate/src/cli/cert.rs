@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 
 use super::CaDir;
 use super::ca::parse_key_type;
+use super::out::Out;
 
 #[derive(Debug, Subcommand)]
 pub enum CertCommand {
@@ -255,7 +256,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         written = Some(ca::write_leaf_files(&a.out_dir, &a.name, issued, a.force)?);
         Ok(())
     })?;
-    print_issued("issued", &issued, written);
+    print_issued(&mut Out::lock(), "issued", &issued, written)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -275,10 +276,11 @@ fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
                 Overwrite::from_force(a.force),
             )
         })?;
+    let mut stdout = Out::lock();
     for note in &csr.ignored {
-        println!("note: not copied from the CSR: {note}");
+        writeln!(stdout, "note: not copied from the CSR: {note}")?;
     }
-    print_issued("signed", &issued, Some((out, None)));
+    print_issued(&mut stdout, "signed", &issued, Some((out, None)))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -310,15 +312,17 @@ fn p12(a: P12Args) -> anyhow::Result<ExitCode> {
             other => other,
         })?;
     certgate_pki::fs::write_atomic(&out, &der, Mode::Secret, Overwrite::from_force(a.force))?;
+    let mut stdout = Out::lock();
     let form = if a.legacy { "legacy 3DES/SHA-1" } else { "AES-256/SHA-256" };
     let protection = if password.is_empty() { "NO password" } else { "password-protected" };
-    println!("wrote {} ({form}, {protection}, mode 0600)", out.display());
-    println!(
+    writeln!(stdout, "wrote {} ({form}, {protection}, mode 0600)", out.display())?;
+    writeln!(
+        stdout,
         "  contains {}'s key and {} certificate(s){}",
         a.name,
         chain.len(),
         if with_root { " including the root" } else { "" }
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -350,21 +354,24 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         status: a.status.clone(),
     };
     let records = authority.store().list(&filter, now)?;
+    let mut stdout = Out::lock();
     if a.json {
         let rows: Vec<_> = records.iter().map(|r| record_json(r, now)).collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     if records.is_empty() {
-        println!("no certificates match");
+        writeln!(stdout, "no certificates match")?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    writeln!(
+        stdout,
         "{:<40}  {:<20}  {:<7}  {:<10}  {:<20}  SANS",
         "SERIAL", "NAME", "PROFILE", "STATUS", "NOT AFTER"
-    );
+    )?;
     for r in &records {
-        println!(
+        writeln!(
+            stdout,
             "{:<40}  {:<20}  {:<7}  {:<10}  {:<20}  {}",
             r.serial,
             r.name,
@@ -372,7 +379,7 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
             r.effective_status(now),
             rfc3339(r.not_after),
             r.sans.join(", ")
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -381,47 +388,55 @@ fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     let authority = Authority::open(&a.dir.ca_dir, None)?;
     let r = authority.store().find(&a.query)?;
     let now = OffsetDateTime::now_utc();
+    let mut stdout = Out::lock();
     if a.json {
         let mut json = record_json(&r, now);
         json["pem"] = certgate_pki::pem::encode("CERTIFICATE", &r.der).into();
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&json)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("serial      {}", r.serial);
-    println!("name        {}", r.name);
-    println!("subject     {}", r.subject);
-    println!("issuer      {}", r.issuer);
-    println!("profile     {}", r.profile);
-    println!("SANs        {}", if r.sans.is_empty() { "(none)".into() } else { r.sans.join(", ") });
-    println!("not before  {}", format_time(r.not_before));
-    println!("not after   {}", format_time(r.not_after));
-    println!("issued      {}", format_time(r.issued_at));
-    println!("status      {}", r.effective_status(now));
+    writeln!(stdout, "serial      {}", r.serial)?;
+    writeln!(stdout, "name        {}", r.name)?;
+    writeln!(stdout, "subject     {}", r.subject)?;
+    writeln!(stdout, "issuer      {}", r.issuer)?;
+    writeln!(stdout, "profile     {}", r.profile)?;
+    writeln!(
+        stdout,
+        "SANs        {}",
+        if r.sans.is_empty() { "(none)".into() } else { r.sans.join(", ") }
+    )?;
+    writeln!(stdout, "not before  {}", format_time(r.not_before))?;
+    writeln!(stdout, "not after   {}", format_time(r.not_after))?;
+    writeln!(stdout, "issued      {}", format_time(r.issued_at))?;
+    writeln!(stdout, "status      {}", r.effective_status(now))?;
     if let Some(at) = r.revoked_at {
-        println!(
+        writeln!(
+            stdout,
             "revoked     {} ({})",
             format_time(at),
             r.revocation_reason.as_deref().unwrap_or("unspecified")
-        );
+        )?;
     }
     if let Some(next) = &r.superseded_by {
-        println!("renewed as  {next}");
+        writeln!(stdout, "renewed as  {next}")?;
     }
-    print!("{}", certgate_pki::pem::encode("CERTIFICATE", &r.der));
+    write!(stdout, "{}", certgate_pki::pem::encode("CERTIFICATE", &r.der))?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
     let mut authority = Authority::open(&a.dir.ca_dir, None)?;
     let r = authority.revoke(&a.query, a.reason)?;
-    println!(
+    let mut stdout = Out::lock();
+    writeln!(
+        stdout,
         "revoked {} (serial {}) on {}, reason {}",
         r.name,
         r.serial,
         r.revoked_at.map(format_time).unwrap_or_default(),
         a.reason.as_str()
-    );
-    println!("publish it: certgate crl --ca-dir {}", a.dir.ca_dir.display());
+    )?;
+    writeln!(stdout, "publish it: certgate crl --ca-dir {}", a.dir.ca_dir.display())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -441,30 +456,39 @@ fn renew(a: RenewArgs) -> anyhow::Result<ExitCode> {
         written = Some(ca::write_leaf_files(&a.out_dir, &issued.record.name, issued, a.force)?);
         Ok(())
     })?;
-    print_issued("renewed", &issued, written);
-    println!(
+    let mut stdout = Out::lock();
+    print_issued(&mut stdout, "renewed", &issued, written)?;
+    writeln!(
+        stdout,
         "  replaces   serial {} (now superseded; valid until {})",
         old.serial,
         format_time(old.not_after)
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_issued(verb: &str, issued: &Issued, written: Option<(PathBuf, Option<PathBuf>)>) {
+fn print_issued(
+    stdout: &mut Out,
+    verb: &str,
+    issued: &Issued,
+    written: Option<(PathBuf, Option<PathBuf>)>,
+) -> anyhow::Result<()> {
     let r = &issued.record;
-    println!("{verb} {} ({} certificate, serial {})", r.name, issued.profile, r.serial);
-    println!("  subject    {}", r.subject);
-    println!(
+    writeln!(stdout, "{verb} {} ({} certificate, serial {})", r.name, issued.profile, r.serial)?;
+    writeln!(stdout, "  subject    {}", r.subject)?;
+    writeln!(
+        stdout,
         "  SANs       {}",
         if r.sans.is_empty() { "(none)".into() } else { r.sans.join(", ") }
-    );
-    println!("  valid      {} to {}", format_time(r.not_before), format_time(r.not_after));
+    )?;
+    writeln!(stdout, "  valid      {} to {}", format_time(r.not_before), format_time(r.not_after))?;
     if let Some((crt, key)) = written {
-        println!("  wrote      {} (certificate + chain)", crt.display());
+        writeln!(stdout, "  wrote      {} (certificate + chain)", crt.display())?;
         if let Some(key) = key {
-            println!("  wrote      {} (private key, mode 0600)", key.display());
+            writeln!(stdout, "  wrote      {} (private key, mode 0600)", key.display())?;
         }
     }
+    Ok(())
 }
 
 fn record_json(r: &Record, now: OffsetDateTime) -> serde_json::Value {
