@@ -1,8 +1,8 @@
 //! certgate: a private certificate authority and an mTLS gateway in one binary.
 //!
 //! `main` parses the command line, runs one command, prints an error once (with its causes)
-//! and turns the outcome into an exit code: 0 success, 1 failure (including "certificate
-//! refused" from `certgate verify`), 2 usage error.
+//! and turns the outcome into an exit code: 0 success (also when the reader of stdout went
+//! away), 1 failure (including "certificate refused" from `certgate verify`), 2 usage error.
 
 use std::process::ExitCode;
 
@@ -19,11 +19,5 @@ fn main() -> ExitCode {
     // One crypto provider for the whole process (rustls, the gateway, the token checks).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let args = cli::Cli::parse();
-    match cli::run(args) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("certgate: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::out::exit_code(cli::run(args))
 }

@@ -587,3 +587,122 @@ fn inspect_matches_openssl_fingerprint() {
     assert_eq!(crl["kind"], "crl");
     assert_eq!(crl["crl_number"], "1");
 }
+
+/// An OS error reaches the user once, as the cause of the message that names the file.
+#[test]
+fn missing_file_error_names_the_os_error_once() {
+    let s = Scratch::new();
+    let err = s.fails(&["inspect", "/nonexistent"]);
+    assert!(err.contains("cannot read /nonexistent: "), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+/// A URI SAN that is not an RFC 3986 URI is refused, from `--san` and from a CSR, with the
+/// offending character and its percent-encoding; nothing is written.
+#[test]
+fn uri_san_outside_rfc3986_is_refused() {
+    let s = Scratch::with_ca(&[]);
+    let err = s.fails(&["cert", "issue", "x", "--san", "https://x/a\"b"]);
+    assert!(
+        err.contains(
+            "invalid SAN \"https://x/a\\\"b\": '\"' is not allowed in a URI (RFC 3986); \
+             percent-encode it as %22"
+        ),
+        "{err}"
+    );
+    assert!(!s.path("x.crt").exists() && !s.path("x.key").exists());
+    s.ok(&["cert", "issue", "x", "--san", "https://x/a%22b"]);
+
+    let req = s.openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "q.key",
+        "-out",
+        "q.csr",
+        "-subj",
+        "/CN=q",
+        "-addext",
+        "subjectAltName=URI:https://x/a|b",
+    ]);
+    assert!(req.status.success(), "{}", text(&req));
+    let err = s.fails(&["cert", "sign", "--csr", "q.csr"]);
+    assert!(
+        err.contains("q.csr: requested URI SAN: invalid SAN \"https://x/a|b\"")
+            && err.contains("'|' is not allowed in a URI (RFC 3986); percent-encode it as %7C"),
+        "{err}"
+    );
+    assert!(!s.path("q.crt").exists());
+}
+
+/// Numbers too large for a date are refused with a message and exit code 1, never a panic.
+#[test]
+fn huge_lifetimes_and_durations_are_refused_not_a_crash() {
+    let s = Scratch::with_ca(&[]);
+    s.ok(&["cert", "issue", "old", "--san", "old.example.test"]);
+    for (args, message) in [
+        (
+            &["cert", "issue", "x", "--san", "x.example", "--days", "4000000"][..],
+            "--days 4000000: a certificate lifetime is at most 36500 days",
+        ),
+        (
+            &["cert", "issue", "x", "--san", "x.example", "--minutes", "4294967295"][..],
+            "--minutes 4294967295: a certificate lifetime is at most 52560000 minutes",
+        ),
+        (
+            &["cert", "list", "--expiring", "99999999999d"][..],
+            "invalid duration \"99999999999d\": a duration is at most 100 years (36500d)",
+        ),
+        (
+            &["crl", "--next-update", "99999999999d"][..],
+            "invalid duration \"99999999999d\": a duration is at most 100 years (36500d)",
+        ),
+        (
+            &["ca", "init", "--ca-dir", "ca2", "--days", "4000000"][..],
+            "--days 4000000: a certificate lifetime is at most 36500 days",
+        ),
+    ] {
+        let out = s.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    assert!(!s.path("x.crt").exists() && !s.path("x.key").exists() && !s.path("ca2").exists());
+    assert!(!s.path("ca/crl.pem").exists());
+}
+
+/// A reader that stops after the first line (`certgate inspect --json chain | head -1`) ends
+/// certgate quietly with success, in JSON and human output. The chain is long enough (200
+/// certificates) that the output does not fit in the pipe buffer, so certgate writes to a
+/// closed pipe.
+#[test]
+fn closed_stdout_ends_quietly_with_success() {
+    use std::io::BufRead;
+    let s = Scratch::with_ca(&[]);
+    s.ok(&["cert", "issue", "joe", "--san", "spiffe://example.test/joe"]);
+    let chain = String::from_utf8(s.read("joe.crt")).unwrap();
+    std::fs::write(s.path("long.crt"), chain.repeat(100)).unwrap();
+    for args in [&["inspect", "--json", "long.crt"][..], &["inspect", "long.crt"][..]] {
+        let mut child = Command::new(CERTGATE)
+            .current_dir(&s.dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(!first.is_empty(), "{args:?}: no output");
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}

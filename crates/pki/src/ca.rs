@@ -27,7 +27,7 @@ use crate::keys::KeyType;
 use crate::names::San;
 use crate::profile::Profile;
 use crate::store::{Record, Store};
-use crate::validity::Validity;
+use crate::validity::{Validity, checked_after};
 use crate::{PkiError, dn};
 
 /// Where each file of a CA directory lives.
@@ -163,6 +163,7 @@ impl Authority {
                 reason: "a CA lifetime of 0 days is empty; give at least 1".into(),
             });
         }
+        Validity::Days(opts.days).checked()?;
         if opts.name.trim().is_empty() {
             return Err(PkiError::InvalidName {
                 value: opts.name.clone(),
@@ -171,7 +172,7 @@ impl Authority {
         }
         create_private_dir(dir)?;
         let now = OffsetDateTime::now_utc();
-        let (not_before, not_after) = Validity::Days(opts.days).window(now);
+        let (not_before, not_after) = Validity::Days(opts.days).window(now)?;
 
         let root_key = opts.key_type.generate()?;
         let root_params = issue::root_params(&Subject::cn(&opts.name), not_before, not_after)?;
@@ -459,10 +460,11 @@ impl Authority {
         let subject = self.issuing_subject.clone();
         let now =
             OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::now_utc());
+        let next = checked_after("the CRL's next update", now, next_update)?;
         self.store.transaction(|tx| {
             let entries = tx.revoked_by(&subject)?;
             let number = tx.next_crl_number()?;
-            let der = crate::crl::sign(&issuer, &entries, number, now, now + next_update)?;
+            let der = crate::crl::sign(&issuer, &entries, number, now, next)?;
             deliver(&der)?;
             Ok((der, number, entries.len()))
         })
@@ -491,9 +493,8 @@ impl Authority {
         rsa_key: bool,
         key_pem: Option<String>,
     ) -> Result<Issued, PkiError> {
-        let validity = validity.checked()?;
         let now = OffsetDateTime::now_utc();
-        let (not_before, not_after) = validity.window(now);
+        let (not_before, not_after) = validity.window(now)?;
         issue::check_within_issuer(not_after, self.issuing_not_after)?;
         let params = issue::leaf_params(subject, sans, profile, rsa_key, not_before, not_after)?;
         let issuer = self.signer()?;

@@ -229,6 +229,22 @@ mod tests {
         assert!(err.to_string().contains("asks to be a CA"), "{err}");
     }
 
+    /// A requested URI SAN goes through the same RFC 3986 check as `--san`.
+    #[test]
+    fn csr_with_invalid_uri_san_is_refused_with_reason() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        let uri = rcgen::string::Ia5String::try_from("https://x/a\"b").unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri)];
+        let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        let err = parse(pem.as_bytes(), "uri.csr").unwrap_err().to_string();
+        assert!(
+            err.contains("uri.csr: requested URI SAN: invalid SAN")
+                && err.contains("'\"' is not allowed in a URI (RFC 3986)"),
+            "{err}"
+        );
+    }
+
     /// A CSR whose signed content was altered is refused.
     #[test]
     fn tampered_csr_signature_is_refused() {

@@ -68,6 +68,8 @@ fn short_name(oid: &str) -> Option<&'static str> {
     })
 }
 
+/// RFC 4514 escaping: specials and a leading `#` or space or trailing space get a backslash;
+/// control characters become `\XX` hexpairs.
 fn escape_value(value: &str, out: &mut String) {
     let last = value.chars().count().saturating_sub(1);
     for (i, c) in value.chars().enumerate() {
@@ -78,7 +80,14 @@ fn escape_value(value: &str, out: &mut String) {
                 out.push('\\');
                 out.push(c);
             }
-            '\0' => out.push_str("\\00"),
+            // Control characters (NUL, CR, LF, ESC, DEL, C1) never reach headers or logs
+            // raw: each UTF-8 byte becomes an RFC 4514 hexpair.
+            _ if c.is_control() => {
+                let mut utf8 = [0; 4];
+                for b in c.encode_utf8(&mut utf8).bytes() {
+                    out.push_str(&format!("\\{b:02X}"));
+                }
+            }
             _ if leading || trailing => {
                 out.push('\\');
                 out.push(c);
@@ -111,5 +120,21 @@ mod tests {
         let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der).unwrap();
         assert_eq!(rfc4514(cert.subject()), r"CN=\ joe\+1,O=Example\, Inc.,C=US");
         assert_eq!(attribute_values(cert.subject(), OID_O), vec!["Example, Inc.".to_string()]);
+    }
+
+    /// Control characters in a name come out as hexpairs, so a DN string never carries a raw
+    /// CR, LF, ESC, DEL or NUL into a header or a log line.
+    #[test]
+    fn control_characters_are_escaped_as_hexpairs() {
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(
+            rcgen::DnType::CommonName,
+            rcgen::DnValue::Utf8String("a\r\nX-Admin: 1\x1b[31m\x7f\0\u{85}\\".into()),
+        );
+        let der = name_der(dn);
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der).unwrap();
+        let text = rfc4514(cert.subject());
+        assert_eq!(text, r"CN=a\0D\0AX-Admin: 1\1B[31m\7F\00\C2\85\\");
+        assert!(!text.chars().any(char::is_control), "{text:?}");
     }
 }

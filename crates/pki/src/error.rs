@@ -1,19 +1,24 @@
 //! The errors of the PKI crate. Every variant carries what a person needs to fix the problem:
 //! the file, the field or value, and the reason.
+//!
+//! A variant that wraps another error keeps it as its `#[source]` only, never in its own
+//! message: `main` prints the whole chain (`{:#}`), so the cause appears exactly once.
 
 use std::path::PathBuf;
+
+use time::{Duration, OffsetDateTime};
 
 /// Everything that can go wrong while running the CA or loading PKI material.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PkiError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         #[source]
@@ -39,6 +44,13 @@ pub enum PkiError {
     InvalidName { value: String, reason: &'static str },
     #[error("invalid validity: {reason}")]
     InvalidValidity { reason: String },
+    #[error("--{unit} {value}: a certificate lifetime is at most {max} {unit}")]
+    LifetimeTooLong { unit: &'static str, value: u32, max: u32 },
+    #[error(
+        "{what}: {} plus {by} is past the last date certgate can represent",
+        crate::validity::format_time(*from)
+    )]
+    TimeOutOfRange { what: &'static str, from: OffsetDateTime, by: Duration },
     #[error("invalid duration {value:?}: {reason}")]
     InvalidDuration { value: String, reason: &'static str },
     #[error("CSR {source_name}: {reason}")]
@@ -51,13 +63,23 @@ pub enum PkiError {
     KeyMismatch { path: PathBuf },
     #[error("key type {key_type}: {reason}")]
     KeyType { key_type: String, reason: &'static str },
-    #[error("inventory {path}: {source}")]
+    #[error("inventory {path}")]
     Store {
         path: PathBuf,
         #[source]
         source: rusqlite::Error,
     },
-    #[error("certificate generation failed: {0}")]
+    #[error(
+        "inventory {path}: certificate {serial} has an invalid {column}: {value:?} is {reason}"
+    )]
+    CorruptRecord {
+        path: PathBuf,
+        serial: String,
+        column: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("certificate generation failed")]
     Generate(#[from] rcgen::Error),
     #[error("PKCS#12 export failed: {reason}")]
     Pkcs12 { reason: String },
@@ -68,5 +90,36 @@ pub enum PkiError {
 impl PkiError {
     pub(crate) fn bad_file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         PkiError::BadFile { path: path.into(), reason: reason.into() }
+    }
+}
+
+/// An error followed by each of its causes, joined with ": ", for reports that hold one line
+/// per problem (the gateway's configuration errors) rather than printing the chain with `{:#}`.
+pub fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An OS error appears once in the printed chain: in the cause, not also in the message.
+    #[test]
+    fn os_error_is_printed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = crate::fs::read(&dir.path().join("absent.crt")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("cannot read {}", dir.path().join("absent.crt").display())
+        );
+        let full = with_causes(&err);
+        assert_eq!(full.matches("No such file or directory").count(), 1, "{full}");
     }
 }

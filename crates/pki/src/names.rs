@@ -3,6 +3,8 @@
 //! Classification, in this order: an IP address (v4, v6, or v6 in brackets) is an IP SAN; a
 //! value with a URI scheme followed by `//` (such as `spiffe://example.test/joe`) or a `urn:`
 //! is a URI SAN; a value with `@` is an email SAN; anything else must be a DNS name.
+//!
+//! A URI SAN must be a valid RFC 3986 URI; SPIFFE IDs must also follow the SPIFFE rules.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -34,8 +36,14 @@ impl San {
             return Ok(San::Ip(ip));
         }
         if let Some(scheme) = uri_scheme(v) {
-            validate_uri(v, scheme).map_err(invalid)?;
+            validate_uri(v, scheme).map_err(|r| invalid(&r))?;
             return Ok(San::Uri(v.to_string()));
+        }
+        if v.contains("://") {
+            return Err(invalid(
+                "not a URI: a scheme starts with a letter and holds only letters, digits, '+', \
+                 '-' and '.' (RFC 3986)",
+            ));
         }
         if let Some((local, domain)) = v.rsplit_once('@') {
             if local.is_empty() || local.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -117,14 +125,47 @@ fn uri_scheme(v: &str) -> Option<&str> {
     }
 }
 
-fn validate_uri(v: &str, scheme: &str) -> Result<(), &'static str> {
-    if !v.is_ascii() || v.chars().any(|c| c.is_ascii_whitespace() || c.is_ascii_control()) {
-        return Err("a URI must be ASCII without spaces");
+/// A URI SAN must be an RFC 3986 URI: every character unreserved, reserved (gen-delims and
+/// sub-delims) or part of a `%XX` escape, at most one `#`. SPIFFE IDs then pass the stricter
+/// SPIFFE rules. The reason names the first offending character and how to write it instead.
+fn validate_uri(v: &str, scheme: &str) -> Result<(), String> {
+    let mut chars = v.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c == '%' {
+            let hex = v.get(i + 1..i + 3).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if hex.is_none() {
+                return Err("'%' must start a %XX escape of two hex digits (RFC 3986); write a \
+                            literal '%' as %25"
+                    .into());
+            }
+            chars.nth(1);
+        } else if !is_uri_char(c) {
+            return Err(refused_uri_char(c));
+        }
+    }
+    if v.matches('#').count() > 1 {
+        return Err("a URI has at most one '#' (RFC 3986); percent-encode the others as %23".into());
     }
     if scheme.eq_ignore_ascii_case("spiffe") {
-        return validate_spiffe(v);
+        return validate_spiffe(v).map_err(str::to_string);
     }
     Ok(())
+}
+
+/// RFC 3986 section 2: unreserved, gen-delims and sub-delims (`%` is handled by the caller).
+fn is_uri_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=".contains(c)
+}
+
+fn refused_uri_char(c: char) -> String {
+    let shown = match c {
+        ' ' => "a space".to_string(),
+        c if c.is_control() => format!("the control character U+{:04X}", u32::from(c)),
+        c => format!("'{c}'"),
+    };
+    let mut utf8 = [0; 4];
+    let escaped: String = c.encode_utf8(&mut utf8).bytes().map(|b| format!("%{b:02X}")).collect();
+    format!("{shown} is not allowed in a URI (RFC 3986); percent-encode it as {escaped}")
 }
 
 /// SPIFFE IDs: `spiffe://trust-domain/path`, lowercase trust domain, no empty, `.` or `..`
@@ -217,6 +258,45 @@ mod tests {
             San::Uri("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6".into())
         );
         assert_eq!(San::parse("joe@example.com").unwrap(), San::Email("joe@example.com".into()));
+    }
+
+    /// URIs with characters RFC 3986 does not allow are refused, naming the character and its
+    /// percent-encoding; percent-encoded and reserved characters are accepted.
+    #[test]
+    fn uri_sans_must_be_rfc3986_uris() {
+        for value in [
+            "https://example.test/a%22b?q=1&r=(x)#frag",
+            "https://[::1]:8443/p;v=1,2*3+4!$'~",
+            "urn:example:a-b.c_d",
+            "spiffe://example.test/ns/prod/sa/web",
+        ] {
+            assert_eq!(San::parse(value).unwrap(), San::Uri(value.into()), "{value}");
+        }
+        for (value, reason) in [
+            ("https://x/a\"b", "'\"' is not allowed in a URI (RFC 3986); percent-encode it as %22"),
+            ("https://x/a\\b", "'\\' is not allowed in a URI (RFC 3986); percent-encode it as %5C"),
+            ("https://x/<a>", "'<' is not allowed"),
+            ("https://x/a^b", "'^' is not allowed"),
+            ("https://x/a`b", "'`' is not allowed"),
+            ("https://x/{a}", "'{' is not allowed"),
+            ("https://x/a|b", "'|' is not allowed"),
+            ("urn:a b:c", "a space is not allowed in a URI (RFC 3986); percent-encode it as %20"),
+            ("https://x/a\tb", "control character U+0009 is not allowed"),
+            ("https://x/a\u{7f}", "control character U+007F is not allowed"),
+            (
+                "https://x/caf\u{e9}",
+                "'\u{e9}' is not allowed in a URI (RFC 3986); percent-encode it as %C3%A9",
+            ),
+            ("https://x/100%", "'%' must start a %XX escape"),
+            ("https://x/100%2", "'%' must start a %XX escape"),
+            ("https://x/%zz", "'%' must start a %XX escape"),
+            ("https://x/a#b#c", "at most one '#'"),
+            ("ht_tp://x/a", "a scheme starts with a letter"),
+            ("://x/a", "a scheme starts with a letter"),
+        ] {
+            let err = San::parse(value).unwrap_err().to_string();
+            assert!(err.contains(reason), "{value:?}: {err}");
+        }
     }
 
     /// Values that are not valid names are refused with the reason.

@@ -56,11 +56,13 @@ impl Status {
         }
     }
 
-    fn parse(s: &str) -> Status {
+    /// The status stored as `s`, or `None` for a value certgate never writes.
+    fn parse(s: &str) -> Option<Status> {
         match s {
-            "revoked" => Status::Revoked,
-            "superseded" => Status::Superseded,
-            _ => Status::Valid,
+            "valid" => Some(Status::Valid),
+            "revoked" => Some(Status::Revoked),
+            "superseded" => Some(Status::Superseded),
+            _ => None,
         }
     }
 }
@@ -172,12 +174,12 @@ impl Store {
             .query_row(
                 &format!("SELECT {COLUMNS} FROM certificates WHERE serial = ?1"),
                 params![serial],
-                row_to_record,
+                Row::read,
             )
             .optional()
             .map_err(err)?;
-        if let Some(record) = by_serial {
-            return Ok(record);
+        if let Some(row) = by_serial {
+            return row.into_record(&self.path);
         }
         self.conn
             .query_row(
@@ -186,11 +188,12 @@ impl Store {
                      ORDER BY (status = 'valid') DESC, issued_at DESC, rowid DESC LIMIT 1"
                 ),
                 params![query],
-                row_to_record,
+                Row::read,
             )
             .optional()
             .map_err(err)?
-            .ok_or_else(|| PkiError::UnknownCertificate { query: query.to_string() })
+            .ok_or_else(|| PkiError::UnknownCertificate { query: query.to_string() })?
+            .into_record(&self.path)
     }
 
     /// Lists certificates, oldest issuance first.
@@ -200,10 +203,10 @@ impl Store {
             .conn
             .prepare(&format!("SELECT {COLUMNS} FROM certificates ORDER BY issued_at, rowid"))
             .map_err(err)?;
-        let rows = stmt.query_map([], row_to_record).map_err(err)?;
+        let rows = stmt.query_map([], Row::read).map_err(err)?;
         let mut out = Vec::new();
         for row in rows {
-            let record = row.map_err(err)?;
+            let record = row.map_err(err)?.into_record(&self.path)?;
             let status = record.effective_status(now);
             if filter.status.as_deref().is_some_and(|wanted| status != wanted) {
                 continue;
@@ -326,13 +329,25 @@ impl Tx<'_> {
         for row in rows {
             let (serial, at, reason) =
                 row.map_err(|e| PkiError::Store { path: self.path.clone(), source: e })?;
-            entries.push(crate::crl::Entry {
-                serial: serial_bytes(&serial),
-                revoked_at: at
-                    .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-                    .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-                reason: reason.as_deref().and_then(Reason::parse).unwrap_or(Reason::Unspecified),
-            });
+            let corrupt = |column, value: String, reason| PkiError::CorruptRecord {
+                path: self.path.clone(),
+                serial: serial.clone(),
+                column,
+                value,
+                reason,
+            };
+            let revoked_at = at
+                .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+                .ok_or_else(|| corrupt("revoked_at", format_opt(at), "not a revocation time"))?;
+            let reason = match reason {
+                None => Reason::Unspecified,
+                Some(r) => Reason::parse(&r)
+                    .ok_or_else(|| corrupt("revocation_reason", r, "not a CRL reason"))?,
+            };
+            let serial_der = serial_bytes(&serial).ok_or_else(|| {
+                corrupt("serial", serial.clone(), "not an even number of hex digits")
+            })?;
+            entries.push(crate::crl::Entry { serial: serial_der, revoked_at, reason });
         }
         Ok(entries)
     }
@@ -350,43 +365,95 @@ impl Tx<'_> {
             .tx
             .query_row("SELECT last_number FROM crl_state WHERE id = 1", [], |r| r.get(0))
             .map_err(|e| self.err(e))?;
-        Ok(u64::try_from(n).unwrap_or(1))
+        u64::try_from(n).map_err(|_| {
+            PkiError::bad_file(&self.path, format!("the last CRL number, {n}, is negative"))
+        })
     }
 }
 
 const COLUMNS: &str = "serial, name, subject, sans, profile, issuer, not_before, not_after, \
                        issued_at, status, revoked_at, revocation_reason, superseded_by, der";
 
-fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
-    let time = |i: usize| -> rusqlite::Result<OffsetDateTime> {
-        let t: i64 = row.get(i)?;
-        OffsetDateTime::from_unix_timestamp(t).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(
-                i,
-                rusqlite::types::Type::Integer,
-                Box::new(e),
-            )
+/// One row as stored, before its values are checked.
+struct Row {
+    serial: String,
+    name: String,
+    subject: String,
+    sans: String,
+    profile: String,
+    issuer: String,
+    not_before: i64,
+    not_after: i64,
+    issued_at: i64,
+    status: String,
+    revoked_at: Option<i64>,
+    revocation_reason: Option<String>,
+    superseded_by: Option<String>,
+    der: Vec<u8>,
+}
+
+impl Row {
+    /// Reads the columns of [`COLUMNS`], in order.
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+        Ok(Row {
+            serial: row.get(0)?,
+            name: row.get(1)?,
+            subject: row.get(2)?,
+            sans: row.get(3)?,
+            profile: row.get(4)?,
+            issuer: row.get(5)?,
+            not_before: row.get(6)?,
+            not_after: row.get(7)?,
+            issued_at: row.get(8)?,
+            status: row.get(9)?,
+            revoked_at: row.get(10)?,
+            revocation_reason: row.get(11)?,
+            superseded_by: row.get(12)?,
+            der: row.get(13)?,
         })
-    };
-    let sans: String = row.get(3)?;
-    let status: String = row.get(9)?;
-    let revoked_at: Option<i64> = row.get(10)?;
-    Ok(Record {
-        serial: row.get(0)?,
-        name: row.get(1)?,
-        subject: row.get(2)?,
-        sans: serde_json::from_str(&sans).unwrap_or_default(),
-        profile: row.get(4)?,
-        issuer: row.get(5)?,
-        not_before: time(6)?,
-        not_after: time(7)?,
-        issued_at: time(8)?,
-        status: Status::parse(&status),
-        revoked_at: revoked_at.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
-        revocation_reason: row.get(11)?,
-        superseded_by: row.get(12)?,
-        der: row.get(13)?,
-    })
+    }
+
+    /// Checks every value; a damaged one is an error naming the serial, column and value,
+    /// never a silent default.
+    fn into_record(self, path: &Path) -> Result<Record, PkiError> {
+        let corrupt = |column, value: String, reason| PkiError::CorruptRecord {
+            path: path.to_path_buf(),
+            serial: self.serial.clone(),
+            column,
+            value,
+            reason,
+        };
+        let time = |column, t: i64| {
+            OffsetDateTime::from_unix_timestamp(t)
+                .map_err(|_| corrupt(column, t.to_string(), "not a time certgate can hold"))
+        };
+        let sans: Vec<String> = serde_json::from_str(&self.sans)
+            .map_err(|_| corrupt("sans", self.sans.clone(), "not a JSON list of strings"))?;
+        let status = Status::parse(&self.status).ok_or_else(|| {
+            corrupt("status", self.status.clone(), "not valid, revoked or superseded")
+        })?;
+        let revoked_at = self.revoked_at.map(|t| time("revoked_at", t)).transpose()?;
+        Ok(Record {
+            sans,
+            not_before: time("not_before", self.not_before)?,
+            not_after: time("not_after", self.not_after)?,
+            issued_at: time("issued_at", self.issued_at)?,
+            status,
+            revoked_at,
+            serial: self.serial,
+            name: self.name,
+            subject: self.subject,
+            profile: self.profile,
+            issuer: self.issuer,
+            revocation_reason: self.revocation_reason,
+            superseded_by: self.superseded_by,
+            der: self.der,
+        })
+    }
+}
+
+fn format_opt(v: Option<i64>) -> String {
+    v.map_or_else(|| "NULL".to_string(), |t| t.to_string())
 }
 
 /// Lowercase hex without colons or a `0x` prefix.
@@ -396,8 +463,94 @@ pub fn normalize_serial(s: &str) -> String {
     s.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase()
 }
 
-fn serial_bytes(hex: &str) -> Vec<u8> {
-    (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
+/// The bytes of a stored serial, or `None` when it is not an even number of hex digits.
+fn serial_bytes(hex: &str) -> Option<Vec<u8>> {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len() / 2).map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_with_one_row() -> (tempfile::TempDir, Store, Record) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("inventory.db")).unwrap();
+        let now = OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap();
+        let record = Record {
+            serial: "0a1b".into(),
+            name: "joe".into(),
+            subject: "CN=joe".into(),
+            sans: vec!["URI:spiffe://example.test/joe".into()],
+            profile: "client".into(),
+            issuer: "CN=Test CA".into(),
+            not_before: now,
+            not_after: now + time::Duration::days(1),
+            issued_at: now,
+            status: Status::Valid,
+            revoked_at: None,
+            revocation_reason: None,
+            superseded_by: None,
+            der: vec![0x30, 0x00],
+        };
+        store.transaction(|tx| tx.insert(&record)).unwrap();
+        (dir, store, record)
+    }
+
+    /// Runs `sql` on the inventory with its CHECK constraints off, as a damaged file would be.
+    fn damage(store: &Store, sql: &str) {
+        store.conn.execute_batch("PRAGMA ignore_check_constraints = ON;").unwrap();
+        store.conn.execute(sql, []).unwrap();
+    }
+
+    /// An unknown status is an error naming the serial and value, not a "valid" certificate.
+    #[test]
+    fn unknown_status_is_an_error_not_valid() {
+        let (_dir, store, record) = store_with_one_row();
+        assert_eq!(store.find("joe").unwrap().status, Status::Valid);
+        damage(&store, "UPDATE certificates SET status = 'compromised'");
+        for err in [
+            store.find("joe").unwrap_err(),
+            store.find(&record.serial).unwrap_err(),
+            store.list(&ListFilter::default(), record.issued_at).unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(matches!(err, PkiError::CorruptRecord { column: "status", .. }), "{text}");
+            assert!(
+                text.contains("certificate 0a1b has an invalid status: \"compromised\""),
+                "{text}"
+            );
+        }
+    }
+
+    /// Damaged SAN JSON is an error, not a certificate without SANs.
+    #[test]
+    fn damaged_san_json_is_an_error_not_an_empty_list() {
+        let (_dir, store, record) = store_with_one_row();
+        damage(&store, "UPDATE certificates SET sans = '[\"URI:spiffe://exa'");
+        let err = store.find(&record.serial).unwrap_err();
+        assert!(matches!(err, PkiError::CorruptRecord { column: "sans", .. }), "{err}");
+        assert!(err.to_string().contains("0a1b"), "{err}");
+    }
+
+    /// A revoked row whose reason or serial is damaged stops the CRL instead of publishing a
+    /// wrong entry.
+    #[test]
+    fn damaged_revocation_stops_the_crl() {
+        let (_dir, mut store, record) = store_with_one_row();
+        store
+            .transaction(|tx| tx.revoke(&record.serial, Reason::KeyCompromise, record.issued_at))
+            .unwrap();
+        damage(&store, "UPDATE certificates SET revocation_reason = 'oops'");
+        let err = store.transaction(|tx| tx.revoked_by("CN=Test CA")).unwrap_err();
+        assert!(matches!(err, PkiError::CorruptRecord { column: "revocation_reason", .. }));
+        damage(
+            &store,
+            "UPDATE certificates SET revocation_reason = 'key-compromise', serial = 'xyz'",
+        );
+        let err = store.transaction(|tx| tx.revoked_by("CN=Test CA")).unwrap_err();
+        assert!(matches!(err, PkiError::CorruptRecord { column: "serial", .. }), "{err}");
+    }
 }

@@ -8,6 +8,7 @@ use certgate_pki::keys::KeyType;
 use clap::{Args, Subcommand};
 
 use super::CaDir;
+use super::out::Out;
 
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
@@ -61,18 +62,26 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     };
     let ca = Authority::init(&args.dir.ca_dir, &opts)?;
     let p = ca.paths();
-    println!("created CA in {}", p.dir.display());
-    println!("  root          {}  ({}, {} days)", p.root_crt.display(), opts.key_type, opts.days);
+    let mut stdout = Out::lock();
+    writeln!(stdout, "created CA in {}", p.dir.display())?;
+    writeln!(
+        stdout,
+        "  root          {}  ({}, {} days)",
+        p.root_crt.display(),
+        opts.key_type,
+        opts.days
+    )?;
     if opts.intermediate {
-        println!(
+        writeln!(
+            stdout,
             "  intermediate  {}  (issues certificates, pathlen 0)",
             p.intermediate_crt.display()
-        );
+        )?;
     }
     let encrypted = if opts.password.is_some() { ", encrypted" } else { "" };
-    println!("  keys          mode 0600{encrypted}");
-    println!("  issuing CA    {}", ca.issuing_subject());
-    println!();
-    println!("Hand {} to clients and gateways as the trust anchor.", p.root_crt.display());
+    writeln!(stdout, "  keys          mode 0600{encrypted}")?;
+    writeln!(stdout, "  issuing CA    {}", ca.issuing_subject())?;
+    writeln!(stdout)?;
+    writeln!(stdout, "Hand {} to clients and gateways as the trust anchor.", p.root_crt.display())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,12 +10,13 @@ use certgate_pki::fs::{Mode, Overwrite};
 use certgate_pki::keys::KeyType;
 use certgate_pki::profile::Profile;
 use certgate_pki::store::{ListFilter, Record};
-use certgate_pki::validity::{Validity, format_time, parse_duration, rfc3339};
+use certgate_pki::validity::{Validity, checked_after, format_time, parse_duration, rfc3339};
 use clap::{Args, Subcommand};
 use time::OffsetDateTime;
 
 use super::CaDir;
 use super::ca::parse_key_type;
+use super::out::Out;
 
 #[derive(Debug, Subcommand)]
 pub enum CertCommand {
@@ -51,13 +52,16 @@ pub struct ValidityArgs {
 }
 
 impl ValidityArgs {
-    fn validity(&self) -> Validity {
-        match (self.days, self.hours, self.minutes) {
+    /// The lifetime asked for, refused here (before the CA is opened) when it is empty or
+    /// longer than 100 years.
+    fn validity(&self) -> Result<Validity, certgate_pki::PkiError> {
+        let validity = match (self.days, self.hours, self.minutes) {
             (Some(d), _, _) => Validity::Days(d),
             (_, Some(h), _) => Validity::Hours(h),
             (_, _, Some(m)) => Validity::Minutes(m),
             _ => Validity::default(),
-        }
+        };
+        validity.checked()
     }
 }
 
@@ -232,6 +236,7 @@ pub fn run(cmd: CertCommand) -> anyhow::Result<ExitCode> {
 
 fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     ca::check_file_name(&a.name)?;
+    let validity = a.validity.validity()?;
     let (crt, key) = ca::leaf_file_paths(&a.out_dir, &a.name);
     certgate_pki::fs::ensure_absent(
         [crt.as_path(), key.as_path()],
@@ -243,7 +248,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         name: a.name.clone(),
         sans: a.sans.clone(),
         profile: a.profile,
-        validity: a.validity.validity(),
+        validity,
         key_type: a.key_type,
     };
     let mut written = None;
@@ -251,35 +256,31 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         written = Some(ca::write_leaf_files(&a.out_dir, &a.name, issued, a.force)?);
         Ok(())
     })?;
-    print_issued("issued", &issued, written);
+    print_issued(&mut Out::lock(), "issued", &issued, written)?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
+    let validity = a.validity.validity()?;
     let bytes = certgate_pki::fs::read(&a.csr)?;
     let csr = certgate_pki::csr::parse(&bytes, &a.csr.display().to_string())?;
     let out = a.out.clone().unwrap_or_else(|| a.csr.with_extension("crt"));
     certgate_pki::fs::ensure_absent([out.as_path()], Overwrite::from_force(a.force))?;
     let mut authority = a.ca.open()?;
-    let issued = authority.sign_csr(
-        &csr,
-        a.profile,
-        a.validity.validity(),
-        a.name.as_deref(),
-        &a.sans,
-        |issued| {
+    let issued =
+        authority.sign_csr(&csr, a.profile, validity, a.name.as_deref(), &a.sans, |issued| {
             certgate_pki::fs::write_atomic(
                 &out,
                 issued.chain_pem.as_bytes(),
                 Mode::Public,
                 Overwrite::from_force(a.force),
             )
-        },
-    )?;
+        })?;
+    let mut stdout = Out::lock();
     for note in &csr.ignored {
-        println!("note: not copied from the CSR: {note}");
+        writeln!(stdout, "note: not copied from the CSR: {note}")?;
     }
-    print_issued("signed", &issued, Some((out, None)));
+    print_issued(&mut stdout, "signed", &issued, Some((out, None)))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -311,15 +312,17 @@ fn p12(a: P12Args) -> anyhow::Result<ExitCode> {
             other => other,
         })?;
     certgate_pki::fs::write_atomic(&out, &der, Mode::Secret, Overwrite::from_force(a.force))?;
+    let mut stdout = Out::lock();
     let form = if a.legacy { "legacy 3DES/SHA-1" } else { "AES-256/SHA-256" };
     let protection = if password.is_empty() { "NO password" } else { "password-protected" };
-    println!("wrote {} ({form}, {protection}, mode 0600)", out.display());
-    println!(
+    writeln!(stdout, "wrote {} ({form}, {protection}, mode 0600)", out.display())?;
+    writeln!(
+        stdout,
         "  contains {}'s key and {} certificate(s){}",
         a.name,
         chain.len(),
         if with_root { " including the root" } else { "" }
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -345,27 +348,30 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     let now = OffsetDateTime::now_utc();
     let filter = ListFilter {
         expiring_before: match &a.expiring {
-            Some(d) => Some(now + parse_duration(d)?),
+            Some(d) => Some(checked_after("--expiring", now, parse_duration(d)?)?),
             None => None,
         },
         status: a.status.clone(),
     };
     let records = authority.store().list(&filter, now)?;
+    let mut stdout = Out::lock();
     if a.json {
         let rows: Vec<_> = records.iter().map(|r| record_json(r, now)).collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     if records.is_empty() {
-        println!("no certificates match");
+        writeln!(stdout, "no certificates match")?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    writeln!(
+        stdout,
         "{:<40}  {:<20}  {:<7}  {:<10}  {:<20}  SANS",
         "SERIAL", "NAME", "PROFILE", "STATUS", "NOT AFTER"
-    );
+    )?;
     for r in &records {
-        println!(
+        writeln!(
+            stdout,
             "{:<40}  {:<20}  {:<7}  {:<10}  {:<20}  {}",
             r.serial,
             r.name,
@@ -373,7 +379,7 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
             r.effective_status(now),
             rfc3339(r.not_after),
             r.sans.join(", ")
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -382,47 +388,55 @@ fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     let authority = Authority::open(&a.dir.ca_dir, None)?;
     let r = authority.store().find(&a.query)?;
     let now = OffsetDateTime::now_utc();
+    let mut stdout = Out::lock();
     if a.json {
         let mut json = record_json(&r, now);
         json["pem"] = certgate_pki::pem::encode("CERTIFICATE", &r.der).into();
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&json)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("serial      {}", r.serial);
-    println!("name        {}", r.name);
-    println!("subject     {}", r.subject);
-    println!("issuer      {}", r.issuer);
-    println!("profile     {}", r.profile);
-    println!("SANs        {}", if r.sans.is_empty() { "(none)".into() } else { r.sans.join(", ") });
-    println!("not before  {}", format_time(r.not_before));
-    println!("not after   {}", format_time(r.not_after));
-    println!("issued      {}", format_time(r.issued_at));
-    println!("status      {}", r.effective_status(now));
+    writeln!(stdout, "serial      {}", r.serial)?;
+    writeln!(stdout, "name        {}", r.name)?;
+    writeln!(stdout, "subject     {}", r.subject)?;
+    writeln!(stdout, "issuer      {}", r.issuer)?;
+    writeln!(stdout, "profile     {}", r.profile)?;
+    writeln!(
+        stdout,
+        "SANs        {}",
+        if r.sans.is_empty() { "(none)".into() } else { r.sans.join(", ") }
+    )?;
+    writeln!(stdout, "not before  {}", format_time(r.not_before))?;
+    writeln!(stdout, "not after   {}", format_time(r.not_after))?;
+    writeln!(stdout, "issued      {}", format_time(r.issued_at))?;
+    writeln!(stdout, "status      {}", r.effective_status(now))?;
     if let Some(at) = r.revoked_at {
-        println!(
+        writeln!(
+            stdout,
             "revoked     {} ({})",
             format_time(at),
             r.revocation_reason.as_deref().unwrap_or("unspecified")
-        );
+        )?;
     }
     if let Some(next) = &r.superseded_by {
-        println!("renewed as  {next}");
+        writeln!(stdout, "renewed as  {next}")?;
     }
-    print!("{}", certgate_pki::pem::encode("CERTIFICATE", &r.der));
+    write!(stdout, "{}", certgate_pki::pem::encode("CERTIFICATE", &r.der))?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
     let mut authority = Authority::open(&a.dir.ca_dir, None)?;
     let r = authority.revoke(&a.query, a.reason)?;
-    println!(
+    let mut stdout = Out::lock();
+    writeln!(
+        stdout,
         "revoked {} (serial {}) on {}, reason {}",
         r.name,
         r.serial,
         r.revoked_at.map(format_time).unwrap_or_default(),
         a.reason.as_str()
-    );
-    println!("publish it: certgate crl --ca-dir {}", a.dir.ca_dir.display());
+    )?;
+    writeln!(stdout, "publish it: certgate crl --ca-dir {}", a.dir.ca_dir.display())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -442,30 +456,39 @@ fn renew(a: RenewArgs) -> anyhow::Result<ExitCode> {
         written = Some(ca::write_leaf_files(&a.out_dir, &issued.record.name, issued, a.force)?);
         Ok(())
     })?;
-    print_issued("renewed", &issued, written);
-    println!(
+    let mut stdout = Out::lock();
+    print_issued(&mut stdout, "renewed", &issued, written)?;
+    writeln!(
+        stdout,
         "  replaces   serial {} (now superseded; valid until {})",
         old.serial,
         format_time(old.not_after)
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_issued(verb: &str, issued: &Issued, written: Option<(PathBuf, Option<PathBuf>)>) {
+fn print_issued(
+    stdout: &mut Out,
+    verb: &str,
+    issued: &Issued,
+    written: Option<(PathBuf, Option<PathBuf>)>,
+) -> anyhow::Result<()> {
     let r = &issued.record;
-    println!("{verb} {} ({} certificate, serial {})", r.name, issued.profile, r.serial);
-    println!("  subject    {}", r.subject);
-    println!(
+    writeln!(stdout, "{verb} {} ({} certificate, serial {})", r.name, issued.profile, r.serial)?;
+    writeln!(stdout, "  subject    {}", r.subject)?;
+    writeln!(
+        stdout,
         "  SANs       {}",
         if r.sans.is_empty() { "(none)".into() } else { r.sans.join(", ") }
-    );
-    println!("  valid      {} to {}", format_time(r.not_before), format_time(r.not_after));
+    )?;
+    writeln!(stdout, "  valid      {} to {}", format_time(r.not_before), format_time(r.not_after))?;
     if let Some((crt, key)) = written {
-        println!("  wrote      {} (certificate + chain)", crt.display());
+        writeln!(stdout, "  wrote      {} (certificate + chain)", crt.display())?;
         if let Some(key) = key {
-            println!("  wrote      {} (private key, mode 0600)", key.display());
+            writeln!(stdout, "  wrote      {} (private key, mode 0600)", key.display())?;
         }
     }
+    Ok(())
 }
 
 fn record_json(r: &Record, now: OffsetDateTime) -> serde_json::Value {

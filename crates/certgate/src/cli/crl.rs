@@ -8,6 +8,7 @@ use certgate_pki::fs::{Mode, Overwrite};
 use clap::Args;
 
 use super::CaDir;
+use super::out::Out;
 
 #[derive(Debug, Args)]
 pub struct CrlArgs {
@@ -38,15 +39,21 @@ pub fn run(args: CrlArgs) -> anyhow::Result<ExitCode> {
         // A CRL is replaced on every publication: that is its job.
         certgate_pki::fs::write_atomic(&out, pem.as_bytes(), Mode::Public, Overwrite::Force)
     })?;
+    let mut stdout = Out::lock();
     if to_stdout {
-        print!("{}", certgate_pki::pem::encode("X509 CRL", &der));
+        write!(stdout, "{}", certgate_pki::pem::encode("X509 CRL", &der))?;
     } else {
-        let next_at = time::OffsetDateTime::now_utc() + next;
-        println!(
+        let next_at = certgate_pki::validity::checked_after(
+            "the CRL's next update",
+            time::OffsetDateTime::now_utc(),
+            next,
+        )?;
+        writeln!(
+            stdout,
             "wrote CRL #{number} to {} ({count} revoked, next update by {})",
             out.display(),
             certgate_pki::validity::format_time(next_at)
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,8 @@ use certgate_pki::inspect::{CertInfo, Inspected};
 use certgate_pki::validity::format_time;
 use clap::Args;
 
+use super::out::Out;
+
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// A certificate (or chain), CSR or CRL, PEM or DER.
@@ -19,51 +21,52 @@ pub struct InspectArgs {
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let bytes = certgate_pki::fs::read(&args.file)?;
     let inspected = certgate_pki::inspect::inspect(&bytes, &args.file.display().to_string())?;
+    let mut stdout = Out::lock();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&inspected)?);
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&inspected)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     match inspected {
         Inspected::Certificates { certificates } => {
             for (i, cert) in certificates.iter().enumerate() {
                 if certificates.len() > 1 {
-                    println!("certificate #{} of {}", i + 1, certificates.len());
+                    writeln!(stdout, "certificate #{} of {}", i + 1, certificates.len())?;
                 }
-                print_cert(cert);
+                print_cert(&mut stdout, cert)?;
                 if i + 1 < certificates.len() {
-                    println!();
+                    writeln!(stdout)?;
                 }
             }
         }
         Inspected::Csr(csr) => {
-            println!("certificate signing request (signature verified)");
-            println!("  subject   {}", csr.subject);
-            println!("  SANs      {}", or_none(&csr.sans));
-            println!("  key       {}", csr.key_type);
+            writeln!(stdout, "certificate signing request (signature verified)")?;
+            writeln!(stdout, "  subject   {}", csr.subject)?;
+            writeln!(stdout, "  SANs      {}", or_none(&csr.sans))?;
+            writeln!(stdout, "  key       {}", csr.key_type)?;
             for note in &csr.ignored_by_ca {
-                println!("  note      {note}");
+                writeln!(stdout, "  note      {note}")?;
             }
         }
         Inspected::Crl(crl) => {
-            println!("certificate revocation list");
-            println!("  issuer       {}", crl.issuer);
-            println!("  number       {}", crl.crl_number.as_deref().unwrap_or("(none)"));
-            println!("  this update  {}", format_time(crl.this_update));
+            writeln!(stdout, "certificate revocation list")?;
+            writeln!(stdout, "  issuer       {}", crl.issuer)?;
+            writeln!(stdout, "  number       {}", crl.crl_number.as_deref().unwrap_or("(none)"))?;
+            writeln!(stdout, "  this update  {}", format_time(crl.this_update))?;
             match crl.next_update {
-                Some(t) => println!("  next update  {}", format_time(t)),
-                None => println!("  next update  (none)"),
+                Some(t) => writeln!(stdout, "  next update  {}", format_time(t))?,
+                None => writeln!(stdout, "  next update  (none)")?,
             }
-            println!("  revoked      {}", crl.revoked.len());
+            writeln!(stdout, "  revoked      {}", crl.revoked.len())?;
             for r in &crl.revoked {
                 let reason = r.reason.as_deref().unwrap_or("unspecified");
-                println!("    {}  {}  {reason}", r.serial, format_time(r.revoked_at));
+                writeln!(stdout, "    {}  {}  {reason}", r.serial, format_time(r.revoked_at))?;
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_cert(c: &CertInfo) {
+fn print_cert(stdout: &mut Out, c: &CertInfo) -> anyhow::Result<()> {
     let kind = if c.is_ca {
         match c.path_len {
             Some(n) => format!("CA certificate (pathlen {n})"),
@@ -73,26 +76,27 @@ fn print_cert(c: &CertInfo) {
         "leaf certificate".to_string()
     };
     let self_signed = if c.self_signed { ", self-signed" } else { "" };
-    println!("  {kind}{self_signed}");
-    println!("  subject      {}", c.subject);
-    println!("  issuer       {}", c.issuer);
-    println!("  serial       {}", c.serial);
-    println!("  not before   {}", format_time(c.not_before));
-    println!("  not after    {}  ({})", format_time(c.not_after), c.validity_status);
+    writeln!(stdout, "  {kind}{self_signed}")?;
+    writeln!(stdout, "  subject      {}", c.subject)?;
+    writeln!(stdout, "  issuer       {}", c.issuer)?;
+    writeln!(stdout, "  serial       {}", c.serial)?;
+    writeln!(stdout, "  not before   {}", format_time(c.not_before))?;
+    writeln!(stdout, "  not after    {}  ({})", format_time(c.not_after), c.validity_status)?;
     for (kind, values) in [("DNS", &c.sans.dns), ("URI", &c.sans.uri), ("email", &c.sans.email)] {
         if !values.is_empty() {
-            println!("  SAN {kind:<8} {}", values.join(", "));
+            writeln!(stdout, "  SAN {kind:<8} {}", values.join(", "))?;
         }
     }
     if !c.sans.ip.is_empty() {
         let ips: Vec<String> = c.sans.ip.iter().map(ToString::to_string).collect();
-        println!("  SAN IP       {}", ips.join(", "));
+        writeln!(stdout, "  SAN IP       {}", ips.join(", "))?;
     }
-    println!("  key          {}", c.key_type);
-    println!("  key usage    {}", or_none(&c.key_usage));
-    println!("  ext. usage   {}", or_none(&c.extended_key_usage));
-    println!("  SHA-256      {}", c.sha256_fingerprint);
-    println!("  x5t#S256     {}", c.x5t_s256);
+    writeln!(stdout, "  key          {}", c.key_type)?;
+    writeln!(stdout, "  key usage    {}", or_none(&c.key_usage))?;
+    writeln!(stdout, "  ext. usage   {}", or_none(&c.extended_key_usage))?;
+    writeln!(stdout, "  SHA-256      {}", c.sha256_fingerprint)?;
+    writeln!(stdout, "  x5t#S256     {}", c.x5t_s256)?;
+    Ok(())
 }
 
 fn or_none(items: &[String]) -> String {

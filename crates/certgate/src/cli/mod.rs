@@ -10,6 +10,7 @@ pub mod ca;
 pub mod cert;
 pub mod crl;
 pub mod inspect;
+pub mod out;
 pub mod quickstart;
 pub mod serve;
 pub mod verify;

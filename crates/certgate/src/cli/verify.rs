@@ -1,5 +1,6 @@
 //! `certgate verify`: the gateway's path validation on any certificate file.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,6 +10,7 @@ use clap::{Args, ValueEnum};
 use rustls_pki_types::{ServerName, UnixTime};
 
 use super::CaDir;
+use super::out::Out;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -81,21 +83,28 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         allow_unknown_revocation: args.allow_unknown_revocation,
         full_chain_crls: args.full_chain_crls,
     };
+    let mut stdout = Out::lock();
     match store.verify(&chain, &policy, UnixTime::now()) {
         Ok(verified) => {
-            println!("OK: {} is valid for {purpose}", args.cert.display());
+            writeln!(stdout, "OK: {} is valid for {purpose}", args.cert.display())?;
             let last = verified.subjects.len().saturating_sub(1);
             for (i, subject) in verified.subjects.iter().enumerate() {
                 let note = if i == last { "  (trust anchor)" } else { "" };
-                println!("  {i}: {subject}{note}");
+                writeln!(stdout, "  {i}: {subject}{note}")?;
             }
             if !args.crl.is_empty() {
-                println!("  not revoked according to {} CRL file(s)", args.crl.len());
+                writeln!(stdout, "  not revoked according to {} CRL file(s)", args.crl.len())?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(reason) => {
-            eprintln!("REFUSED: {}: {reason} (code: {})", args.cert.display(), reason.code());
+            // Nothing is left to report a closed stderr to; the exit code still says it.
+            let _ = writeln!(
+                std::io::stderr(),
+                "REFUSED: {}: {reason} (code: {})",
+                args.cert.display(),
+                reason.code()
+            );
             Ok(ExitCode::FAILURE)
         }
     }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use certgate_pki::error::with_causes;
 use certgate_pki::verify::{DEFAULT_MAX_DEPTH, TrustStore, VerifyPolicy};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -221,18 +222,6 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
 /// Requests in flight to one upstream by default (each a connection over HTTP/1.1).
 const DEFAULT_UPSTREAM_CONNECTIONS: usize = 1024;
 
-/// An error and its causes on one line: "client certificate: no private key".
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 /// `10.0.0.0/8`, `::1/128`, or a single address.
 fn parse_net(s: &str) -> Option<IpNet> {
     let (addr, prefix) = match s.split_once('/') {
@@ -273,7 +262,7 @@ impl Builder {
                 default
             }
             Err(e) => {
-                self.error(field, e.to_string());
+                self.error(field, with_causes(&e));
                 default
             }
         }
@@ -283,7 +272,7 @@ impl Builder {
         match certgate_pki::pem::read_certs(&self.path(file)) {
             Ok(c) => Some(c),
             Err(e) => {
-                self.error(field, e.to_string());
+                self.error(field, with_causes(&e));
                 None
             }
         }
@@ -301,7 +290,7 @@ impl Builder {
         match certgate_pki::keys::pkcs8_der_from_pem(&path, &bytes, None) {
             Ok(der) => Some(PrivateKeyDer::Pkcs8(der.into())),
             Err(e) => {
-                self.error(field, e.to_string());
+                self.error(field, with_causes(&e));
                 None
             }
         }
@@ -352,7 +341,7 @@ impl Builder {
                 match crate::tls::server::certified_key(chain, key) {
                     Ok(ck) => certs.push(ck),
                     Err(e) => {
-                        self.error(&format!("{cf}.key"), format!("{}: {}", c.key, causes(&e)))
+                        self.error(&format!("{cf}.key"), format!("{}: {}", c.key, with_causes(&e)))
                     }
                 }
             }
@@ -423,7 +412,7 @@ impl Builder {
         let tls = match ListenerTls::new(certs, client_auth, min_tls13) {
             Ok(t) => t,
             Err(e) => {
-                self.error(field, causes(&e));
+                self.error(field, with_causes(&e));
                 return None;
             }
         };
@@ -489,7 +478,7 @@ impl Builder {
         for (i, c) in ca.crls.iter().enumerate() {
             match certgate_pki::pem::read_crls(&self.path(c)) {
                 Ok(list) => crls.extend(list),
-                Err(e) => self.error(&format!("{field}.crls[{i}]"), e.to_string()),
+                Err(e) => self.error(&format!("{field}.crls[{i}]"), with_causes(&e)),
             }
         }
         if self.errors.len() > before {
@@ -498,7 +487,7 @@ impl Builder {
         let store = match TrustStore::from_der(anchors, crls) {
             Ok(store) => store,
             Err(e) => {
-                self.error(field, e.to_string());
+                self.error(field, with_causes(&e));
                 return None;
             }
         };
@@ -595,7 +584,7 @@ impl Builder {
         match Upstream::new(settings) {
             Ok(up) => Some(up),
             Err(e) => {
-                self.error(field, causes(&e));
+                self.error(field, with_causes(&e));
                 None
             }
         }
