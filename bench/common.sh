@@ -1,6 +1,6 @@
 # Shared by bench/run.sh and bench/profile.sh: the test PKI, ports, and the configs of
-# certgate and nginx doing the same job.
-# Variables: W (work dir), CERTGATE (binary), CG_PORT, NG_PORT, UP_PORT.
+# certgate, nginx and HAProxy doing the same job.
+# Variables: W (work dir), CERTGATE (binary), CG_PORT, NG_PORT, HA_PORT, UP_PORT.
 
 # Builds certgate and certgate-bench with cargo profile $1; sets CERTGATE and LOADGEN.
 build_bins() {
@@ -13,7 +13,8 @@ build_bins() {
   LOADGEN=$bin_dir/certgate-bench
 }
 
-# Makes the work directory W; on exit, stops everything in PIDS (and nginx) and removes W.
+# Makes the work directory W; on exit, stops everything in PIDS, the server under test
+# (SERVER_PID) and nginx, and removes W.
 make_workdir() {
   W=$(mktemp -d "/tmp/$1.XXXXXX")
   chmod 755 "$W"
@@ -22,7 +23,7 @@ make_workdir() {
 }
 
 cleanup() {
-  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]:-}" "${SERVER_PID:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
   [ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true
   rm -rf "$W"
 }
@@ -93,6 +94,53 @@ http {
   }
 }
 NGINX
+}
+
+# The same job as write_nginx_config for HAProxy (2.6): TLS 1.3 only, client certificate
+# required and verified against the same root, no session cache or tickets, the same 8
+# identity headers (inbound copies replaced), keep-alive to the upstream, no log,
+# 2 threads in one process. HAProxy has no verify-depth setting (OpenSSL's default, 100,
+# applies). Its values differ in form from nginx's: X-Client-Verify is OpenSSL's result
+# code (0) rather than SUCCESS, the dates are ASN.1 times (YYMMDDhhmmssZ), and X-Client-Cert
+# is the leaf's DER in base64 rather than the URL-escaped PEM.
+write_haproxy_config() {
+  cat <<HAPROXY
+global
+  nbthread 2
+  # As many connections as nginx's 2 workers x 4096 (HAProxy sizes its FD limit from this).
+  maxconn 8192
+  tune.ssl.cachesize 0
+  # Load the key from server.key next to server.crt (rather than server.crt.key).
+  ssl-load-extra-del-ext
+
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  # nginx's defaults: 60 s to read a request or answer, 75 s idle keep-alive.
+  timeout connect 60s
+  timeout client 60s
+  timeout server 60s
+  timeout http-request 60s
+  timeout http-keep-alive 75s
+
+frontend bench
+  bind 127.0.0.1:$HA_PORT ssl crt $W/server.crt ssl-min-ver TLSv1.3 no-tls-tickets ca-file $W/ca/root.crt verify required
+  maxconn 8192
+  # set-header first removes any inbound copy of the header, as proxy_set_header does.
+  http-request set-header X-Client-Verify      %[ssl_c_verify]
+  http-request set-header X-Client-Subject     %[ssl_c_s_dn(,0,rfc2253)]
+  http-request set-header X-Client-Issuer      %[ssl_c_i_dn(,0,rfc2253)]
+  http-request set-header X-Client-Serial      %[ssl_c_serial,hex]
+  http-request set-header X-Client-Fingerprint %[ssl_c_sha1,hex,lower]
+  http-request set-header X-Client-Not-Before  %[ssl_c_notbefore]
+  http-request set-header X-Client-Not-After   %[ssl_c_notafter]
+  http-request set-header X-Client-Cert        %[ssl_c_der,base64]
+  default_backend upstream
+
+backend upstream
+  server up 127.0.0.1:$UP_PORT
+HAPROXY
 }
 
 write_certgate_config() {

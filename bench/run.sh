@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Benchmarks certgate against nginx configured for the same job, in one run on one machine.
+# Benchmarks certgate against nginx and HAProxy configured for the same job, in one run on
+# one machine.
 #
 #   bench/run.sh            full run: 3 interleaved rounds, 64 connections, 10 s per figure
 #   bench/run.sh --smoke    a few seconds, to keep the harness working (CI runs this)
 #
-# Both servers: TLS 1.3, client certificate required and verified against the same CA
-# (ECDSA P-256), identity headers forwarded, a keep-alive pool to one plain-HTTP upstream,
-# no access log, 2 workers. Measured with certgate-bench (one fixed group and cipher suite).
-# Writes bench/out/results.json (raw) and bench/out/results.md (table with ratios).
+# All three servers: TLS 1.3, client certificate required and verified against the same CA
+# (ECDSA P-256), identity headers forwarded, keep-alive connections to one plain-HTTP
+# upstream, no access log, 2 workers (HAProxy: 2 threads). Each round measures every server,
+# in an order that rotates from round to round. Measured with certgate-bench (one fixed group
+# and cipher suite). Writes bench/out/results.json (raw) and bench/out/results.md (table with
+# ratios certgate / nginx and certgate / HAProxy).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,6 +36,12 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
   apt-get update -q && apt-get install -y -q nginx-full
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+  echo "--- installing haproxy"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q && apt-get install -y -q haproxy
+fi
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 PROFILE=release
 [ "$SMOKE" = 1 ] && PROFILE=${BENCH_PROFILE:-dev}
@@ -47,10 +56,13 @@ start_upstream
 
 CG_PORT=$(free_port)
 NG_PORT=$(free_port)
+HA_PORT=$(free_port)
 write_certgate_config > "$W/certgate.toml"
 write_nginx_config > "$W/nginx.conf"
+write_haproxy_config > "$W/haproxy.cfg"
 "$CERTGATE" serve --check --config "$W/certgate.toml" >/dev/null
 "$NGINX" -t -q -c "$W/nginx.conf" -p "$W" -e "$W/nginx-error.log"
+"$HAPROXY" -c -q -f "$W/haproxy.cfg"
 
 # Sums utime+stime (seconds) and VmHWM (KiB) over a process and its children.
 proc_stats() {
@@ -92,6 +104,10 @@ start_server() {
     nginx)
       "$NGINX" -c "$W/nginx.conf" -p "$W" -e "$W/nginx-error.log" -g 'daemon off;' &
       SERVER_PID=$!; PORT=$NG_PORT ;;
+    haproxy)
+      # -db: foreground, one process (its threads), so $! is the server itself.
+      "$HAPROXY" -db -f "$W/haproxy.cfg" 2>"$W/haproxy.log" &
+      SERVER_PID=$!; PORT=$HA_PORT ;;
   esac
   wait_port "$PORT"
 }
@@ -99,6 +115,7 @@ start_server() {
 stop_server() {
   kill "$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
 }
 
 measure() { # server mode round
@@ -125,13 +142,16 @@ print("  %-9s %-10s %10.0f/s  p50 %.2f ms  p99 %.2f ms  errors %d  non-2xx %d  c
 }
 
 : > "$W/results.jsonl"
+SERVERS=(certgate nginx haproxy)
 for round in $(seq 1 "$ROUNDS"); do
-  order="certgate nginx"
-  [ $((round % 2)) -eq 0 ] && order="nginx certgate"
+  # Rotate the order so that no server is always measured first (or last).
+  shift_by=$(( (round - 1) % ${#SERVERS[@]} ))
+  order="${SERVERS[*]:shift_by} ${SERVERS[*]:0:shift_by}"
+  order=${order% }
   echo "--- round $round of $ROUNDS ($order)"
   for server in $order; do
     start_server "$server"
-    # Warm up pools and caches so both servers are measured in steady state.
+    # Warm up pools and caches so every server is measured in steady state.
     "$LOADGEN" keepalive --addr "127.0.0.1:$PORT" --cert "$W/client.crt" --key "$W/client.key" \
       --no-verify-server --connections "$CONNECTIONS" --duration 1 >/dev/null
     measure "$server" keepalive "$round"
@@ -142,7 +162,9 @@ done
 
 mkdir -p "$OUT"
 python3 "$ROOT/bench/report.py" "$W/results.jsonl" "$OUT" \
-  --certgate "$("$CERTGATE" --version)" --nginx "$("$NGINX" -v 2>&1)" \
+  --certgate "$("$CERTGATE" --version)" \
+  --reference "nginx=$("$NGINX" -v 2>&1)" \
+  --reference "haproxy=$("$HAPROXY" -v | awk 'NR == 1 { print $1, $2, $3 }')" \
   --profile "$PROFILE" --connections "$CONNECTIONS" --duration "$DURATION" --rounds "$ROUNDS" \
   $([ "$SMOKE" = 1 ] && echo --strict)
 echo "--- wrote $OUT/results.md and $OUT/results.json"
