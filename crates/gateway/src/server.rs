@@ -327,7 +327,7 @@ async fn serve_http(
         .max_pending_accept_reset_streams(Some(20))
         .max_local_error_reset_streams(Some(1024))
         // PINGs find dead peers; they are not activity for the idle timeout.
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .keep_alive_interval(Some(limits.idle_timeout.min(Duration::from_secs(60)) / 2));
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut closing = false;

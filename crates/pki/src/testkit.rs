@@ -35,6 +35,9 @@ pub struct LeafSpec {
     pub key_type: KeyType,
     /// Replaces the profile's key usages (for tests of refused usages).
     pub key_usages: Option<Vec<rcgen::KeyUsagePurpose>>,
+    /// URI SANs added as given, without certgate's validation: what another CA might issue
+    /// (quotes, `;`, dot segments), for tests of what the gateway does with them.
+    pub raw_uri_sans: Vec<String>,
 }
 
 impl Default for LeafSpec {
@@ -55,6 +58,7 @@ impl LeafSpec {
             subject_ou: None,
             key_type: KeyType::EcP256,
             key_usages: None,
+            raw_uri_sans: vec![],
         }
     }
 }
@@ -178,6 +182,10 @@ impl TestPki {
         let mut params = params;
         if let Some(usages) = spec.key_usages {
             params.key_usages = usages;
+        }
+        for uri in &spec.raw_uri_sans {
+            let ia5 = rcgen::string::Ia5String::try_from(uri.as_str()).expect("ASCII URI");
+            params.subject_alt_names.push(rcgen::SanType::URI(ia5));
         }
         let leaf_key = spec.key_type.generate().expect("generate leaf key");
         let issuer = self.issuer();

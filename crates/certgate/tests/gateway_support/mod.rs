@@ -62,6 +62,26 @@ impl Gateway {
 
     /// As [`Gateway::start`], with extra environment variables (e.g. `CERTGATE_LOG`).
     pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Gateway {
+        let stdout = Stdio::from(std::fs::File::create(dir.join("access.log")).unwrap());
+        Gateway::spawn(dir, config, env, stdout).0
+    }
+
+    /// As [`Gateway::start`], with stdout (the access log) a pipe that the caller holds and
+    /// need not read.
+    pub fn start_with_piped_stdout(
+        dir: &Path,
+        config: &str,
+    ) -> (Gateway, std::process::ChildStdout) {
+        let (gw, stdout) = Gateway::spawn(dir, config, &[], Stdio::piped());
+        (gw, stdout.unwrap())
+    }
+
+    fn spawn(
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        stdout: Stdio,
+    ) -> (Gateway, Option<std::process::ChildStdout>) {
         let text = config.replace("{port}", "0");
         let path = dir.join("certgate.toml");
         std::fs::write(&path, text).unwrap();
@@ -70,11 +90,12 @@ impl Gateway {
             .args(["serve", "--config"])
             .arg(&path)
             .envs(env.iter().copied())
-            .stdout(std::fs::File::create(dir.join("access.log")).unwrap())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
+        let piped_stdout = child.stdout.take();
         let listeners = ready_lines(stderr, listeners_wanted, &dir.join("gateway.err"));
         if listeners.len() < listeners_wanted {
             let _ = child.kill();
@@ -85,12 +106,13 @@ impl Gateway {
                 std::fs::read_to_string(dir.join("gateway.err")).unwrap_or_default()
             );
         }
-        Gateway {
+        let gw = Gateway {
             port: listeners[0].1.port(),
             listeners,
             dir: dir.to_path_buf(),
             _proc: Proc(child),
-        }
+        };
+        (gw, piped_stdout)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -254,4 +276,100 @@ pub fn echoed_header(body: &str, name: &str) -> Option<String> {
 /// Runs a command and returns its output.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap()
+}
+
+/// Runs `tests/support/raw_client.py MODE` against the gateway (as client `name` when given)
+/// and returns what it printed.
+pub fn raw_client(gw: &Gateway, mode: &str, client: Option<&str>, extra: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/raw_client.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).arg(mode).args(["--port", &gw.port.to_string()]);
+    cmd.arg("--ca").arg(gw.dir.join("root.crt"));
+    if let Some(name) = client {
+        cmd.arg("--cert").arg(gw.dir.join(format!("{name}.crt")));
+        cmd.arg("--key").arg(gw.dir.join(format!("{name}.key")));
+    }
+    let out = cmd.args(extra).output().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// An HTTP/1.1 upstream that reads request paths the way common frameworks do and says what
+/// each would act on, after the request head:
+/// `decoded: …` (Flask, Express, Go: the whole path percent-decoded) and `servlet: …`
+/// (Tomcat, Spring: `;parameters` dropped from each segment, then decoded, dot segments
+/// resolved, `/` merged). Written here, independently of the gateway's own normalizer.
+pub fn framework_upstream() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || serve_framework(stream));
+        }
+    });
+    port
+}
+
+fn serve_framework(mut stream: TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        buf.drain(..head_end);
+        let target = head.split(' ').nth(1).unwrap_or("/");
+        let path = target.split('?').next().unwrap_or("/");
+        let body =
+            format!("{head}decoded: {}\nservlet: {}\n", percent_decode(path), servlet_path(path));
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if stream.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn servlet_path(path: &str) -> String {
+    let stripped: Vec<&str> =
+        path.split('/').map(|seg| seg.split(';').next().unwrap_or("")).collect();
+    let decoded = percent_decode(&stripped.join("/"));
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    format!("/{}", out.join("/"))
 }

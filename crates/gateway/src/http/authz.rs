@@ -121,8 +121,27 @@ impl UriPattern {
                 .segments
                 .iter()
                 .zip(&segments)
-                .all(|(p, s)| (p == "*" && !s.is_empty()) || p == s)
+                .all(|(p, s)| p == s || (p == "*" && wildcard_fits(s)))
     }
+}
+
+/// Whether a URI path segment may stand for `*`: not empty, not `.` or `..` (in any
+/// percent-encoding), and free of control characters, `%2F`/`%5C` and NUL, so a certificate
+/// cannot match a pattern through a segment an upstream would read as a separator or a step up.
+fn wildcard_fits(segment: &str) -> bool {
+    if segment.is_empty() || segment.chars().any(|c| c.is_control()) {
+        return false;
+    }
+    match crate::http::path::normalize(&format!("/{segment}")) {
+        // The segment, decoded, must still be exactly one segment with the same meaning.
+        Ok(normal) => normal.len() > 1 && !normal[1..].contains(&b'/') && !is_dot(segment),
+        Err(_) => false,
+    }
+}
+
+fn is_dot(segment: &str) -> bool {
+    let lower = segment.to_ascii_lowercase().replace("%2e", ".");
+    lower == "." || lower == ".."
 }
 
 fn dns_matches(pattern: &str, name: &str) -> bool {
@@ -142,6 +161,27 @@ mod tests {
 
     fn id(spec: LeafSpec) -> PeerIdentity {
         PeerIdentity::from_der(&TestPki::new().leaf(spec).der).unwrap()
+    }
+
+    /// `*` never matches an empty, `.` or `..` segment (encoded or not), nor one with NUL or a
+    /// control character.
+    #[test]
+    fn wildcard_refuses_hollow_and_dot_segments() {
+        let p = UriPattern::parse("spiffe://example.test/ns/*/sa/web").unwrap();
+        assert!(p.matches("spiffe://example.test/ns/prod/sa/web"));
+        for uri in [
+            "spiffe://example.test/ns//sa/web",
+            "spiffe://example.test/ns/./sa/web",
+            "spiffe://example.test/ns/../sa/web",
+            "spiffe://example.test/ns/%2e%2E/sa/web",
+            "spiffe://example.test/ns/.%2e/sa/web",
+            "spiffe://example.test/ns/a\0b/sa/web",
+            "spiffe://example.test/ns/a%00b/sa/web",
+            "spiffe://example.test/ns/a%2Fb/sa/web",
+            "spiffe://example.test/ns/a\nb/sa/web",
+        ] {
+            assert!(!p.matches(uri), "{uri:?}");
+        }
     }
 
     /// `*` in a SPIFFE pattern matches exactly one segment.

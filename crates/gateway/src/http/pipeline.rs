@@ -227,3 +227,267 @@ pub fn text(status: http::StatusCode, body: impl Into<Bytes>) -> Response<Body> 
     *resp.status_mut() = status;
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    //! The phases driven in-process (no sockets): requests go to the built-in echo target,
+    //! whose answer shows exactly what an upstream would have received.
+
+    use super::*;
+    use crate::http::headers::{HeaderFormat, StripSet};
+    use crate::http::route::PathMatching;
+    use certgate_pki::identity::PeerIdentity;
+    use certgate_pki::testkit::TestPki;
+    use http::{StatusCode, Version};
+
+    fn route(path: &str, require_cert: bool) -> Route {
+        Route {
+            host: None,
+            path: path.into(),
+            matching: PathMatching::default(),
+            target: Target::Echo,
+            require_cert,
+            acl: None,
+            headers: Arc::new(HeaderFormat::Nginx(Box::default())),
+            max_body_bytes: None,
+        }
+    }
+
+    fn listener(routes: Vec<Route>) -> Arc<ListenerCtx> {
+        let routes = routes.into_iter().map(Arc::new).collect();
+        Arc::new(ListenerCtx {
+            name: "test".into(),
+            routes: RouteTable::new(routes, Arc::new(StripSet::new(vec![]))),
+            sni_host_check: true,
+            body_timeout: Duration::from_secs(60),
+            access_log: None,
+        })
+    }
+
+    /// `/admin` needs a certificate, `/` does not.
+    fn admin_and_open() -> Arc<ListenerCtx> {
+        listener(vec![route("/admin", true), route("/", false)])
+    }
+
+    fn anonymous() -> Arc<ConnInfo> {
+        conn(ClientCert::None, false)
+    }
+
+    fn joe() -> Arc<ConnInfo> {
+        let pki = TestPki::new();
+        let leaf = pki.client("joe", &["spiffe://example.test/joe"]);
+        let identity = Arc::new(PeerIdentity::from_der(&leaf.der).unwrap());
+        let intermediates = leaf.chain_der()[1..].to_vec();
+        conn(ClientCert::Verified { identity, intermediates }, false)
+    }
+
+    fn conn(client: ClientCert, trusted_proxy: bool) -> Arc<ConnInfo> {
+        Arc::new(ConnInfo {
+            peer: "192.0.2.7:5555".parse().unwrap(),
+            sni: Some("localhost".into()),
+            identity: ConnIdentity::new(client, false),
+            peer_ip: HeaderValue::from_static("192.0.2.7"),
+            trusted_proxy,
+        })
+    }
+
+    fn get(target: &str, version: Version) -> http::request::Builder {
+        let builder = Request::get(target).version(version);
+        if version == Version::HTTP_2 || target.starts_with("https://") {
+            builder
+        } else {
+            builder.header("host", "localhost")
+        }
+    }
+
+    /// Sends a request and returns the status and the echoed request (JSON), or the body text.
+    async fn send(
+        ctx: &Arc<ListenerCtx>,
+        conn: &Arc<ConnInfo>,
+        req: Request<Body>,
+    ) -> (StatusCode, serde_json::Value) {
+        let resp = handle(req, conn.clone(), ctx.clone()).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+
+    fn empty() -> Body {
+        boxed(http_body_util::Empty::<Bytes>::new())
+    }
+
+    /// Every way of writing `/admin` that an upstream would read as `/admin` gets `/admin`'s
+    /// policy or a 400, over HTTP/1.1 (origin and absolute form) and HTTP/2.
+    #[tokio::test]
+    async fn admin_cannot_be_reached_through_the_open_route() {
+        let ctx = admin_and_open();
+        for path in [
+            "/%61dmin",
+            "/%61%64%6d%69%6e/users",
+            "/admin;x=1",
+            "/admin;jsessionid=abc/users",
+            "/x/..;/admin",
+            "/public/../admin",
+            "/public/%2e%2e/admin",
+            "//admin",
+            "/./admin",
+            "/admin%2fusers",
+            "/%2e%2e/admin",
+            "/%252e%252e/admin",
+            "/admin%00",
+            "/a%3Bb/../admin",
+            "/admin\\users",
+        ] {
+            for (version, target) in [
+                (Version::HTTP_11, path.to_string()),
+                (Version::HTTP_11, format!("https://localhost{path}")),
+                (Version::HTTP_2, format!("https://localhost{path}")),
+            ] {
+                let Ok(req) = get(&target, version).body(empty()) else {
+                    continue; // not even a valid request target
+                };
+                let (status, body) = send(&ctx, &anonymous(), req).await;
+                assert!(
+                    status == StatusCode::BAD_REQUEST || status.as_u16() == 496,
+                    "{version:?} {target}: {status} {body}"
+                );
+            }
+        }
+        // The open route still serves, and a plain /admin still asks for a certificate.
+        let (status, _) =
+            send(&ctx, &anonymous(), get("/public/x", Version::HTTP_11).body(empty()).unwrap())
+                .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = send(
+            &ctx,
+            &anonymous(),
+            get("/admin", Version::HTTP_2).uri("https://localhost/admin").body(empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(status.as_u16(), 496);
+    }
+
+    /// A path is forwarded exactly as the client sent it when all its readings agree.
+    #[tokio::test]
+    async fn agreeing_paths_are_forwarded_as_sent() {
+        let ctx = admin_and_open();
+        for path in ["/files/a%20b;jsessionid=1?q=%2F", "/admin/%61b;v=1"] {
+            let (status, body) =
+                send(&ctx, &joe(), get(path, Version::HTTP_11).body(empty()).unwrap()).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+            assert_eq!(body["request_line"], format!("GET {path} HTTP/1.1"));
+        }
+    }
+
+    /// A route that ignores case and trailing dots gets every such spelling.
+    #[tokio::test]
+    async fn windows_route_covers_case_and_trailing_dots() {
+        let mut admin = route("/admin", true);
+        admin.matching = PathMatching { ignore_case: true, ignore_trailing_dots: true };
+        let ctx = listener(vec![admin, route("/", false)]);
+        for path in ["/ADMIN", "/Admin/x", "/admin.", "/admin%20", "/%41dmin..", "/admin. ./x"] {
+            let Ok(req) = get(path, Version::HTTP_11).body(empty()) else { continue };
+            let (status, body) = send(&ctx, &anonymous(), req).await;
+            assert!(
+                status.as_u16() == 496 || status == StatusCode::BAD_REQUEST,
+                "{path}: {status} {body}"
+            );
+        }
+    }
+
+    /// A client cannot make the gateway drop Host, its identity headers or its forwarding
+    /// headers by naming them in Connection, in any spelling.
+    #[tokio::test]
+    async fn connection_header_cannot_remove_gateway_headers() {
+        let ctx = admin_and_open();
+        let req = get("/admin", Version::HTTP_11)
+            .header("connection", "close, Host, X-Client-Subject, x_client_verify, X-Forwarded-For, x-forwarded-host, X-Client-Cert")
+            .header("x-client-subject", "CN=admin")
+            .body(empty())
+            .unwrap();
+        let (status, body) = send(&ctx, &joe(), req).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let h = &body["headers"];
+        assert_eq!(h["host"], "localhost");
+        assert_eq!(h["x-client-subject"], "CN=joe");
+        assert_eq!(h["x-client-verify"], "SUCCESS");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-host"], "localhost");
+        assert!(h["x-client-cert"].as_str().is_some_and(|c| c.starts_with("-----BEGIN")));
+        assert!(h.get("connection").is_none(), "{body}");
+    }
+
+    /// Inbound forwarding headers are replaced, in any spelling; a trusted proxy's chain is
+    /// kept and appended to.
+    #[tokio::test]
+    async fn forwarding_headers_are_replaced_unless_the_peer_is_trusted() {
+        let ctx = admin_and_open();
+        let spoofed = || {
+            get("/", Version::HTTP_11)
+                .header("x-forwarded-for", "6.6.6.6")
+                .header("X_Forwarded_For", "6.6.6.6")
+                .header("forwarded", "for=6.6.6.6")
+                .header("x-real-ip", "6.6.6.6")
+                .header("x-forwarded-proto", "http")
+                .header("x-forwarded-host", "evil.test")
+                .body(empty())
+                .unwrap()
+        };
+        let (_, body) = send(&ctx, &anonymous(), spoofed()).await;
+        let h = &body["headers"];
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "localhost");
+        assert!(h.get("forwarded").is_none() && h.get("x-real-ip").is_none(), "{body}");
+        assert!(!body.to_string().contains("6.6.6.6"), "{body}");
+        let (_, body) = send(&ctx, &conn(ClientCert::None, true), spoofed()).await;
+        assert_eq!(body["headers"]["x-forwarded-for"], "6.6.6.6, 192.0.2.7");
+        assert_eq!(body["headers"]["forwarded"], "for=6.6.6.6");
+    }
+
+    /// Host disagreements are refused: two Host headers, an HTTP/2 host that differs from
+    /// :authority, an absolute-form target whose host differs from Host.
+    #[tokio::test]
+    async fn host_disagreements_are_400() {
+        let ctx = admin_and_open();
+        let two = Request::get("/").header("host", "localhost").header("host", "admin.test");
+        let h2 = Request::get("https://localhost/")
+            .version(Version::HTTP_2)
+            .header("host", "admin.test");
+        let absolute = Request::get("https://localhost/").header("host", "admin.test");
+        for req in [two, h2, absolute] {
+            let (status, body) = send(&ctx, &joe(), req.body(empty()).unwrap()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        }
+        let same =
+            Request::get("https://localhost/").version(Version::HTTP_2).header("host", "LOCALHOST");
+        let (status, body) = send(&ctx, &joe(), same.body(empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    /// A body over the route's limit is refused by its declared length, and while streaming
+    /// when it has none.
+    #[tokio::test]
+    async fn body_over_the_route_limit_is_413() {
+        let mut upload = route("/", false);
+        upload.max_body_bytes = Some(10);
+        let ctx = listener(vec![upload]);
+        let post = |body: Body, length: Option<&str>| {
+            let mut b = Request::post("/").header("host", "localhost");
+            if let Some(l) = length {
+                b = b.header("content-length", l);
+            }
+            b.body(body).unwrap()
+        };
+        let big = || boxed(Full::new(Bytes::from_static(b"0123456789ABC")));
+        let (status, _) = send(&ctx, &anonymous(), post(big(), Some("13"))).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let (status, body) = send(&ctx, &anonymous(), post(big(), None)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        let small = boxed(Full::new(Bytes::from_static(b"0123456789")));
+        let (status, body) = send(&ctx, &anonymous(), post(small, None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["body_bytes"], 10);
+    }
+}
