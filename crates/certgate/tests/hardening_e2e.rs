@@ -623,3 +623,42 @@ fn config_mistakes_are_errors_not_panics() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// When max_connections cannot fit under the open-files limit, the gateway says so with the
+/// numbers at start (and still serves).
+#[test]
+fn too_small_open_files_limit_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki_in(dir);
+    let config = format!(
+        "{}\n[[route]]\nupstream = \"@echo\"\n",
+        listener("optional", "max_connections = 5000")
+    )
+    .replace("{port}", "0");
+    std::fs::write(dir.join("certgate.toml"), config).unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n 512 && exec {CERTGATE} serve --config certgate.toml"))
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("certgate: listener") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("the open-files limit is 512"), "{seen}");
+    assert!(seen.contains("max_connections (5000"), "{seen}");
+    assert!(seen.contains("certgate: listener"), "it still serves: {seen}");
+}

@@ -63,7 +63,6 @@ impl fmt::Display for ConfigErrors {
 
 /// The built configuration.
 pub struct Config {
-    pub path: PathBuf,
     pub listeners: Vec<Listener>,
     pub access_log: bool,
     /// Runtime worker threads; `None`: one per core.
@@ -212,7 +211,6 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         return Err(ConfigErrors(b.errors));
     }
     Ok(Config {
-        path: path.to_path_buf(),
         listeners,
         access_log: raw.access_log.enabled.unwrap_or(true),
         worker_threads: raw.runtime.worker_threads,
