@@ -1,22 +1,18 @@
 //! The built-in echo service: answers every request with the request line, the headers and
 //! the body size it received, as JSON, so users see exactly what the gateway forwards.
 //!
-//! A route reaches it in-process with `upstream = "@echo"` (it then receives exactly what an
-//! upstream would), and `certgate quickstart` also serves it on a loopback port with
-//! [`spawn`].
+//! A route reaches it in-process with `upstream = "@echo"`: it then receives exactly what an
+//! upstream would. `certgate quickstart` puts it behind its routes.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 
 use crate::http::body::BodyError;
 use crate::http::pipeline::text;
 use crate::http::reject::Reject;
-use crate::http::upstream::{Body, boxed};
+use crate::http::upstream::Body;
 
 /// The echo of one request. Reading the body can fail with the gateway's body bounds.
 pub async fn answer(req: Request<Body>) -> Result<Response<Body>, Reject> {
@@ -51,39 +47,4 @@ pub async fn answer(req: Request<Body>) -> Result<Response<Body>, Reject> {
     let mut resp = text(StatusCode::OK, format!("{body:#}\n"));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(resp)
-}
-
-/// Binds the echo service on `addr` (port 0 picks one) and serves it in the background.
-pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        let mut backoff = crate::server::Backoff::default();
-        loop {
-            let tcp = match listener.accept().await {
-                Ok((tcp, _)) => {
-                    backoff.reset();
-                    tcp
-                }
-                Err(e) => {
-                    backoff.wait(&e).await;
-                    continue;
-                }
-            };
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                        let resp = answer(req.map(boxed)).await.unwrap_or_else(|reject| {
-                            let (status, body) = reject.body();
-                            text(status, body)
-                        });
-                        Ok::<_, std::convert::Infallible>(resp)
-                    });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    Ok(local)
 }

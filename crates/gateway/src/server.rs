@@ -168,7 +168,7 @@ async fn bind(l: Listener, access_log: Option<AccessLog>) -> Result<Bound, Serve
 /// Waits between failed accepts: 5 ms doubling to 1 s, reset by a success. Running out of
 /// descriptors (EMFILE) then costs a few wake-ups a second instead of a spinning core.
 #[derive(Debug)]
-pub struct Backoff(Duration);
+struct Backoff(Duration);
 
 impl Default for Backoff {
     fn default() -> Self {
@@ -177,11 +177,11 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    pub fn reset(&mut self) {
+    fn reset(&mut self) {
         *self = Backoff::default();
     }
 
-    pub async fn wait(&mut self, error: &std::io::Error) {
+    async fn wait(&mut self, error: &std::io::Error) {
         tracing::warn!(%error, retry_in = ?self.0, "accept failed");
         tokio::time::sleep(self.0).await;
         self.0 = (self.0 * 2).min(Duration::from_secs(1));

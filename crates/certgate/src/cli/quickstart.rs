@@ -1,6 +1,7 @@
 //! `certgate quickstart`: a throw-away PKI and config in a directory, and the gateway in front
 //! of a built-in echo service, with curl commands to try.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,16 +30,13 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     prepare_pki(&args.dir)?;
     let runtime = super::serve::runtime(None)?;
     runtime.block_on(async {
-        let echo = certgate_gateway::echo::spawn("127.0.0.1:0".parse()?)
-            .await
-            .context("cannot start the echo upstream")?;
         let config_path = args.dir.join("certgate.toml");
-        write_config(&config_path, args.listen, echo)?;
+        write_config(&config_path, args.listen)?;
         let config =
             certgate_gateway::config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let dir = args.dir.clone();
         certgate_gateway::serve(config, super::serve::shutdown_signal(), move |addrs| {
-            print_guide(&dir, addrs.first().map(|(_, a)| *a).unwrap_or(args.listen), echo)
+            print_guide(&dir, addrs.first().map(|(_, a)| *a).unwrap_or(args.listen))
         })
         .await?;
         anyhow::Ok(())
@@ -84,9 +82,9 @@ fn prepare_pki(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_config(path: &Path, listen: SocketAddr, echo: SocketAddr) -> anyhow::Result<()> {
+fn write_config(path: &Path, listen: SocketAddr) -> anyhow::Result<()> {
     let text = format!(
-        r#"# Written by `certgate quickstart` (rewritten on each start: the echo port changes).
+        r#"# Written by `certgate quickstart` (rewritten on each start).
 # Run it yourself with: certgate serve --config {path}
 
 [[listener]]
@@ -99,20 +97,18 @@ certificates = [{{ cert = "server.crt", key = "server.key" }}]
 mode = "optional"
 trust = ["root.crt"]
 
-[[upstream]]
-name = "echo"
-url = "http://{echo}"
-
+# "@echo" is the built-in echo service: it answers with the request exactly as an upstream
+# would receive it. Point routes at your own [[upstream]] instead.
 # /health needs no certificate.
 [[route]]
 path = "/health"
-upstream = "echo"
+upstream = "@echo"
 client_cert = "optional"
 
 # Everything else needs a certificate whose SPIFFE ID is under spiffe://certgate.test/.
 [[route]]
 path = "/"
-upstream = "echo"
+upstream = "@echo"
 client_cert = "required"
 identity_headers = "nginx"
 
@@ -130,7 +126,7 @@ spiffe = ["spiffe://certgate.test/*"]
     Ok(())
 }
 
-fn print_guide(dir: &Path, addr: SocketAddr, echo: SocketAddr) {
+fn print_guide(dir: &Path, addr: SocketAddr) {
     let d = dir.display();
     let url = format!("https://localhost:{}", addr.port());
     let resolve = if addr.ip().is_loopback() {
@@ -138,8 +134,10 @@ fn print_guide(dir: &Path, addr: SocketAddr, echo: SocketAddr) {
     } else {
         format!(" --resolve localhost:{}:{}", addr.port(), addr.ip())
     };
-    println!(
-        r#"certgate quickstart: gateway on {url} (listening on {addr}) in front of an echo service on http://{echo}
+    // The gateway keeps serving if nobody reads the guide (stdout closed).
+    let _ = writeln!(
+        std::io::stdout(),
+        r#"certgate quickstart: gateway on {url} (listening on {addr}) in front of the built-in echo service
 files in {d}: root.crt, client.crt + client.key ({CLIENT_ID}), server.crt + server.key, certgate.toml, ca/
 
 Try:

@@ -28,7 +28,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     if args.check {
         let routes: usize = config.listeners.len();
-        println!("ok: {} ({routes} listener(s))", args.config.display());
+        writeln!(super::out::Out::lock(), "ok: {} ({routes} listener(s))", args.config.display())?;
         return Ok(ExitCode::SUCCESS);
     }
     let runtime = runtime(config.worker_threads)?;
@@ -42,6 +42,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 pub fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = threads {
+        // The configuration refuses 0; never ask tokio for it.
         builder.worker_threads(n.max(1));
     }
     Ok(builder.enable_all().build()?)
