@@ -17,24 +17,6 @@ use certgate_pki::testkit::{LeafSpec, TestPki};
 use gateway_support::*;
 use time::OffsetDateTime;
 
-fn listener(mode: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[listener]]
-listen = "127.0.0.1:{{port}}"
-certificates = [{{ cert = "server.crt", key = "server.key" }}]
-{extra}
-[listener.client_auth]
-mode = "{mode}"
-trust = ["root.crt"]
-"#
-    )
-}
-
-fn upstream_block(name: &str, port: u16) -> String {
-    format!("\n[[upstream]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}\"\n")
-}
-
 /// A gateway with one route for everything, in `mode`, forwarding to a fresh upstream.
 fn simple(dir: &std::path::Path, mode: &str, route_extra: &str) -> Gateway {
     let up = upstream(Duration::ZERO);

@@ -14,28 +14,6 @@ use certgate_pki::identity::PeerIdentity;
 use certgate_pki::testkit::{LeafSpec, TestPki};
 use gateway_support::*;
 
-/// An `optional` listener (a `required` one with `mode`), `[listener.limits]` from `limits`.
-fn listener(mode: &str, limits: &str) -> String {
-    format!(
-        r#"
-[[listener]]
-listen = "127.0.0.1:{{port}}"
-certificates = [{{ cert = "server.crt", key = "server.key" }}]
-
-[listener.limits]
-{limits}
-
-[listener.client_auth]
-mode = "{mode}"
-trust = ["root.crt"]
-"#
-    )
-}
-
-fn upstream_block(name: &str, port: u16) -> String {
-    format!("\n[[upstream]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}\"\n")
-}
-
 /// `/admin` needs a certificate (and `/ADMIN`-style spellings with `windows = true`), `/` is
 /// open; both go to an upstream that reads paths as frameworks do.
 fn admin_and_open(dir: &std::path::Path, windows: bool) -> Gateway {
@@ -480,7 +458,7 @@ fn idle_http2_connection_is_closed_despite_pings() {
     let up = upstream(Duration::ZERO);
     let config = format!(
         "{}{}\n[[route]]\nupstream = \"app\"\n",
-        listener("required", "idle_timeout = \"2s\""),
+        listener("required", "[listener.limits]\nidle_timeout = \"2s\""),
         upstream_block("app", up)
     );
     let gw = Gateway::start(dir, &config);
@@ -505,7 +483,7 @@ fn stalled_and_oversized_bodies_are_refused() {
     write_leaf(dir, "joe", &pki.client("joe", &[]));
     let config = format!(
         "{}\n[[route]]\npath = \"/small\"\nupstream = \"@echo\"\nmax_body_bytes = 1000\n\n[[route]]\nupstream = \"@echo\"\n",
-        listener("required", "body_timeout = \"1s\""),
+        listener("required", "[listener.limits]\nbody_timeout = \"1s\""),
     );
     let gw = Gateway::start(dir, &config);
     let slow = raw_client(
@@ -547,7 +525,7 @@ fn connection_flood_does_not_starve_real_clients() {
     let up = upstream(Duration::ZERO);
     let config = format!(
         "{}{}\n[[route]]\nupstream = \"app\"\n",
-        listener("required", "handshake_timeout = \"20s\""),
+        listener("required", "[listener.limits]\nhandshake_timeout = \"20s\""),
         upstream_block("app", up)
     );
     let gw = Gateway::start(dir, &config);
@@ -606,13 +584,13 @@ fn config_mistakes_are_errors_not_panics() {
     );
     for (config, expected) in [
         (base.replace("[[route]]", "[[upstream]]\nname = \"x\"\nurl = \"https://x\"\ndangerous_skip_verify = true\n\n[[route]]"), "unknown field `dangerous_skip_verify`"),
-        (listener("required", "idle_timeout = \"99999999999d\"") + &upstream_block("app", 1) + "\n[[route]]\nupstream = \"app\"\n", "idle_timeout"),
-        (listener("required", "body_timeout = \"2d\"") + &upstream_block("app", 1) + "\n[[route]]\nupstream = \"app\"\n", "at most 1d"),
+        (listener("required", "[listener.limits]\nidle_timeout = \"99999999999d\"") + &upstream_block("app", 1) + "\n[[route]]\nupstream = \"app\"\n", "idle_timeout"),
+        (listener("required", "[listener.limits]\nbody_timeout = \"2d\"") + &upstream_block("app", 1) + "\n[[route]]\nupstream = \"app\"\n", "at most 1d"),
         (base.replace("trust = [\"root.crt\"]", ""), "client_auth.trust: client certificates need at least one trust anchor"),
         (base.clone() + "\n[runtime]\nworker_threads = 0\n", "runtime.worker_threads"),
         (base.replace("[[route]]\nupstream = \"app\"", "[[route]]\npath = \"/a/../admin\"\nupstream = \"app\""), "route[0].path"),
         (base.replace("[[route]]\nupstream = \"app\"", "[[route]]\npath = \"/%61dmin\"\nupstream = \"app\""), "not a normalized path"),
-        (base.replace("[listener.limits]", "trusted_proxies = [\"10.0.0.0/33\"]\n[listener.limits]"), "trusted_proxies[0]"),
+        (listener("required", "trusted_proxies = [\"10.0.0.0/33\"]") + &upstream_block("app", 1) + "\n[[route]]\nupstream = \"app\"\n", "trusted_proxies[0]"),
     ] {
         let path = dir.join("bad.toml");
         std::fs::write(&path, config.replace("{port}", "0")).unwrap();
@@ -633,7 +611,7 @@ fn too_small_open_files_limit_is_warned_about() {
     pki_in(dir);
     let config = format!(
         "{}\n[[route]]\nupstream = \"@echo\"\n",
-        listener("optional", "max_connections = 5000")
+        listener("optional", "[listener.limits]\nmax_connections = 5000")
     )
     .replace("{port}", "0");
     std::fs::write(dir.join("certgate.toml"), config).unwrap();

@@ -111,23 +111,10 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, PkiError> {
         Ok(Some(bc)) => (bc.value.ca, bc.value.path_len_constraint),
         _ => (false, None),
     };
-    let mut key_usage = Vec::new();
-    if let Ok(Some(ku)) = cert.key_usage() {
-        let ku = ku.value;
-        for (set, name) in [
-            (ku.digital_signature(), "digitalSignature"),
-            (ku.non_repudiation(), "nonRepudiation"),
-            (ku.key_encipherment(), "keyEncipherment"),
-            (ku.data_encipherment(), "dataEncipherment"),
-            (ku.key_agreement(), "keyAgreement"),
-            (ku.key_cert_sign(), "keyCertSign"),
-            (ku.crl_sign(), "cRLSign"),
-        ] {
-            if set {
-                key_usage.push(name.to_string());
-            }
-        }
-    }
+    let key_usage = match cert.key_usage() {
+        Ok(Some(ku)) => crate::verify::key_usage_names(ku.value),
+        _ => Vec::new(),
+    };
     let extended_key_usage = crate::identity::eku_names(&cert);
     let validity_status = if id.not_after <= now {
         "expired"

@@ -375,8 +375,7 @@ impl TrustStore {
             }
             Ok(())
         };
-        let (last, first) = revocations.split_last().ok_or(VerifyError::Empty)?;
-        for revocation in first {
+        let check = |revocation| {
             end_entity
                 .verify_for_usage(
                     webpki::ALL_VERIFICATION_ALGS,
@@ -384,22 +383,16 @@ impl TrustStore {
                     intermediates,
                     now,
                     usage,
-                    *revocation,
+                    revocation,
                     Some(&depth_check),
                 )
-                .map_err(|e| self.explain(e, chain, policy, now, deepest.get()))?;
+                .map_err(|e| self.explain(e, chain, policy, now, deepest.get()))
+        };
+        let (last, first) = revocations.split_last().ok_or(VerifyError::Empty)?;
+        for revocation in first {
+            check(*revocation)?;
         }
-        let verified = end_entity
-            .verify_for_usage(
-                webpki::ALL_VERIFICATION_ALGS,
-                &self.inner.anchors,
-                intermediates,
-                now,
-                usage,
-                *last,
-                Some(&depth_check),
-            )
-            .map_err(|e| self.explain(e, chain, policy, now, deepest.get()))?;
+        let verified = check(*last)?;
         check_key_usage(leaf, policy.purpose)?;
         if let Some(name) = &policy.name {
             end_entity
@@ -603,7 +596,8 @@ fn check_key_usage(leaf: &CertificateDer<'_>, purpose: Purpose) -> Result<(), Ve
     })
 }
 
-fn key_usage_names(ku: &x509_parser::extensions::KeyUsage) -> Vec<String> {
+/// The key usages a keyUsage extension allows, by their RFC 5280 names.
+pub fn key_usage_names(ku: &x509_parser::extensions::KeyUsage) -> Vec<String> {
     [
         (ku.digital_signature(), "digitalSignature"),
         (ku.non_repudiation(), "nonRepudiation"),

@@ -239,7 +239,15 @@ pub fn upstream(delay: Duration) -> u16 {
     port
 }
 
-fn serve_upstream(mut stream: TcpStream, delay: Duration) {
+fn serve_upstream(stream: TcpStream, delay: Duration) {
+    serve_heads(stream, |head| {
+        std::thread::sleep(delay);
+        head.to_string()
+    });
+}
+
+/// Reads request heads (bodies are not read) and answers each with `body(head)`, keep-alive.
+fn serve_heads(mut stream: TcpStream, body: impl Fn(&str) -> String) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -254,10 +262,10 @@ fn serve_upstream(mut stream: TcpStream, delay: Duration) {
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         buf.drain(..head_end);
-        std::thread::sleep(delay);
+        let body = body(&head);
         let reply = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{head}",
-            head.len()
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         );
         if stream.write_all(reply.as_bytes()).is_err() {
             return;
@@ -309,33 +317,12 @@ pub fn framework_upstream() -> u16 {
     port
 }
 
-fn serve_framework(mut stream: TcpStream) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        buf.drain(..head_end);
+fn serve_framework(stream: TcpStream) {
+    serve_heads(stream, |head| {
         let target = head.split(' ').nth(1).unwrap_or("/");
         let path = target.split('?').next().unwrap_or("/");
-        let body =
-            format!("{head}decoded: {}\nservlet: {}\n", percent_decode(path), servlet_path(path));
-        let reply = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        if stream.write_all(reply.as_bytes()).is_err() {
-            return;
-        }
-    }
+        format!("{head}decoded: {}\nservlet: {}\n", percent_decode(path), servlet_path(path))
+    });
 }
 
 fn percent_decode(s: &str) -> String {
@@ -372,4 +359,25 @@ fn servlet_path(path: &str) -> String {
         }
     }
     format!("/{}", out.join("/"))
+}
+
+/// A listener on `127.0.0.1:0` serving `server.crt`, with client-certificate `mode` trusting
+/// `root.crt`; `extra` goes in the `[[listener]]` table (e.g. `[listener.limits]` lines).
+pub fn listener(mode: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[listener]]
+listen = "127.0.0.1:{{port}}"
+certificates = [{{ cert = "server.crt", key = "server.key" }}]
+{extra}
+[listener.client_auth]
+mode = "{mode}"
+trust = ["root.crt"]
+"#
+    )
+}
+
+/// An `[[upstream]]` named `name` at `http://127.0.0.1:port`.
+pub fn upstream_block(name: &str, port: u16) -> String {
+    format!("\n[[upstream]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}\"\n")
 }
