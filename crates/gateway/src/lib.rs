@@ -18,4 +18,4 @@ pub mod limits;
 pub mod server;
 pub mod tls;
 
-pub use server::serve;
+pub use server::{Reloader, serve};

@@ -5,6 +5,12 @@
 //!               └► refuse (alert sent, write side shut, input drained briefly)
 //! ```
 //!
+//! Each listener is a [`Slot`]: its socket and connection limit are fixed when the gateway
+//! starts; what new connections use (certificates, trust, routes, limits) is a [`Generation`]
+//! that a reload replaces in one step. A connection loads the current generation once, when it
+//! is accepted, and keeps it until it ends: it never mixes two policies, and verified-chain
+//! caches never cross generations.
+//!
 //! - **accept**: under the listener's `max_connections` (a semaphore whose permit lives as long
 //!   as the connection); accept errors (out of descriptors) back off instead of spinning.
 //! - **handshake**: TLS with a deadline; a refused client certificate gets its alert, and the
@@ -17,19 +23,22 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use http::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::access_log::AccessLog;
-use crate::config::{Config, Limits, Listener};
+use crate::config::{Config, ConfigErrors, Limits, Listener};
 use crate::http::body::{Activity, Guarded, InFlight};
 use crate::http::headers::ConnIdentity;
 use crate::http::pipeline::{self, ConnInfo, ListenerCtx};
@@ -58,13 +67,53 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const REFUSAL_DRAIN: Duration = Duration::from_secs(1);
 const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
 
-/// A bound listener, ready to serve.
-struct Bound {
+/// A bound listener. The socket and the connection limit live until the gateway stops; the
+/// generation is replaced by reloads.
+struct Slot {
+    name: String,
+    addr: SocketAddr,
     socket: TcpListener,
+    max_connections: usize,
+    permits: Arc<Semaphore>,
+    current: ArcSwap<Generation>,
+}
+
+/// What a listener's new connections use, built and validated whole, swapped whole.
+pub struct Generation {
+    /// Counts up from 1 with each successful reload (logged per reload).
+    pub id: u64,
+    acceptor: TlsAcceptor,
     tls: Arc<ListenerTls>,
     limits: Limits,
     trusted_proxies: Arc<[IpNet]>,
     ctx: Arc<ListenerCtx>,
+}
+
+impl Generation {
+    fn new(id: u64, l: Listener, access_log: Option<AccessLog>) -> Generation {
+        let tls = Arc::new(l.tls);
+        Generation {
+            id,
+            acceptor: TlsAcceptor::from(tls.config.clone()),
+            tls,
+            limits: l.limits,
+            trusted_proxies: l.trusted_proxies.into(),
+            ctx: Arc::new(ListenerCtx {
+                name: l.name,
+                routes: l.routes,
+                sni_host_check: l.sni_host_check,
+                body_timeout: l.limits.body_timeout,
+                access_log,
+            }),
+        }
+    }
+}
+
+/// How a running gateway gets a new configuration: `load` reads and builds it (off the
+/// runtime threads), each message on `requests` asks for one reload.
+pub struct Reloader {
+    pub load: Box<dyn Fn() -> Result<Config, ConfigErrors> + Send + Sync>,
+    pub requests: mpsc::Receiver<()>,
 }
 
 /// An IP network (`10.0.0.0/8`, `::1/128`) of trusted front proxies.
@@ -95,47 +144,61 @@ impl IpNet {
     }
 }
 
-/// Serves `config` until `shutdown` resolves, then lets open connections finish (up to
-/// 10 s). `on_ready` receives the bound addresses (port 0 becomes the real port).
+/// Serves `config` until `shutdown` resolves, reloading it whenever `reloader` asks, then lets
+/// open connections finish (up to 10 s). `on_ready` receives the bound addresses (port 0
+/// becomes the real port).
 pub async fn serve(
     config: Config,
+    reloader: Option<Reloader>,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(Vec<(String, SocketAddr)>),
 ) -> Result<(), ServeError> {
     let wanted: usize = config.listeners.iter().map(|l| l.limits.max_connections).sum();
     crate::limits::raise_open_files(wanted);
-    let access_log = if config.access_log {
-        Some(AccessLog::start(std::io::stdout()).map_err(ServeError::AccessLog)?)
-    } else {
-        None
-    };
-    let mut bound = Vec::new();
+    let mut access = AccessLogs::default();
+    let log = access.handle(config.access_log).map_err(ServeError::AccessLog)?;
+    let mut slots = Vec::new();
     for l in config.listeners {
-        bound.push(bind(l, access_log.clone()).await?);
+        let socket = TcpListener::bind(l.addr).await.map_err(|source| ServeError::Bind {
+            listener: l.name.clone(),
+            addr: l.addr,
+            source,
+        })?;
+        // The configured address, which a reload compares; port 0 stays 0 there.
+        let addr = l.addr;
+        let max_connections = l.limits.max_connections;
+        slots.push(Arc::new(Slot {
+            name: l.name.clone(),
+            addr,
+            socket,
+            max_connections,
+            permits: Arc::new(Semaphore::new(max_connections)),
+            current: ArcSwap::from_pointee(Generation::new(1, l, log.clone())),
+        }));
     }
-    let addrs = bound
+    let addrs = slots
         .iter()
-        .filter_map(|b| b.socket.local_addr().ok().map(|a| (b.ctx.name.clone(), a)))
+        .filter_map(|s| s.socket.local_addr().ok().map(|a| (s.name.clone(), a)))
         .collect();
     on_ready(addrs);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut limits = Vec::new();
-    let mut accept_loops = Vec::new();
-    for b in bound {
-        let semaphore = Arc::new(Semaphore::new(b.limits.max_connections));
-        limits.push((semaphore.clone(), b.limits.max_connections));
-        accept_loops.push(tokio::spawn(accept_loop(b, semaphore, stop_rx.clone())));
+    let mut tasks = Vec::new();
+    for slot in &slots {
+        tasks.push(tokio::spawn(accept_loop(slot.clone(), stop_rx.clone())));
+    }
+    if let Some(reloader) = reloader {
+        tasks.push(tokio::spawn(reload_loop(reloader, slots.clone(), access)));
     }
     shutdown.await;
     tracing::info!("shutting down: no new connections, open ones may finish");
     let _ = stop_tx.send(true);
-    for task in accept_loops {
+    for task in tasks {
         task.abort();
     }
     let drained = async {
-        for (semaphore, max) in limits {
-            let n = u32::try_from(max).unwrap_or(u32::MAX);
-            let _ = semaphore.acquire_many(n).await;
+        for slot in &slots {
+            let n = u32::try_from(slot.max_connections).unwrap_or(u32::MAX);
+            let _ = slot.permits.acquire_many(n).await;
         }
     };
     if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
@@ -144,25 +207,106 @@ pub async fn serve(
     Ok(())
 }
 
-async fn bind(l: Listener, access_log: Option<AccessLog>) -> Result<Bound, ServeError> {
-    let socket = TcpListener::bind(l.addr).await.map_err(|source| ServeError::Bind {
-        listener: l.name.clone(),
-        addr: l.addr,
-        source,
-    })?;
-    Ok(Bound {
-        socket,
-        tls: Arc::new(l.tls),
-        limits: l.limits,
-        trusted_proxies: l.trusted_proxies.into(),
-        ctx: Arc::new(ListenerCtx {
-            name: l.name,
-            routes: l.routes,
-            sni_host_check: l.sni_host_check,
-            body_timeout: l.limits.body_timeout,
-            access_log,
-        }),
-    })
+/// The access-log writer, started the first time a configuration turns it on.
+#[derive(Default)]
+struct AccessLogs(Option<AccessLog>);
+
+impl AccessLogs {
+    fn handle(&mut self, enabled: bool) -> std::io::Result<Option<AccessLog>> {
+        if !enabled {
+            return Ok(None);
+        }
+        if self.0.is_none() {
+            self.0 = Some(AccessLog::start(std::io::stdout())?);
+        }
+        Ok(self.0.clone())
+    }
+}
+
+/// Serves reload requests one at a time. A reload builds every listener's new generation
+/// from the whole configuration before any is swapped in; on any error nothing changes, and
+/// every problem is logged with its file, field and reason (the text of `serve --check`).
+async fn reload_loop(mut reloader: Reloader, slots: Vec<Arc<Slot>>, mut access: AccessLogs) {
+    let load = Arc::new(reloader.load);
+    let generation = AtomicU64::new(1);
+    while reloader.requests.recv().await.is_some() {
+        // Requests that queued up while a reload ran are served by the next one.
+        while reloader.requests.try_recv().is_ok() {}
+        let started = std::time::Instant::now();
+        let loader = load.clone();
+        let loaded = match tokio::task::spawn_blocking(move || loader()).await {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed: the configuration loader stopped");
+                continue;
+            }
+        };
+        let current = generation.load(Ordering::Relaxed);
+        let config = match loaded {
+            Ok(config) => config,
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!("reload: {e}");
+                }
+                tracing::error!(
+                    problems = errors.0.len(),
+                    "reload failed; still serving generation {current}"
+                );
+                continue;
+            }
+        };
+        let log = match access.handle(config.access_log) {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed: cannot start the access log");
+                continue;
+            }
+        };
+        let next = current + 1;
+        let mut swaps = Vec::new();
+        for l in config.listeners {
+            match slots.iter().find(|s| s.name == l.name) {
+                None => tracing::warn!(
+                    "reload: listener {} is new; it needs a restart to be bound",
+                    l.name
+                ),
+                Some(slot) if slot.addr != l.addr => tracing::warn!(
+                    "reload: listener {} moved from {} to {}; that needs a restart, it keeps \
+                     its old settings until then",
+                    l.name,
+                    slot.addr,
+                    l.addr
+                ),
+                Some(slot) => {
+                    if slot.max_connections != l.limits.max_connections {
+                        tracing::warn!(
+                            "reload: listener {}: max_connections needs a restart (still {})",
+                            l.name,
+                            slot.max_connections
+                        );
+                    }
+                    swaps.push((slot.clone(), Generation::new(next, l, log.clone())));
+                }
+            }
+        }
+        for slot in &slots {
+            if !swaps.iter().any(|(s, _)| Arc::ptr_eq(s, slot)) {
+                tracing::warn!(
+                    "reload: listener {} is gone from the configuration; it keeps serving its \
+                     old settings until a restart",
+                    slot.name
+                );
+            }
+        }
+        for (slot, generation) in swaps {
+            slot.current.store(Arc::new(generation));
+        }
+        generation.store(next, Ordering::Relaxed);
+        tracing::info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "reloaded: serving generation {next}"
+        );
+    }
 }
 
 /// Waits between failed accepts: 5 ms doubling to 1 s, reset by a success. Running out of
@@ -188,13 +332,12 @@ impl Backoff {
     }
 }
 
-async fn accept_loop(b: Bound, semaphore: Arc<Semaphore>, stop: watch::Receiver<bool>) {
-    let acceptor = TlsAcceptor::from(b.tls.config.clone());
+async fn accept_loop(slot: Arc<Slot>, stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::default();
     loop {
         // At the connection limit, wait for a slot before accepting more.
-        let Ok(permit) = semaphore.clone().acquire_owned().await else { return };
-        let (tcp, peer) = match b.socket.accept().await {
+        let Ok(permit) = slot.permits.clone().acquire_owned().await else { return };
+        let (tcp, peer) = match slot.socket.accept().await {
             Ok(pair) => {
                 backoff.reset();
                 pair
@@ -204,14 +347,16 @@ async fn accept_loop(b: Bound, semaphore: Arc<Semaphore>, stop: watch::Receiver<
                 continue;
             }
         };
-        let trusted_proxy = b.trusted_proxies.iter().any(|net| net.contains(peer.ip()));
-        let (acceptor, tls, ctx, limits, stop) =
-            (acceptor.clone(), b.tls.clone(), b.ctx.clone(), b.limits, stop.clone());
+        // The connection keeps this generation until it ends.
+        let generation = slot.current.load_full();
+        let stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let Some(stream) = handshake(tcp, peer, &acceptor, &limits).await else { return };
-            let conn = identity(&stream, peer, &tls, trusted_proxy);
-            serve_http(stream, conn, ctx, &limits, stop).await;
+            let g = &generation;
+            let trusted_proxy = g.trusted_proxies.iter().any(|net| net.contains(peer.ip()));
+            let Some(stream) = handshake(tcp, peer, &g.acceptor, &g.limits).await else { return };
+            let conn = identity(&stream, peer, &g.tls, trusted_proxy);
+            serve_http(stream, conn, g.ctx.clone(), &g.limits, stop).await;
         });
     }
 }

@@ -35,7 +35,7 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         let config =
             certgate_gateway::config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let dir = args.dir.clone();
-        certgate_gateway::serve(config, super::serve::shutdown_signal(), move |addrs| {
+        certgate_gateway::serve(config, None, super::serve::shutdown_signal(), move |addrs| {
             print_guide(&dir, addrs.first().map(|(_, a)| *a).unwrap_or(args.listen))
         })
         .await?;

@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+/// Runs the gateway. SIGHUP reloads the configuration and every file it names (all or
+/// nothing: a configuration with problems is refused and the running one keeps serving);
+/// SIGTERM and Ctrl-C stop it after open connections finish.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The configuration file (see docs/config.md).
@@ -32,8 +35,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let runtime = runtime(config.worker_threads)?;
+    let path = args.config.clone();
     runtime.block_on(async {
-        certgate_gateway::serve(config, shutdown_signal(), print_ready).await
+        let reloader = certgate_gateway::Reloader {
+            load: Box::new(move || certgate_gateway::config::load(&path)),
+            requests: reload_on_sighup()?,
+        };
+        certgate_gateway::serve(config, Some(reloader), shutdown_signal(), print_ready).await?;
+        anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -60,6 +69,27 @@ fn print_ready(addrs: Vec<(String, SocketAddr)>) {
     for (name, addr) in addrs {
         eprintln!("certgate: listener {name} on https://{addr}");
     }
+}
+
+/// A reload request for each SIGHUP (`systemctl reload`, `kill -HUP`): the signal no longer
+/// ends the process.
+fn reload_on_sighup() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the configuration");
+                // A full queue already holds a reload that will read the newest files.
+                let _ = tx.try_send(());
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    Ok(rx)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

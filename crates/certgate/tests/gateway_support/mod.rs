@@ -123,6 +123,34 @@ impl Gateway {
         std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
     }
 
+    /// Sends `signal` (`HUP`, `TERM`) to the gateway process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self._proc.0.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Whether the gateway process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self._proc.0.try_wait(), Ok(None))
+    }
+
+    /// Waits (10 s at most) until the gateway's stderr contains `text` `count` times.
+    pub fn wait_for_log(&self, text: &str, count: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.stderr();
+            if log.matches(text).count() >= count {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "no {count}× {text:?} in the log: {log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// What the gateway wrote on stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.join("gateway.err")).unwrap_or_default()

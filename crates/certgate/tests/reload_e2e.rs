@@ -1,0 +1,121 @@
+//! End-to-end tests of live reload: the real binary, changed files on disk, SIGHUP, and
+//! curl / openssl s_client seeing the change on their next connection.
+
+// A test that cannot set itself up should fail loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod gateway_support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use gateway_support::*;
+
+fn one_route(mode: &str, extra_client_auth: &str) -> String {
+    let up = upstream(Duration::ZERO);
+    format!(
+        "{}{extra_client_auth}{}\n[[route]]\nupstream = \"app\"\n",
+        listener(mode, "[listener.limits]\nidle_timeout = \"1s\"\n"),
+        upstream_block("app", up)
+    )
+}
+
+/// The serial of the certificate the gateway serves, as `openssl s_client` sees it.
+fn served_serial(gw: &Gateway) -> String {
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{}", gw.port)])
+        .args(["-servername", "localhost"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let x509 =
+        Command::new("openssl").args(["x509", "-noout", "-serial"]).stdin(out).output().unwrap();
+    let _ = child.wait();
+    String::from_utf8_lossy(&x509.stdout).trim().trim_start_matches("serial=").to_ascii_lowercase()
+}
+
+/// A new server certificate on disk is served to the next connection after SIGHUP, and the
+/// process keeps running.
+#[test]
+fn sighup_swaps_in_a_new_server_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    let mut gw =
+        Gateway::start_with_env(dir, &one_route("optional", ""), &[("CERTGATE_LOG", "info")]);
+    let before = served_serial(&gw);
+    let renewed = pki.server(&["localhost", "127.0.0.1"]);
+    renewed.write(dir, "server");
+    assert_ne!(before, renewed.serial_hex);
+    for round in 1..=3 {
+        gw.signal("HUP");
+        gw.wait_for_log("reloaded: serving generation", round);
+        assert!(gw.running(), "SIGHUP must not end the process");
+    }
+    assert_eq!(served_serial(&gw), renewed.serial_hex.trim_start_matches('0'));
+}
+
+/// A client revoked in a republished CRL is refused on its next connection after SIGHUP.
+#[test]
+fn republished_crl_refuses_the_revoked_client_after_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    let joe = pki.client("joe", &[]);
+    write_leaf(dir, "joe", &joe);
+    std::fs::write(dir.join("crl.pem"), pki.crl(&[])).unwrap();
+    let gw = Gateway::start_with_env(
+        dir,
+        &one_route("optional", "crls = [\"crl.pem\"]\n"),
+        &[("CERTGATE_LOG", "info")],
+    );
+    assert_eq!(curl_as(&gw, Some("joe"), "/", &[]).status, 200);
+    std::fs::write(dir.join("crl.pem"), pki.crl(&[&joe])).unwrap();
+    gw.signal("HUP");
+    gw.wait_for_log("reloaded: serving generation 2", 1);
+    for proto in ["--http1.1", "--http2"] {
+        let r = curl_as(&gw, Some("joe"), "/", &[proto]);
+        assert_eq!(r.status, 495, "{proto}: {r:?}");
+        assert!(r.body.contains("was revoked"), "{r:?}");
+    }
+}
+
+/// A reload with problems changes nothing: the old state keeps serving, every problem is
+/// logged with file, field and reason; the next good reload recovers.
+#[test]
+fn broken_reload_keeps_the_old_state_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &[]));
+    pki.client("other", &[]).write(dir, "other");
+    let config = one_route("required", "");
+    let mut gw = Gateway::start_with_env(dir, &config, &[("CERTGATE_LOG", "info")]);
+    let path = dir.join("certgate.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let before = served_serial(&gw);
+
+    // A key that does not match its certificate, and a garbled TOML file.
+    std::fs::write(&path, good.replace("key = \"server.key\"", "key = \"other.key\"")).unwrap();
+    gw.signal("HUP");
+    let log = gw.wait_for_log("reload failed; still serving generation 1", 1);
+    assert!(
+        log.contains("listener[0].certificates[0].key: other.key: the private key does not belong"),
+        "{log}"
+    );
+    std::fs::write(&path, "[[listener]\n").unwrap();
+    gw.signal("HUP");
+    let log = gw.wait_for_log("reload failed; still serving generation 1", 2);
+    assert!(log.contains("certgate.toml: line 1"), "{log}");
+    assert!(gw.running());
+    assert_eq!(curl_as(&gw, Some("joe"), "/", &[]).status, 200);
+    assert_eq!(served_serial(&gw), before);
+
+    std::fs::write(&path, &good).unwrap();
+    gw.signal("HUP");
+    gw.wait_for_log("reloaded: serving generation 2", 1);
+    assert_eq!(curl_as(&gw, Some("joe"), "/", &[]).status, 200);
+}
