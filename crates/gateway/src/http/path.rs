@@ -9,12 +9,13 @@
 //!
 //! - Some encodings have no safe reading at all and are refused outright ([`PathError`]):
 //!   an encoded `/` or `\`, an encoded control character or NUL, a raw `\`, a `%` that does
-//!   not start a valid escape, a path encoded twice (`%252e`), `..` above the root, and a
-//!   request target that is not a path (`*`, authority-form).
-//! - Otherwise [`readings`] gives the raw path and its normalized readings (percent-decoded,
-//!   dot segments resolved, repeated `/` merged; with and without `;parameters`), and the
-//!   router must find the same route for every reading. The request is forwarded with the path
-//!   exactly as the client sent it, so signed URLs and `;jsessionid` keep working.
+//!   not start a valid escape, a path encoded twice (`%252e`, `%25%32e`), `..` above the root,
+//!   and a request target that is not a path (`*`, authority-form).
+//! - Otherwise [`readings`] gives the raw path and its normalized readings (percent-decoded
+//!   except `%25`, which stays encoded so that a reading reads as itself again; dot segments
+//!   resolved, repeated `/` merged; with and without `;parameters`), and the router must find
+//!   the same route for every reading. The request is forwarded with the path exactly as the
+//!   client sent it, so signed URLs and `;jsessionid` keep working.
 //!
 //! The common case costs one scan: a path without `%`, `;`, `//` or dot segments has only one
 //! reading.
@@ -35,8 +36,8 @@ pub enum PathError {
     EncodedControl,
     /// `%` not followed by two hex digits.
     BadEscape,
-    /// `%25` followed by two hex digits: a path encoded twice, which an upstream that decodes
-    /// twice reads differently.
+    /// `%25` followed by two hex digits, plain or themselves encoded (`%2561`, `%25%36%31`): a
+    /// path encoded twice, which an upstream that decodes twice reads differently.
     DoubleEncoded,
     /// A `..` segment that climbs above the root.
     AboveRoot,
@@ -149,7 +150,7 @@ fn is_plain(path: &[u8]) -> bool {
     true
 }
 
-/// Percent-decodes every escape, refusing those without a safe reading.
+/// Percent-decodes every escape but `%25`, refusing those without a safe reading.
 fn decode(path: &[u8]) -> Result<Vec<u8>, PathError> {
     let mut out = Vec::with_capacity(path.len());
     let mut i = 0;
@@ -169,14 +170,19 @@ fn decode(path: &[u8]) -> Result<Vec<u8>, PathError> {
         match byte {
             b'/' | b'\\' => return Err(PathError::EncodedSeparator),
             0..=0x1f | 0x7f => return Err(PathError::EncodedControl),
-            b'%' if path.get(i + 3).and_then(hex_value).is_some()
-                && path.get(i + 4).and_then(hex_value).is_some() =>
-            {
-                return Err(PathError::DoubleEncoded);
-            }
+            // An encoded '%' stays encoded, so the decoded path decodes to itself again.
+            b'%' => out.extend_from_slice(b"%25"),
             _ => out.push(byte),
         }
         i += 3;
+    }
+    // `%25` followed by two hex digits, whether those were written plainly (`%2561`) or
+    // encoded themselves (`%25%36%31`): an upstream that decodes twice reads another path.
+    let twice = out
+        .windows(5)
+        .any(|w| w.starts_with(b"%25") && hex_value(&w[3]).is_some() && hex_value(&w[4]).is_some());
+    if twice {
+        return Err(PathError::DoubleEncoded);
     }
     Ok(out)
 }
@@ -278,10 +284,22 @@ mod tests {
         }
     }
 
+    /// An encoded '%' stays encoded in every reading, and one that a second decoding would
+    /// turn into another escape is refused, however its hex digits were written.
+    #[test]
+    fn encoded_percent_never_decodes_into_an_escape() {
+        assert_eq!(readings_of("/a%25zz"), vec!["/a%25zz"]);
+        assert_eq!(readings_of("/%25/%7e"), vec!["/%25/%7e", "/%25/~"]);
+        assert_eq!(normalize("/%25"), Ok(b"/%25".to_vec()));
+        for p in ["/%2561dmin", "/%25%361dmin", "/%25%36%31dmin", "/%256%31dmin", "/%25%3561"] {
+            assert_eq!(readings(p), Err(PathError::DoubleEncoded), "{p:?}");
+        }
+    }
+
     /// Normalizing a normalized path changes nothing.
     #[test]
     fn normalize_is_idempotent() {
-        for p in ["/%61dmin", "/x/..;/admin", "//a//b/", "/a/./b/../c;p=1/d", "/%7euser/"] {
+        for p in ["/%61dmin", "/x/..;/admin", "//a//b/", "/a/./b/../c;p=1/d", "/%7euser/", "/%25"] {
             let once = normalize(p).unwrap();
             let twice = normalize(std::str::from_utf8(&once).unwrap()).unwrap();
             assert_eq!(once, twice, "{p}");
