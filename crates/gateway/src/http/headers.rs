@@ -242,8 +242,11 @@ impl ConnIdentity {
 
 /// The nginx-style values after `verify`, in `NGINX_DEFAULTS` order.
 fn nginx_values(id: &PeerIdentity) -> [Option<HeaderValue>; 12] {
+    // JSON leaves DEL (0x7f) raw, which no header value may hold: escaped, a SAN list with
+    // one is still forwarded whole instead of being left out.
     let json = |items: Vec<String>| {
-        (!items.is_empty()).then(|| serde_json::to_string(&items).unwrap_or_default())
+        (!items.is_empty())
+            .then(|| serde_json::to_string(&items).unwrap_or_default().replace('\u{7f}', "\\u007f"))
     };
     let ips = id.sans.ip.iter().map(ToString::to_string).collect();
     [
@@ -363,6 +366,27 @@ mod tests {
         let xfcc = x["x-forwarded-client-cert"].to_str().unwrap();
         assert!(xfcc.starts_with(&format!("Hash={};Cert=\"", id.fingerprint_sha256)), "{xfcc}");
         assert!(xfcc.ends_with(";Subject=\"CN=joe\";URI=spiffe://example.test/joe"), "{xfcc}");
+    }
+
+    /// A SAN holding DEL, which JSON leaves raw, is escaped so the SAN list is still written.
+    #[test]
+    fn nginx_san_list_with_del_is_escaped_not_dropped() {
+        let issuer_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::default();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let issuer = rcgen::CertifiedIssuer::self_signed(ca, issuer_key).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        let uri = rcgen::string::Ia5String::try_from("spiffe://x/a\u{7f}b").unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri)];
+        let cert = params.signed_by(&rcgen::KeyPair::generate().unwrap(), &issuer).unwrap();
+        let id = Arc::new(PeerIdentity::from_der(cert.der()).unwrap());
+        let conn =
+            ConnIdentity::new(ClientCert::Verified { identity: id, intermediates: vec![] }, false);
+        let mut h = HeaderMap::new();
+        conn.write(&HeaderFormat::Nginx(Box::default()), &mut h);
+        assert_eq!(h["x-client-san-uri"], r#"["spiffe://x/a\u007fb"]"#);
+        let list: Vec<String> = serde_json::from_slice(h["x-client-san-uri"].as_bytes()).unwrap();
+        assert_eq!(list, vec!["spiffe://x/a\u{7f}b".to_string()]);
     }
 
     /// A failed certificate forwards only FAILED:reason unless explicitly dangerous.
