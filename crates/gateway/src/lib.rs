@@ -8,11 +8,14 @@
 //! - [`server`]: accept → handshake → identity → serve, timeouts, shutdown;
 //! - [`limits`]: the process's open-files limit;
 //! - [`access_log`]: JSON lines written off the runtime threads;
-//! - [`echo`]: the built-in echo upstream of `certgate quickstart`.
+//! - [`echo`]: the built-in echo upstream of `certgate quickstart`;
+//! - `fuzz` (cargo feature `fuzz`): the bodies of the fuzz targets in `fuzz/`.
 
 pub mod access_log;
 pub mod config;
 pub mod echo;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod http;
 pub mod limits;
 pub mod server;

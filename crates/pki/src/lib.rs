@@ -18,6 +18,8 @@ pub mod csr;
 pub mod dn;
 pub mod error;
 pub mod fs;
+#[cfg(feature = "testkit")]
+pub mod fuzz;
 pub mod identity;
 pub mod inspect;
 pub mod issue;

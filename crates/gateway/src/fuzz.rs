@@ -1,0 +1,484 @@
+//! Fuzz target bodies (cargo feature `fuzz`): each `pub fn(&[u8])` makes the call under test and
+//! checks its oracle, so the libFuzzer targets in `fuzz/` and the stable replay test
+//! (`tests/fuzz_replay.rs`) run identical code. See `fuzz/README.md`.
+//!
+//! This is test support: an oracle failure is what it exists to report, so it panics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use arbitrary::Unstructured;
+use certgate_pki::chain_cache::{self, CachingVerifier};
+use certgate_pki::identity::PeerIdentity;
+use certgate_pki::testkit::TestPki;
+use certgate_pki::verify::{TrustStore, VerifyPolicy};
+use http::{HeaderMap, HeaderValue};
+use rcgen::{CertifiedIssuer, KeyPair};
+use rustls::ServerConnection;
+
+use crate::config::raw::RawConfig;
+use crate::http::headers::{ConnIdentity, HeaderFormat, StripSet};
+use crate::http::path::{normalize, readings};
+use crate::http::route::{PathMatching, Route, RouteTable};
+use crate::http::upstream::Target;
+use crate::tls::server::{ClientAuth, ClientCert, ListenerTls, certified_key};
+
+// ---------------------------------------------------------------------------------------------
+// config
+
+/// TOML text → `RawConfig` → `config::build`, in a directory holding a TestPki (`root.crt`,
+/// `server.crt`/`.key`, `client.crt`/`.key`, `crl.pem`). Every error names the file and a field
+/// or a reason; a configuration that builds has every listener timeout at most one day.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(raw) = toml::from_str::<RawConfig>(text) else { return };
+    match crate::config::build(raw, config_path()) {
+        Err(errors) => {
+            assert!(!errors.0.is_empty(), "a refused configuration with no error");
+            for e in &errors.0 {
+                assert!(!e.file.as_os_str().is_empty(), "an error names no file: {e:?}");
+                assert!(!e.field.is_empty() || !e.reason.is_empty(), "an empty error: {e:?}");
+            }
+        }
+        Ok(config) => {
+            const DAY: Duration = Duration::from_secs(24 * 3600);
+            for l in &config.listeners {
+                let lim = &l.limits;
+                for d in [
+                    lim.handshake_timeout,
+                    lim.header_read_timeout,
+                    lim.idle_timeout,
+                    lim.body_timeout,
+                ] {
+                    assert!(!d.is_zero() && d <= DAY, "listener {:?}: timeout {d:?}", l.name);
+                }
+            }
+        }
+    }
+}
+
+/// `certgate.toml` in a directory, made once, that holds the files a configuration can name.
+fn config_path() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("certgate-fuzz-config").tempdir().unwrap();
+        let dir = dir.keep();
+        let pki = TestPki::new();
+        pki.write_root(&dir);
+        pki.server(&["localhost", "127.0.0.1"]).write(&dir, "server");
+        pki.client("client", &["spiffe://example.test/client"]).write(&dir, "client");
+        std::fs::write(dir.join("crl.pem"), pki.crl(&[])).unwrap();
+        dir.join("certgate.toml")
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// identity_headers
+
+/// Fragments that break naive header formats.
+const HOSTILE: &[&str] = &[
+    "\"",
+    "\\",
+    ",",
+    ";",
+    "=",
+    "\r",
+    "\n",
+    "\0",
+    "\t",
+    " ",
+    "+",
+    "#",
+    "<",
+    ">",
+    "%",
+    "\u{7f}",
+    "é",
+    "\u{2028}",
+    "💥",
+    "URI=spiffe://evil",
+    "\";URI=spiffe://evil",
+    ",Hash=00",
+    "Subject=\"CN=evil\"",
+    "\\\"",
+    "CN=evil,",
+    "spiffe://x/a",
+    "x.example.test",
+];
+
+/// A certificate with hostile subject and SAN values, signed by a test CA: every identity
+/// header format stays one well-formed value. No value holds CR, LF or NUL; XFCC parses (with
+/// an independent reader of Envoy's grammar) to one element whose `URI`, `DNS` and `Subject`
+/// are the certificate's; `Client-Cert` is an RFC 8941 byte sequence equal to the DER; the
+/// nginx-style SAN lists are JSON arrays of the SANs.
+pub fn identity_headers(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(spec) = CertSpec::arbitrary(&mut u) else { return };
+    let issuer = header_issuer();
+    let Some(der) = spec.sign(issuer) else { return };
+    let Ok(id) = PeerIdentity::from_der(&der) else { return };
+    assert_eq!(id.sans.uri, spec.uri, "URI SANs read back differently");
+    assert_eq!(id.sans.dns, spec.dns, "DNS SANs read back differently");
+    let ca_der = issuer.ca.der().clone();
+    let client = ClientCert::Verified {
+        identity: Arc::new(id.clone()),
+        intermediates: vec![ca_der.clone()],
+    };
+    let conn = ConnIdentity::new(client, false);
+    let formats = [
+        HeaderFormat::Nginx(Box::default()),
+        HeaderFormat::Xfcc,
+        HeaderFormat::Rfc9440,
+        HeaderFormat::None,
+    ];
+    let mut all = HeaderMap::new();
+    for format in &formats {
+        let mut h = HeaderMap::new();
+        conn.write(format, &mut h);
+        for (name, value) in &h {
+            assert!(
+                !value.as_bytes().iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')),
+                "{name}: CR, LF or NUL in {value:?}"
+            );
+        }
+        all.extend(h);
+    }
+
+    // XFCC.
+    let has_control = |s: &str| s.chars().any(|c| c.is_ascii_control() && c != '\t');
+    match all.get("x-forwarded-client-cert") {
+        None => assert!(
+            has_control(&id.subject)
+                || id.sans.uri.iter().any(|v| has_control(v))
+                || id.sans.dns.iter().any(|v| has_control(v)),
+            "XFCC left out though every value can be written"
+        ),
+        Some(v) => {
+            let text = std::str::from_utf8(v.as_bytes()).expect("XFCC is UTF-8");
+            let elements = parse_xfcc(text).unwrap_or_else(|e| panic!("XFCC {text:?}: {e}"));
+            assert_eq!(elements.len(), 1, "XFCC {text:?} is not one element");
+            let values = |key: &str| -> Vec<String> {
+                elements[0].iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+            };
+            assert_eq!(values("URI"), spec.uri, "XFCC URI of {text:?}");
+            assert_eq!(values("DNS"), spec.dns, "XFCC DNS of {text:?}");
+            assert_eq!(values("Subject"), vec![id.subject.clone()], "XFCC Subject of {text:?}");
+            assert_eq!(values("Hash"), vec![id.fingerprint_sha256.clone()]);
+            assert_eq!(values("Cert"), vec![id.escaped_pem()]);
+            for (k, _) in &elements[0] {
+                assert!(["Hash", "Cert", "Subject", "URI", "DNS"].contains(&k.as_str()), "{k}");
+            }
+        }
+    }
+
+    // RFC 9440, read with the sfv crate.
+    let cert = all.get("client-cert").expect("Client-Cert is always written");
+    let item: sfv::Item = sfv::Parser::new(cert.as_bytes()).parse().expect("Client-Cert parses");
+    assert_eq!(item.bare_item.as_byte_sequence(), Some(der.as_slice()));
+    let chain = all.get("client-cert-chain").expect("Client-Cert-Chain is written");
+    let list: sfv::List = sfv::Parser::new(chain.as_bytes()).parse().expect("chain parses");
+    assert_eq!(list.len(), 1);
+    match &list[0] {
+        sfv::ListEntry::Item(i) => {
+            assert_eq!(i.bare_item.as_byte_sequence(), Some(ca_der.as_ref()));
+        }
+        sfv::ListEntry::InnerList(_) => panic!("Client-Cert-Chain holds an inner list"),
+    }
+
+    // nginx style.
+    assert_eq!(all.get("x-client-verify").map(HeaderValue::as_bytes), Some(&b"SUCCESS"[..]));
+    match all.get("x-client-subject") {
+        Some(v) => assert_eq!(v.as_bytes(), id.subject.as_bytes()),
+        None => assert!(has_control(&id.subject), "subject left out though it can be written"),
+    }
+    for (name, sans) in [("x-client-san-uri", &spec.uri), ("x-client-san-dns", &spec.dns)] {
+        match all.get(name) {
+            None => assert!(sans.is_empty(), "{name} left out"),
+            Some(v) => {
+                let list: Vec<String> = serde_json::from_slice(v.as_bytes()).expect("JSON list");
+                assert_eq!(&list, sans, "{name}");
+            }
+        }
+    }
+}
+
+/// What the fuzzer chose to put in a certificate.
+#[derive(Debug)]
+struct CertSpec {
+    cn: Option<String>,
+    o: Vec<String>,
+    ou: Vec<String>,
+    uri: Vec<String>,
+    dns: Vec<String>,
+    email: Vec<String>,
+}
+
+impl CertSpec {
+    fn arbitrary(u: &mut Unstructured<'_>) -> arbitrary::Result<CertSpec> {
+        let texts = |u: &mut Unstructured<'_>, max: u32, ascii: bool| {
+            let n = u.int_in_range(0..=max)?;
+            (0..n).map(|_| hostile_text(u, ascii)).collect::<arbitrary::Result<Vec<_>>>()
+        };
+        Ok(CertSpec {
+            cn: if u.arbitrary()? { Some(hostile_text(u, false)?) } else { None },
+            o: texts(u, 2, false)?,
+            ou: texts(u, 2, false)?,
+            uri: texts(u, 3, true)?,
+            dns: texts(u, 3, true)?,
+            email: texts(u, 1, true)?,
+        })
+    }
+
+    /// The DER of a client certificate with these values, or `None` when rcgen refuses them.
+    fn sign(&self, issuer: &HeaderIssuer) -> Option<Vec<u8>> {
+        use rcgen::{DnType, DnValue, SanType, string::Ia5String};
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(cn) = &self.cn {
+            params.distinguished_name.push(DnType::CommonName, DnValue::Utf8String(cn.clone()));
+        }
+        for o in &self.o {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, DnValue::Utf8String(o.clone()));
+        }
+        for ou in &self.ou {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationalUnitName, DnValue::Utf8String(ou.clone()));
+        }
+        let ia5 = |s: &String| Ia5String::try_from(s.clone()).ok();
+        for v in &self.uri {
+            params.subject_alt_names.push(SanType::URI(ia5(v)?));
+        }
+        for v in &self.dns {
+            params.subject_alt_names.push(SanType::DnsName(ia5(v)?));
+        }
+        for v in &self.email {
+            params.subject_alt_names.push(SanType::Rfc822Name(ia5(v)?));
+        }
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&issuer.leaf_key, &issuer.ca).ok()?;
+        Some(cert.der().to_vec())
+    }
+}
+
+/// A string of hostile fragments and arbitrary text; ASCII only when `ascii` (IA5String).
+fn hostile_text(u: &mut Unstructured<'_>, ascii: bool) -> arbitrary::Result<String> {
+    let mut out = String::new();
+    if ascii && u.arbitrary()? {
+        out.push_str("spiffe://x/");
+    }
+    for _ in 0..u.int_in_range(0..=6)? {
+        if u.arbitrary()? {
+            out.push_str(u.choose(HOSTILE)?);
+        } else {
+            let s: &str = u.arbitrary()?;
+            out.extend(s.chars().take(16));
+        }
+    }
+    if ascii {
+        out.retain(|c| c.is_ascii());
+    }
+    Ok(out)
+}
+
+/// A test CA and one leaf key, made once (key generation would dominate each run).
+struct HeaderIssuer {
+    ca: CertifiedIssuer<'static, KeyPair>,
+    leaf_key: KeyPair,
+}
+
+fn header_issuer() -> &'static HeaderIssuer {
+    static ISSUER: OnceLock<HeaderIssuer> = OnceLock::new();
+    ISSUER.get_or_init(|| {
+        let now = time::OffsetDateTime::now_utc();
+        let subject = certgate_pki::issue::Subject::cn("certgate fuzz CA");
+        let params = certgate_pki::issue::root_params(
+            &subject,
+            now - time::Duration::days(1),
+            now + time::Duration::days(365),
+        )
+        .unwrap();
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        HeaderIssuer { ca, leaf_key: KeyPair::generate().unwrap() }
+    })
+}
+
+/// One XFCC element: its key/value pairs in order.
+type XfccElement = Vec<(String, String)>;
+
+/// A minimal reader of Envoy's `x-forwarded-client-cert` grammar, written from its
+/// documentation and independent of the writer in `http::headers`: elements separated by `,`,
+/// key/value pairs by `;`, `key=value`; a value is either bare (no `,`, `;`, `=`, `"` or `\`)
+/// or double-quoted, with `\"` and `\\` the only escapes inside the quotes.
+fn parse_xfcc(s: &str) -> Result<Vec<XfccElement>, String> {
+    let mut elements = Vec::new();
+    let mut pairs = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let mut key = String::new();
+        loop {
+            match chars.next() {
+                Some('=') => break,
+                Some(c @ (',' | ';' | '"' | '\\')) => return Err(format!("{c:?} in a key")),
+                Some(c) => key.push(c),
+                None => return Err(format!("key {key:?} has no '='")),
+            }
+        }
+        if key.is_empty() {
+            return Err("an empty key".into());
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(c @ ('"' | '\\')) => value.push(c),
+                        other => return Err(format!("bad escape \\{other:?}")),
+                    },
+                    Some(c) => value.push(c),
+                    None => return Err("unterminated quoted value".into()),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                match c {
+                    ',' | ';' => break,
+                    '=' | '"' | '\\' => return Err(format!("{c:?} in a bare value")),
+                    _ => value.push(c),
+                }
+                chars.next();
+            }
+        }
+        pairs.push((key, value));
+        match chars.next() {
+            None => {
+                elements.push(pairs);
+                return Ok(elements);
+            }
+            Some(';') => {}
+            Some(',') => elements.push(std::mem::take(&mut pairs)),
+            Some(c) => return Err(format!("{c:?} after a value")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// path
+
+/// Path readings and routing. `normalize` is idempotent; when every reading agrees on a route,
+/// the fully normalized path finds that same route; a path with `%2F` or `%5C` (any case) has
+/// no reading, and no reading has more `/` than the raw path (no decoded separator).
+pub fn path(data: &[u8]) {
+    let raw = String::from_utf8_lossy(data);
+    let raw = raw.as_ref();
+    let host = "fuzz.test";
+    let table = route_table();
+
+    if let Ok(once) = normalize(raw) {
+        let text = String::from_utf8_lossy(&once);
+        let twice = normalize(&text);
+        assert_eq!(twice.as_deref(), Ok(text.as_bytes()), "normalize is not idempotent on {raw:?}");
+    }
+    let lower = raw.to_ascii_lowercase();
+    let Ok(r) = readings(raw) else { return };
+    assert!(
+        !lower.contains("%2f") && !lower.contains("%5c"),
+        "an encoded separator has a reading: {raw:?}"
+    );
+    let slashes = |p: &[u8]| p.iter().filter(|b| **b == b'/').count();
+    for reading in r.all() {
+        assert!(slashes(reading) <= slashes(raw.as_bytes()), "a reading of {raw:?} gained a '/'");
+    }
+    if let Ok(Some(route)) = table.route(host, &r) {
+        let normal = normalize(raw).expect("a path with readings normalizes");
+        let found = table.find(host, &normal).expect("the normalized path finds no route");
+        assert!(
+            Arc::ptr_eq(route, found),
+            "{raw:?} is routed to {} but its normal form {:?} to {}",
+            route.label(),
+            String::from_utf8_lossy(&normal),
+            found.label()
+        );
+    }
+}
+
+/// `/`, `/admin` (client certificate), `/api/`, and `/Admin2` matched as Windows does.
+fn route_table() -> &'static RouteTable {
+    static TABLE: OnceLock<RouteTable> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let route = |path: &str, require_cert: bool, matching: PathMatching| {
+            Arc::new(Route {
+                host: None,
+                path: path.into(),
+                matching,
+                target: Target::Echo,
+                require_cert,
+                acl: None,
+                headers: Arc::new(HeaderFormat::Nginx(Box::default())),
+                max_body_bytes: None,
+            })
+        };
+        let windows = PathMatching { ignore_case: true, ignore_trailing_dots: true };
+        let routes = vec![
+            route("/", false, PathMatching::default()),
+            route("/admin", true, PathMatching::default()),
+            route("/api/", false, PathMatching::default()),
+            route("/Admin2", true, windows),
+        ];
+        RouteTable::new(routes, Arc::new(StripSet::new(vec![])))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// client_hello
+
+/// TLS records fed to a listener's server connection (client certificates optional): fed in
+/// one piece and split at a position taken from the first byte, the outcome (error or not) is
+/// the same. Never panics.
+pub fn client_hello(data: &[u8]) {
+    let config = listener_tls().config.clone();
+    let whole = feed(ServerConnection::new(config.clone()).unwrap(), &[data]);
+    let at = data.first().map_or(0, |b| usize::from(*b) * data.len() / 256);
+    let (a, b) = data.split_at(at);
+    let split = feed(ServerConnection::new(config).unwrap(), &[a, b]);
+    assert_eq!(whole.is_err(), split.is_err(), "split at {at}: whole {whole:?}, split {split:?}");
+}
+
+/// Reads each chunk into the connection and processes what arrived; the first error ends it.
+fn feed(mut conn: ServerConnection, chunks: &[&[u8]]) -> Result<(), String> {
+    for chunk in chunks {
+        let mut rest: &[u8] = chunk;
+        while !rest.is_empty() {
+            match conn.read_tls(&mut rest) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(format!("read_tls: {e}")),
+            }
+            conn.process_new_packets().map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// A listener's TLS: a TestPki server certificate, client certificates optional.
+fn listener_tls() -> &'static ListenerTls {
+    static TLS: OnceLock<ListenerTls> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let pki = TestPki::new();
+        let server = pki.server(&["localhost"]);
+        let key = certified_key(server.chain_der(), server.key_der()).unwrap();
+        let store = TrustStore::from_der(vec![pki.root_der()], vec![]).unwrap();
+        let verifier = Arc::new(CachingVerifier::new(
+            store,
+            VerifyPolicy::client(),
+            chain_cache::DEFAULT_CAPACITY,
+        ));
+        ListenerTls::new(vec![key], ClientAuth::Optional(verifier), false).unwrap()
+    })
+}
