@@ -119,3 +119,68 @@ fn broken_reload_keeps_the_old_state_serving() {
     gw.wait_for_log("reloaded: serving generation 2", 1);
     assert_eq!(curl_as(&gw, Some("joe"), "/", &[]).status, 200);
 }
+
+/// A Kubernetes-style Secret update (new files in a timestamped directory, then the `..data`
+/// symlink swapped) is picked up without a signal.
+#[test]
+fn kubernetes_secret_symlink_swap_is_picked_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    let secret = dir.join("secret");
+    let mount = |name: &str, leaf: &certgate_pki::testkit::TestLeaf| {
+        let version = secret.join(name);
+        std::fs::create_dir_all(&version).unwrap();
+        leaf.write(&version, "tls");
+        let tmp_link = secret.join("..data_tmp");
+        std::os::unix::fs::symlink(name, &tmp_link).unwrap();
+        std::fs::rename(&tmp_link, secret.join("..data")).unwrap();
+    };
+    let first = pki.server(&["localhost", "127.0.0.1"]);
+    mount("..2026_11_23_a", &first);
+    for file in ["tls.crt", "tls.key"] {
+        std::os::unix::fs::symlink(format!("..data/{file}"), secret.join(file)).unwrap();
+    }
+    let config = one_route("optional", "").replace(
+        "{ cert = \"server.crt\", key = \"server.key\" }",
+        "{ cert = \"secret/tls.crt\", key = \"secret/tls.key\" }",
+    );
+    let gw = Gateway::start_with_env(dir, &config, &[("CERTGATE_LOG", "info")]);
+    assert_eq!(served_serial(&gw), first.serial_hex.trim_start_matches('0'));
+    let second = pki.server(&["localhost", "127.0.0.1"]);
+    mount("..2026_11_23_b", &second);
+    let log = gw.wait_for_log("reloaded: serving generation 2", 1);
+    assert!(log.contains("changed on disk: reloading"), "{log}");
+    assert_eq!(served_serial(&gw), second.serial_hex.trim_start_matches('0'));
+}
+
+/// When a CRL's next update passes, clients it covers are refused (fail closed) and the stale
+/// CRL is reported; a fresh CRL published in its place serves them again without a restart.
+#[test]
+fn stale_crl_fails_closed_until_a_fresh_one_appears() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    let joe = pki.client("joe", &[]);
+    write_leaf(dir, "joe", &joe);
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    std::fs::write(dir.join("crl.pem"), pki.crl_until(&[], soon)).unwrap();
+    let gw = Gateway::start_with_env(
+        dir,
+        &one_route("optional", "crls = [\"crl.pem\"]\n"),
+        &[("CERTGATE_LOG", "info")],
+    );
+    assert_eq!(curl_as(&gw, Some("joe"), "/", &[]).status, 200);
+    // After the next update: refused, and the reload at that time reports the stale file.
+    let log = gw.wait_for_log("CRL is past its next update", 1);
+    assert!(log.contains("crl.pem"), "{log}");
+    let stale = curl_as(&gw, Some("joe"), "/", &[]);
+    assert_eq!(stale.status, 495, "{stale:?}");
+    assert!(stale.body.contains("CRL is out of date"), "{stale:?}");
+    // A fresh CRL, written the way editors and `certgate crl` do (rename over the old one).
+    std::fs::write(dir.join("crl.new"), pki.crl(&[])).unwrap();
+    std::fs::rename(dir.join("crl.new"), dir.join("crl.pem")).unwrap();
+    gw.wait_for_log("reloaded: serving generation", 2);
+    let fresh = curl_as(&gw, Some("joe"), "/", &[]);
+    assert_eq!(fresh.status, 200, "{fresh:?}");
+}

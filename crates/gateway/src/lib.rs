@@ -8,6 +8,7 @@
 //! - [`server`]: accept → handshake → identity → serve, timeouts, shutdown;
 //! - [`limits`]: the process's open-files limit;
 //! - [`access_log`]: JSON lines written off the runtime threads;
+//! - [`watch`]: reload when a file the configuration names changes;
 //! - [`echo`]: the built-in echo upstream of `certgate quickstart`;
 //! - `fuzz` (cargo feature `fuzz`): the bodies of the fuzz targets in `fuzz/`.
 
@@ -20,5 +21,6 @@ pub mod http;
 pub mod limits;
 pub mod server;
 pub mod tls;
+pub mod watch;
 
 pub use server::{Reloader, serve};

@@ -23,7 +23,6 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -114,6 +113,10 @@ impl Generation {
 pub struct Reloader {
     pub load: Box<dyn Fn() -> Result<Config, ConfigErrors> + Send + Sync>,
     pub requests: mpsc::Receiver<()>,
+    /// The sender of `requests`, for the gateway's own triggers: a file the configuration
+    /// names changed on disk ([`crate::watch`]), or a loaded CRL reached its nextUpdate.
+    /// `None`: reload on request only.
+    pub triggers: Option<mpsc::Sender<()>>,
 }
 
 /// An IP network (`10.0.0.0/8`, `::1/128`) of trusted front proxies.
@@ -157,6 +160,9 @@ pub async fn serve(
     crate::limits::raise_open_files(wanted);
     let mut access = AccessLogs::default();
     let log = access.handle(config.access_log).map_err(ServeError::AccessLog)?;
+    let watched = crate::watch::WatchList::default();
+    watched.set(config.files.clone());
+    let crl_updates = config.crl_updates.clone();
     let mut slots = Vec::new();
     for l in config.listeners {
         let socket = TcpListener::bind(l.addr).await.map_err(|source| ServeError::Bind {
@@ -187,7 +193,13 @@ pub async fn serve(
         tasks.push(tokio::spawn(accept_loop(slot.clone(), stop_rx.clone())));
     }
     if let Some(reloader) = reloader {
-        tasks.push(tokio::spawn(reload_loop(reloader, slots.clone(), access)));
+        if let Some(tx) = &reloader.triggers
+            && let Err(error) = crate::watch::spawn(watched.clone(), tx.clone())
+        {
+            tracing::warn!(%error, "cannot watch the configuration's files; reload with SIGHUP");
+        }
+        let state = ReloadState { slots: slots.clone(), access, watched, crl_updates };
+        tasks.push(tokio::spawn(reload_loop(reloader, state)));
     }
     shutdown.await;
     tracing::info!("shutting down: no new connections, open ones may finish");
@@ -223,14 +235,36 @@ impl AccessLogs {
     }
 }
 
+/// What reloads change besides the listeners' generations.
+struct ReloadState {
+    slots: Vec<Arc<Slot>>,
+    access: AccessLogs,
+    watched: crate::watch::WatchList,
+    crl_updates: Vec<(std::path::PathBuf, rustls_pki_types::UnixTime)>,
+}
+
 /// Serves reload requests one at a time. A reload builds every listener's new generation
 /// from the whole configuration before any is swapped in; on any error nothing changes, and
 /// every problem is logged with its file, field and reason (the text of `serve --check`).
-async fn reload_loop(mut reloader: Reloader, slots: Vec<Arc<Slot>>, mut access: AccessLogs) {
+/// A loaded CRL's nextUpdate also triggers a reload, so a republished CRL is picked up; while
+/// none is fresher, the stale CRL keeps refusing (fail closed) and is reported every minute.
+async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
     let load = Arc::new(reloader.load);
-    let generation = AtomicU64::new(1);
-    while reloader.requests.recv().await.is_some() {
-        // Requests that queued up while a reload ran are served by the next one.
+    let mut current = 1u64;
+    let triggers = reloader.triggers.is_some();
+    loop {
+        let crl_check = triggers.then(|| next_crl_check(&state.crl_updates)).flatten();
+        tokio::select! {
+            request = reloader.requests.recv() => {
+                if request.is_none() {
+                    return;
+                }
+            }
+            () = sleep_until_some(crl_check), if crl_check.is_some() => {
+                report_stale_crls(&state.crl_updates);
+            }
+        }
+        // Requests that queued up while waiting are served by this reload.
         while reloader.requests.try_recv().is_ok() {}
         let started = std::time::Instant::now();
         let loader = load.clone();
@@ -241,7 +275,6 @@ async fn reload_loop(mut reloader: Reloader, slots: Vec<Arc<Slot>>, mut access: 
                 continue;
             }
         };
-        let current = generation.load(Ordering::Relaxed);
         let config = match loaded {
             Ok(config) => config,
             Err(errors) => {
@@ -255,7 +288,7 @@ async fn reload_loop(mut reloader: Reloader, slots: Vec<Arc<Slot>>, mut access: 
                 continue;
             }
         };
-        let log = match access.handle(config.access_log) {
+        let log = match state.access.handle(config.access_log) {
             Ok(log) => log,
             Err(e) => {
                 tracing::error!(error = %e, "reload failed: cannot start the access log");
@@ -263,9 +296,11 @@ async fn reload_loop(mut reloader: Reloader, slots: Vec<Arc<Slot>>, mut access: 
             }
         };
         let next = current + 1;
+        state.watched.set(config.files.clone());
+        state.crl_updates = config.crl_updates.clone();
         let mut swaps = Vec::new();
         for l in config.listeners {
-            match slots.iter().find(|s| s.name == l.name) {
+            match state.slots.iter().find(|s| s.name == l.name) {
                 None => tracing::warn!(
                     "reload: listener {} is new; it needs a restart to be bound",
                     l.name
@@ -289,7 +324,7 @@ async fn reload_loop(mut reloader: Reloader, slots: Vec<Arc<Slot>>, mut access: 
                 }
             }
         }
-        for slot in &slots {
+        for slot in &state.slots {
             if !swaps.iter().any(|(s, _)| Arc::ptr_eq(s, slot)) {
                 tracing::warn!(
                     "reload: listener {} is gone from the configuration; it keeps serving its \
@@ -301,11 +336,52 @@ async fn reload_loop(mut reloader: Reloader, slots: Vec<Arc<Slot>>, mut access: 
         for (slot, generation) in swaps {
             slot.current.store(Arc::new(generation));
         }
-        generation.store(next, Ordering::Relaxed);
+        current = next;
         tracing::info!(
             took_ms = started.elapsed().as_millis() as u64,
             "reloaded: serving generation {next}"
         );
+    }
+}
+
+/// How often a stale CRL is looked for again (and reported).
+const STALE_CRL_RECHECK: Duration = Duration::from_secs(60);
+
+/// When to look for a fresher CRL: a second after the earliest nextUpdate, or in a minute when
+/// one is already past it.
+fn next_crl_check(
+    updates: &[(std::path::PathBuf, rustls_pki_types::UnixTime)],
+) -> Option<tokio::time::Instant> {
+    let earliest = updates.iter().map(|(_, t)| t.as_secs()).min()?;
+    let now = rustls_pki_types::UnixTime::now().as_secs();
+    let wait = match earliest.checked_sub(now) {
+        Some(ahead) => Duration::from_secs(ahead.saturating_add(1)),
+        None => STALE_CRL_RECHECK,
+    };
+    // Far-future nextUpdates: check at least daily, and never overflow the clock.
+    Some(tokio::time::Instant::now() + wait.min(Duration::from_secs(24 * 3600)))
+}
+
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Logs each CRL past its nextUpdate: certificates it covers are refused until a fresher CRL
+/// is there (fail closed), and the operator must hear about it.
+fn report_stale_crls(updates: &[(std::path::PathBuf, rustls_pki_types::UnixTime)]) {
+    let now = rustls_pki_types::UnixTime::now().as_secs();
+    for (path, next) in updates {
+        if let Some(late) = now.checked_sub(next.as_secs()).filter(|late| *late > 0) {
+            tracing::warn!(
+                crl = %path.display(),
+                minutes_stale = late / 60,
+                "CRL is past its next update; certificates it covers are refused until a fresher \
+                 CRL is published there"
+            );
+        }
     }
 }
 

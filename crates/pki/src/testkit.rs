@@ -213,6 +213,19 @@ impl TestPki {
 
     /// The same CRL, DER.
     pub fn crl_der(&self, revoked: &[&TestLeaf]) -> CertificateRevocationListDer<'static> {
+        self.crl_der_until(revoked, OffsetDateTime::now_utc() + Duration::days(7))
+    }
+
+    /// A CRL like [`TestPki::crl`] whose nextUpdate is `next_update`, PEM.
+    pub fn crl_until(&self, revoked: &[&TestLeaf], next_update: OffsetDateTime) -> String {
+        crate::pem::encode("X509 CRL", &self.crl_der_until(revoked, next_update))
+    }
+
+    fn crl_der_until(
+        &self,
+        revoked: &[&TestLeaf],
+        next_update: OffsetDateTime,
+    ) -> CertificateRevocationListDer<'static> {
         let now = OffsetDateTime::now_utc();
         let entries: Vec<_> = revoked
             .iter()
@@ -222,14 +235,9 @@ impl TestPki {
                 reason: crate::crl::Reason::KeyCompromise,
             })
             .collect();
-        let der = crate::crl::sign(
-            self.issuer(),
-            &entries,
-            1,
-            now - Duration::minutes(1),
-            now + Duration::days(7),
-        )
-        .expect("sign CRL");
+        let der =
+            crate::crl::sign(self.issuer(), &entries, 1, now - Duration::minutes(1), next_update)
+                .expect("sign CRL");
         CertificateRevocationListDer::from(der)
     }
 

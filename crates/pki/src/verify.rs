@@ -313,6 +313,11 @@ impl TrustStore {
         &self.inner.anchor_names
     }
 
+    /// The earliest nextUpdate of the loaded CRLs: when a fresher CRL should be looked for.
+    pub fn crls_next_update(&self) -> Option<UnixTime> {
+        self.inner.crls_next_update
+    }
+
     pub fn has_crls(&self) -> bool {
         !self.inner.crls.is_empty()
     }
@@ -643,6 +648,11 @@ fn server_name_text(name: &ServerName<'_>) -> String {
         ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
         _ => format!("{name:?}"),
     }
+}
+
+/// A CRL's nextUpdate, if it parses and has one.
+pub fn crl_next_update(der: &[u8]) -> Option<UnixTime> {
+    parse_crl(der).ok().and_then(|(_, next)| next)
 }
 
 /// Parses a CRL enough to index it; returns the full DER of its issuer name and its

@@ -37,9 +37,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = runtime(config.worker_threads)?;
     let path = args.config.clone();
     runtime.block_on(async {
+        let (triggers, requests) = reload_on_sighup()?;
         let reloader = certgate_gateway::Reloader {
             load: Box::new(move || certgate_gateway::config::load(&path)),
-            requests: reload_on_sighup()?,
+            requests,
+            triggers: Some(triggers),
         };
         certgate_gateway::serve(config, Some(reloader), shutdown_signal(), print_ready).await?;
         anyhow::Ok(())
@@ -73,8 +75,10 @@ fn print_ready(addrs: Vec<(String, SocketAddr)>) {
 
 /// A reload request for each SIGHUP (`systemctl reload`, `kill -HUP`): the signal no longer
 /// ends the process.
-fn reload_on_sighup() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
+fn reload_on_sighup()
+-> anyhow::Result<(tokio::sync::mpsc::Sender<()>, tokio::sync::mpsc::Receiver<()>)> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let triggers = tx.clone();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -89,7 +93,7 @@ fn reload_on_sighup() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
     }
     #[cfg(not(unix))]
     drop(tx);
-    Ok(rx)
+    Ok((triggers, rx))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -64,6 +64,10 @@ impl fmt::Display for ConfigErrors {
 /// The built configuration.
 pub struct Config {
     pub listeners: Vec<Listener>,
+    /// Every file the configuration read (the file itself first), for the reload watcher.
+    pub files: Vec<PathBuf>,
+    /// Each loaded CRL's file and nextUpdate: when to look for a fresher one.
+    pub crl_updates: Vec<(PathBuf, rustls_pki_types::UnixTime)>,
     pub access_log: bool,
     /// Runtime worker threads; `None`: one per core.
     pub worker_threads: Option<usize>,
@@ -139,6 +143,8 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         file: path.to_path_buf(),
         base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         errors: Vec::new(),
+        files: Vec::new(),
+        crl_updates: Vec::new(),
     };
     if raw.listeners.is_empty() {
         b.error("", "no [[listener]] is configured".into());
@@ -210,8 +216,16 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
     if !b.errors.is_empty() {
         return Err(ConfigErrors(b.errors));
     }
+    let mut files = vec![path.to_path_buf()];
+    for f in b.files.drain(..) {
+        if !files.contains(&f) {
+            files.push(f);
+        }
+    }
     Ok(Config {
         listeners,
+        files,
+        crl_updates: std::mem::take(&mut b.crl_updates),
         access_log: raw.access_log.enabled.unwrap_or(true),
         worker_threads: raw.runtime.worker_threads,
     })
@@ -235,6 +249,10 @@ struct Builder {
     file: PathBuf,
     base: PathBuf,
     errors: Vec<ConfigError>,
+    /// Every file named, in order.
+    files: Vec<PathBuf>,
+    /// Each loaded CRL's file and nextUpdate.
+    crl_updates: Vec<(PathBuf, rustls_pki_types::UnixTime)>,
 }
 
 impl Builder {
@@ -242,9 +260,12 @@ impl Builder {
         self.errors.push(ConfigError { file: self.file.clone(), field: field.into(), reason });
     }
 
-    fn path(&self, p: &str) -> PathBuf {
+    /// A file the configuration names, resolved against its directory and remembered.
+    fn path(&mut self, p: &str) -> PathBuf {
         let p = Path::new(p);
-        if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) }
+        let path = if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) };
+        self.files.push(path.clone());
+        path
     }
 
     fn duration(&mut self, field: &str, value: Option<&String>, default: Duration) -> Duration {
@@ -474,8 +495,16 @@ impl Builder {
         }
         let mut crls = Vec::new();
         for (i, c) in ca.crls.iter().enumerate() {
-            match certgate_pki::pem::read_crls(&self.path(c)) {
-                Ok(list) => crls.extend(list),
+            let path = self.path(c);
+            match certgate_pki::pem::read_crls(&path) {
+                Ok(list) => {
+                    for der in &list {
+                        if let Some(next) = certgate_pki::verify::crl_next_update(der) {
+                            self.crl_updates.push((path.clone(), next));
+                        }
+                    }
+                    crls.extend(list);
+                }
                 Err(e) => self.error(&format!("{field}.crls[{i}]"), with_causes(&e)),
             }
         }
