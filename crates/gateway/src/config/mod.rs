@@ -124,6 +124,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         ConfigErrors(vec![ConfigError { file: path.to_path_buf(), field: field.into(), reason }])
     };
     let text = std::fs::read_to_string(path).map_err(|e| fail("", format!("cannot read: {e}")))?;
+    if let Some(line) = too_deep(&text, MAX_NESTING) {
+        return Err(fail(
+            &format!("line {line}"),
+            format!("arrays and tables are nested more than {MAX_NESTING} levels deep"),
+        ));
+    }
     let raw: raw::RawConfig = toml::from_str(&text).map_err(|e| {
         let location = e
             .span()
@@ -135,6 +141,63 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         fail(&location, e.message().to_string())
     })?;
     build(raw, path)
+}
+
+/// Deeper nesting than any configuration needs; the TOML parser recurses once per level, so
+/// an absurdly nested file would otherwise exhaust a thread's stack instead of being refused.
+const MAX_NESTING: usize = 64;
+
+/// The line where `[`/`{` nesting first exceeds `max`, outside strings and comments (TOML's
+/// rules: basic and literal strings, their multi-line forms, `#` comments; a single-line
+/// string ends at the line's end, as the parser ends it).
+fn too_deep(text: &str, max: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let (mut depth, mut line, mut i) = (0usize, 1usize, 0usize);
+    while i < b.len() {
+        let rest = &b[i..];
+        match b[i] {
+            b'\n' => line += 1,
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' => {
+                let quote = b[i];
+                let multi = rest.starts_with(&[quote; 3]);
+                i += if multi { 3 } else { 1 };
+                while i < b.len() {
+                    if multi && b[i..].starts_with(&[quote; 3]) {
+                        i += 3;
+                        break;
+                    }
+                    match b[i] {
+                        b'\n' if !multi => break,
+                        b'\n' => line += 1,
+                        b'\\' if quote == b'"' => i += 1,
+                        c if c == quote && !multi => {
+                            i += 1;
+                            break;
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some(line);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Builds a raw configuration; relative paths are taken from `path`'s directory.
@@ -735,5 +798,26 @@ impl Builder {
             headers: Arc::new(headers),
             max_body_bytes: r.max_body_bytes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Absurd nesting is refused before parsing, naming the line; brackets in strings and
+    /// comments do not count.
+    #[test]
+    fn absurd_nesting_is_refused_before_parsing() {
+        let deep = format!("x = {}1{}\n", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(too_deep(&deep, MAX_NESTING), Some(1));
+        let fine = "# [[[[\n[[route]]\npath = \"/[[[[{{{{\"\nx = '[[[['\ny = \"\"\"\n[[[[\n\"\"\"\nz = [[1], {a = [2]}]\n";
+        assert_eq!(too_deep(fine, 3), None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deep.toml");
+        std::fs::write(&path, &deep).unwrap();
+        let err = load(&path).err().unwrap();
+        assert_eq!(err.0[0].field, "line 1");
+        assert!(err.0[0].reason.contains("nested more than 64 levels"), "{err}");
     }
 }
