@@ -184,3 +184,63 @@ fn stale_crl_fails_closed_until_a_fresh_one_appears() {
     let fresh = curl_as(&gw, Some("joe"), "/", &[]);
     assert_eq!(fresh.status, 200, "{fresh:?}");
 }
+
+/// An open connection whose client is revoked by a reloaded CRL is closed gracefully (HTTP/1.1
+/// and HTTP/2), instead of keeping its access for as long as it stays open.
+#[test]
+fn open_connections_of_a_revoked_client_are_closed_after_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    let joe = pki.client("joe", &[]);
+    write_leaf(dir, "joe", &joe);
+    write_leaf(dir, "ann", &pki.client("ann", &[]));
+    std::fs::write(dir.join("crl.pem"), pki.crl(&[])).unwrap();
+    let up = upstream(Duration::ZERO);
+    let config = format!(
+        "{}crls = [\"crl.pem\"]\n{}\n[[route]]\nupstream = \"app\"\n",
+        listener(
+            "required",
+            "[listener.limits]\nidle_timeout = \"60s\"\nheader_read_timeout = \"60s\"\n"
+        ),
+        upstream_block("app", up)
+    );
+    let gw = Gateway::start_with_env(dir, &config, &[("CERTGATE_LOG", "info")]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/raw_client.py");
+    let hold = |name: &str, alpn: &str| {
+        let mut child = Command::new("python3")
+            .args([script, "hold", "--port", &gw.port.to_string(), "--alpn", alpn, "--ca"])
+            .arg(dir.join("root.crt"))
+            .arg("--cert")
+            .arg(dir.join(format!("{name}.crt")))
+            .arg("--key")
+            .arg(dir.join(format!("{name}.key")))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        use std::io::BufRead;
+        out.read_line(&mut first).unwrap();
+        assert!(first.starts_with("served"), "{name} {alpn}: {first}");
+        (child, out)
+    };
+    let joe_h1 = hold("joe", "http/1.1");
+    let joe_h2 = hold("joe", "h2");
+    let (mut ann, _ann_out) = hold("ann", "http/1.1");
+    std::fs::write(dir.join("crl.new"), pki.crl(&[&joe])).unwrap();
+    std::fs::rename(dir.join("crl.new"), dir.join("crl.pem")).unwrap();
+    gw.wait_for_log("its client certificate is refused after the reload", 2);
+    for (what, (mut child, mut out)) in [("HTTP/1.1", joe_h1), ("HTTP/2", joe_h2)] {
+        let mut rest = String::new();
+        use std::io::Read;
+        out.read_to_string(&mut rest).unwrap();
+        let _ = child.wait();
+        let secs: f64 = rest.split_whitespace().nth(2).and_then(|s| s.parse().ok()).unwrap();
+        assert!(secs < 10.0, "joe's {what} connection was closed promptly: {rest}");
+    }
+    // ann is not revoked: her connection stays open.
+    assert!(ann.try_wait().unwrap().is_none(), "ann's connection is not touched");
+    let _ = ann.kill();
+    let _ = ann.wait();
+}

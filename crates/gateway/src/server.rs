@@ -75,6 +75,9 @@ struct Slot {
     max_connections: usize,
     permits: Arc<Semaphore>,
     current: ArcSwap<Generation>,
+    /// The id of `current`, for open connections to re-check their client certificate when
+    /// a reload replaces it.
+    swapped: watch::Sender<u64>,
 }
 
 /// What a listener's new connections use, built and validated whole, swapped whole.
@@ -180,6 +183,7 @@ pub async fn serve(
             max_connections,
             permits: Arc::new(Semaphore::new(max_connections)),
             current: ArcSwap::from_pointee(Generation::new(1, l, log.clone())),
+            swapped: watch::Sender::new(1),
         }));
     }
     let addrs = slots
@@ -335,6 +339,7 @@ async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
         }
         for (slot, generation) in swaps {
             slot.current.store(Arc::new(generation));
+            slot.swapped.send_replace(next);
         }
         current = next;
         tracing::info!(
@@ -425,14 +430,15 @@ async fn accept_loop(slot: Arc<Slot>, stop: watch::Receiver<bool>) {
         };
         // The connection keeps this generation until it ends.
         let generation = slot.current.load_full();
-        let stop = stop.clone();
+        let (stop, slot) = (stop.clone(), slot.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let g = &generation;
             let trusted_proxy = g.trusted_proxies.iter().any(|net| net.contains(peer.ip()));
             let Some(stream) = handshake(tcp, peer, &g.acceptor, &g.limits).await else { return };
             let conn = identity(&stream, peer, &g.tls, trusted_proxy);
-            serve_http(stream, conn, g.ctx.clone(), &g.limits, stop).await;
+            let recheck = Recheck::of(&stream, &conn, &slot);
+            serve_http(stream, conn, g.ctx.clone(), &g.limits, stop, recheck).await;
         });
     }
 }
@@ -511,13 +517,45 @@ fn identity(
     })
 }
 
-/// Serves HTTP on the connection until it ends, goes idle, or the gateway stops.
+/// What an open connection needs to re-check its client certificate after a reload: the
+/// chain it presented, and the listener whose generation may change.
+struct Recheck {
+    presented: Vec<rustls_pki_types::CertificateDer<'static>>,
+    slot: Arc<Slot>,
+    swapped: watch::Receiver<u64>,
+}
+
+impl Recheck {
+    /// Only connections with a verified client certificate have anything to re-check.
+    fn of(stream: &TlsStream<TcpStream>, conn: &ConnInfo, slot: &Arc<Slot>) -> Option<Recheck> {
+        if !matches!(conn.identity.client, ClientCert::Verified { .. }) {
+            return None;
+        }
+        let presented = stream.get_ref().1.peer_certificates()?.to_vec();
+        let mut swapped = slot.swapped.subscribe();
+        swapped.mark_unchanged();
+        Some(Recheck { presented, slot: slot.clone(), swapped })
+    }
+
+    /// Why the certificate is refused by the current generation's trust settings, if it is.
+    fn refused(&self) -> Option<certgate_pki::verify::VerifyError> {
+        let current = self.slot.current.load();
+        let verifier = current.tls.client_auth.verifier()?;
+        verifier.verify(&self.presented, rustls_pki_types::UnixTime::now()).err()
+    }
+}
+
+/// Serves HTTP on the connection until it ends, goes idle, reaches `max_connection_age`, the
+/// gateway stops, or a reload's trust settings refuse its client certificate (revoked, or no
+/// longer trusted): then it is closed gracefully (GOAWAY for HTTP/2; HTTP/1.1 after its
+/// current request).
 async fn serve_http(
     stream: TlsStream<TcpStream>,
     conn: Arc<ConnInfo>,
     ctx: Arc<ListenerCtx>,
     limits: &Limits,
     mut stop: watch::Receiver<bool>,
+    mut recheck: Option<Recheck>,
 ) {
     let peer = conn.peer;
     let activity = Arc::new(Activity::default());
@@ -558,12 +596,36 @@ async fn serve_http(
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut seen = activity.snapshot().1;
     let mut quiet_since = tokio::time::Instant::now();
+    let aged =
+        sleep_until_some(limits.max_connection_age.map(|age| tokio::time::Instant::now() + age));
+    tokio::pin!(aged);
     loop {
+        let swapped = async {
+            match &mut recheck {
+                Some(r) => r.swapped.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = stop.changed(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
+            }
+            () = &mut aged, if !closing => {
+                tracing::debug!(%peer, "closing connection: max_connection_age reached");
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            changed = swapped, if !closing => {
+                if !changed {
+                    recheck = None;
+                } else if let Some(reason) = recheck.as_ref().and_then(Recheck::refused) {
+                    tracing::info!(%peer, reason = %reason, code = reason.code(),
+                        "closing connection: its client certificate is refused after the reload");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
             _ = tick.tick(), if !closing => {
                 let (in_flight, events) = activity.snapshot();

@@ -15,6 +15,10 @@
       "ready" once all are open, and holds them S seconds.
   raw_client.py pipe     --port P --ca F --cert F --key F --requests N
       Sends N keep-alive requests on one connection and prints how many 200 answers came back.
+  raw_client.py hold     --port P --ca F --cert F --key F [--alpn h2]
+      HTTP/1.1: sends one keep-alive request and prints "served <status line>"; HTTP/2: sends
+      the preface and prints "served" on the server's SETTINGS. Then keeps the connection
+      open (answering PINGs) and prints "closed after S s" when the server closes it (20 s max).
 
 Loopback only; every wait is bounded.
 """
@@ -152,6 +156,43 @@ def pipe(args):
     print(f"ok {ok}")
 
 
+def hold(args):
+    s = tls(args, args.alpn)
+    started = time.monotonic()
+    if args.alpn == "h2":
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0))
+        first = s.recv(65536)
+        print("served" if first else "no answer", flush=True)
+    else:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        first = s.recv(65536)
+        print("served " + first.split(b"\r\n")[0].decode(), flush=True)
+    s.settimeout(1)
+    buf = first if args.alpn == "h2" else b""
+    while time.monotonic() - started < 20:
+        # Answer SETTINGS and PINGs like a live HTTP/2 client (a graceful close waits for them).
+        while args.alpn == "h2" and len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + length:
+                break
+            kind, flags, payload = buf[3], buf[4], buf[9 : 9 + length]
+            buf = buf[9 + length :]
+            if kind == 4 and not flags & 1:
+                s.sendall(frame(4, 1, 0))
+            elif kind == 6 and not flags & 1:
+                s.sendall(frame(6, 1, 0, payload))
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            continue
+        except (ssl.SSLError, ConnectionResetError, OSError):
+            break
+        if not chunk:
+            break
+        buf += chunk
+    print(f"closed after {time.monotonic() - started:.2f} s", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("mode")
@@ -169,7 +210,8 @@ def main():
     p.add_argument("--hold", type=float, default=0)
     p.add_argument("--requests", type=int, default=1)
     args = p.parse_args()
-    {"request": request, "h2idle": h2idle, "slowbody": slowbody, "flood": flood, "pipe": pipe}[
+    {"request": request, "h2idle": h2idle, "slowbody": slowbody, "flood": flood, "pipe": pipe,
+     "hold": hold}[
         args.mode
     ](args)
 

@@ -89,6 +89,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per client connection.
     pub max_streams: u32,
+    /// A connection older than this is closed gracefully; `None`: no limit.
+    pub max_connection_age: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -101,6 +103,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
             max_streams: 100,
+            max_connection_age: None,
         }
     }
 }
@@ -454,6 +457,10 @@ impl Builder {
             l.limits.body_timeout.as_ref(),
             limits.body_timeout,
         );
+        if let Some(age) = &l.limits.max_connection_age {
+            limits.max_connection_age =
+                Some(self.duration(&format!("{lf}.max_connection_age"), Some(age), MAX_TIMEOUT));
+        }
         if let Some(n) = l.limits.max_streams {
             if n == 0 {
                 self.error(&format!("{lf}.max_streams"), "must be at least 1".into());

@@ -74,6 +74,7 @@ pub struct RawLimits {
     pub max_connections: Option<usize>,
     pub body_timeout: Option<String>,
     pub max_streams: Option<u32>,
+    pub max_connection_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
