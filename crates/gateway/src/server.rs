@@ -292,6 +292,14 @@ async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
                 continue;
             }
         };
+        for (severity, note) in &config.notes {
+            match severity {
+                crate::config::Severity::Check => {
+                    tracing::warn!("reload: {note} (serving anyway; `serve --check` fails on it)");
+                }
+                crate::config::Severity::Warning => tracing::warn!("reload: {note}"),
+            }
+        }
         let log = match state.access.handle(config.access_log) {
             Ok(log) => log,
             Err(e) => {

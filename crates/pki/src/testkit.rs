@@ -235,9 +235,10 @@ impl TestPki {
                 reason: crate::crl::Reason::KeyCompromise,
             })
             .collect();
-        let der =
-            crate::crl::sign(self.issuer(), &entries, 1, now - Duration::minutes(1), next_update)
-                .expect("sign CRL");
+        // A CRL already past its next update was issued before it.
+        let this_update = (now - Duration::minutes(1)).min(next_update - Duration::hours(1));
+        let der = crate::crl::sign(self.issuer(), &entries, 1, this_update, next_update)
+            .expect("sign CRL");
         CertificateRevocationListDer::from(der)
     }
 

@@ -29,10 +29,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    use certgate_gateway::config::{ConfigErrors, Severity};
+    let (problems, warnings): (Vec<_>, Vec<_>) =
+        config.notes.iter().partition(|(severity, _)| *severity == Severity::Check);
+    for (_, warning) in &warnings {
+        eprintln!("warning: {warning}");
+    }
     if args.check {
+        // Problems of time are errors here: the configuration would serve, but not as meant.
+        if !problems.is_empty() {
+            eprint!("{}", ConfigErrors(problems.into_iter().map(|(_, p)| p.clone()).collect()));
+            return Ok(ExitCode::FAILURE);
+        }
         let routes: usize = config.listeners.len();
         writeln!(super::out::Out::lock(), "ok: {} ({routes} listener(s))", args.config.display())?;
         return Ok(ExitCode::SUCCESS);
+    }
+    for (_, problem) in &problems {
+        eprintln!("warning: {problem} (serving anyway; `serve --check` fails on it)");
     }
     let runtime = runtime(config.worker_threads)?;
     let path = args.config.clone();

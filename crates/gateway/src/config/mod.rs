@@ -61,8 +61,26 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// A problem that does not stop the configuration from being built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// A problem of time (an expired or not-yet-valid certificate, a CRL past its next
+    /// update, a chain that clients cannot complete): `serve --check` fails on it; start and
+    /// reload serve with a loud warning, failing closed where the certificate or CRL matters,
+    /// so one stale file never blocks every later reload.
+    Check,
+    /// Worth knowing in time (a certificate past two thirds of its lifetime, a CRL within a
+    /// day of its next update): printed, never refused.
+    Warning,
+}
+
+/// A built configuration's problems of time and warnings, in file order.
+pub type Notes = Vec<(Severity, ConfigError)>;
+
 /// The built configuration.
 pub struct Config {
+    /// Problems that did not stop the build (see [`Severity`]).
+    pub notes: Notes,
     pub listeners: Vec<Listener>,
     /// Every file the configuration read (the file itself first), for the reload watcher.
     pub files: Vec<PathBuf>,
@@ -211,6 +229,7 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         errors: Vec::new(),
         files: Vec::new(),
         crl_updates: Vec::new(),
+        notes: Vec::new(),
     };
     if raw.listeners.is_empty() {
         b.error("", "no [[listener]] is configured".into());
@@ -254,6 +273,27 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
             None => routes_by_listener.iter_mut().for_each(|v| v.push(route.clone())),
         }
     }
+    // A route that needs a client certificate on a listener that never asks for one would
+    // answer 496 to every request, certificate or not.
+    for (i, r) in raw.routes.iter().enumerate() {
+        if !matches!(r.client_cert.as_deref(), None | Some("required")) {
+            continue;
+        }
+        for (l, name) in raw.listeners.iter().zip(&listener_names) {
+            let asks = l.client_auth.as_ref().is_some_and(|ca| ca.mode != "off");
+            let applies = r.listener.as_deref().is_none_or(|n| n == name);
+            if applies && !asks {
+                b.error(
+                    &format!("route[{i}].client_cert"),
+                    format!(
+                        "the route needs a client certificate, but listener {name} never asks \
+                         for one; add [listener.client_auth] to it, or set client_cert = \
+                         \"optional\""
+                    ),
+                );
+            }
+        }
+    }
     let strip = Arc::new(crate::http::headers::StripSet::new(all_header_names));
 
     let mut listeners = Vec::new();
@@ -289,6 +329,7 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         }
     }
     Ok(Config {
+        notes: std::mem::take(&mut b.notes),
         listeners,
         files,
         crl_updates: std::mem::take(&mut b.crl_updates),
@@ -319,11 +360,71 @@ struct Builder {
     files: Vec<PathBuf>,
     /// Each loaded CRL's file and nextUpdate.
     crl_updates: Vec<(PathBuf, rustls_pki_types::UnixTime)>,
+    notes: Notes,
 }
 
 impl Builder {
     fn error(&mut self, field: &str, reason: String) {
         self.errors.push(ConfigError { file: self.file.clone(), field: field.into(), reason });
+    }
+
+    fn note(&mut self, severity: Severity, field: &str, reason: String) {
+        let problem = ConfigError { file: self.file.clone(), field: field.into(), reason };
+        self.notes.push((severity, problem));
+    }
+
+    /// Checks a certificate this configuration serves or presents: its usage for `purpose`
+    /// (an error), its validity now (a problem of time), and how much of its lifetime is
+    /// left (a warning past two thirds, so a 90-day and a 24-hour certificate both warn in
+    /// time). Returns its summary.
+    fn check_cert(
+        &mut self,
+        field: &str,
+        der: &[u8],
+        purpose: Option<(&str, &str)>,
+    ) -> Option<certgate_pki::inspect::CertInfo> {
+        let info = match certgate_pki::inspect::cert_info(der) {
+            Ok(info) => info,
+            Err(e) => {
+                self.error(field, with_causes(&e));
+                return None;
+            }
+        };
+        if let Some((eku, what)) = purpose {
+            let ekus = &info.extended_key_usage;
+            if !ekus.is_empty() && !ekus.iter().any(|e| e == eku || e == "anyExtendedKeyUsage") {
+                self.error(
+                    field,
+                    format!(
+                        "{} is not a {what} certificate: its extended key usage is {}, without {eku}",
+                        info.subject,
+                        ekus.join(", ")
+                    ),
+                );
+            }
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let until = certgate_pki::validity::format_time(info.not_after);
+        if info.not_after <= now {
+            self.note(Severity::Check, field, format!("{} expired on {until}", info.subject));
+        } else if info.not_before > now {
+            let from = certgate_pki::validity::format_time(info.not_before);
+            self.note(
+                Severity::Check,
+                field,
+                format!("{} is not valid before {from}", info.subject),
+            );
+        } else if (now - info.not_before) * 3 > (info.not_after - info.not_before) * 2 {
+            self.note(
+                Severity::Warning,
+                field,
+                format!(
+                    "{} is past two thirds of its lifetime: it expires on {until}",
+                    info.subject
+                ),
+            );
+        }
+        Some(info)
     }
 
     /// A file the configuration names, resolved against its directory and remembered.
@@ -422,6 +523,25 @@ impl Builder {
             let cf = format!("{field}.certificates[{j}]");
             let chain = self.certs(&format!("{cf}.cert"), &c.cert);
             let key = self.key(&format!("{cf}.key"), &c.key);
+            if let Some(leaf) = chain.as_ref().and_then(|c| c.first()) {
+                let cert_field = format!("{cf}.cert");
+                let info = self.check_cert(&cert_field, leaf, Some(("serverAuth", "TLS server")));
+                if let Some(info) = info
+                    && chain.as_ref().is_some_and(|c| c.len() == 1)
+                    && !info.self_signed
+                {
+                    self.note(
+                        Severity::Check,
+                        &cert_field,
+                        format!(
+                            "{}: the file holds only the leaf, issued by {}; clients that do not \
+                             have that intermediate cannot verify it (append the intermediate \
+                             after the leaf)",
+                            c.cert, info.issuer
+                        ),
+                    );
+                }
+            }
             if let (Some(chain), Some(key)) = (chain, key) {
                 match crate::tls::server::certified_key(chain, key) {
                     Ok(ck) => certs.push(ck),
@@ -559,7 +679,24 @@ impl Builder {
         }
         let mut anchors = Vec::new();
         for (i, t) in ca.trust.iter().enumerate() {
-            if let Some(c) = self.certs(&format!("{field}.trust[{i}]"), t) {
+            let tf = format!("{field}.trust[{i}]");
+            if let Some(c) = self.certs(&tf, t) {
+                for der in &c {
+                    // A non-CA certificate in a trust file (a client's own bundle) would make
+                    // the anchor out of whatever it holds: refused outright.
+                    if let Some(info) = self.check_cert(&tf, der, None)
+                        && !info.is_ca
+                    {
+                        self.error(
+                            &tf,
+                            format!(
+                                "{t}: {} is not a CA certificate; trust files hold the CA \
+                                 certificates that issue client certificates",
+                                info.subject
+                            ),
+                        );
+                    }
+                }
                 anchors.extend(c);
             }
         }
@@ -571,6 +708,23 @@ impl Builder {
                     for der in &list {
                         if let Some(next) = certgate_pki::verify::crl_next_update(der) {
                             self.crl_updates.push((path.clone(), next));
+                            let now = rustls_pki_types::UnixTime::now().as_secs();
+                            let cf = format!("{field}.crls[{i}]");
+                            if next.as_secs() <= now {
+                                self.note(Severity::Check, &cf, format!(
+                                    "{c}: the CRL is past its next update ({} minutes ago); the \
+                                     certificates it covers are refused until a fresher one is \
+                                     published", (now - next.as_secs()) / 60));
+                            } else if next.as_secs() - now < 24 * 3600 {
+                                self.note(
+                                    Severity::Warning,
+                                    &cf,
+                                    format!(
+                                        "{c}: the CRL's next update is due in {} minutes",
+                                        (next.as_secs() - now) / 60
+                                    ),
+                                );
+                            }
                         }
                     }
                     crls.extend(list);
@@ -639,6 +793,10 @@ impl Builder {
         let client_identity = match (&u.client_cert, &u.client_key) {
             (Some(c), Some(k)) => {
                 let chain = self.certs(&format!("{field}.client_cert"), c);
+                if let Some(leaf) = chain.as_ref().and_then(|c| c.first()) {
+                    let purpose = Some(("clientAuth", "TLS client"));
+                    self.check_cert(&format!("{field}.client_cert"), leaf, purpose);
+                }
                 let key = self.key(&format!("{field}.client_key"), k);
                 chain.zip(key)
             }
