@@ -245,3 +245,63 @@ fn open_connections_of_a_revoked_client_are_closed_after_reload() {
     let _ = ann.kill();
     let _ = ann.wait();
 }
+
+/// `--log-format json` writes one JSON object a line on stderr, for log shippers.
+#[test]
+fn json_log_lines_parse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki_in(dir);
+    let gw = Gateway::start_with_args(
+        dir,
+        &one_route("optional", ""),
+        &[("CERTGATE_LOG", "info")],
+        &["--log-format", "json"],
+    );
+    gw.signal("HUP");
+    let log = gw.wait_for_log("reloaded: serving generation", 1);
+    let line = log.lines().find(|l| l.contains("reloaded: serving generation")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["level"], "INFO", "{line}");
+    assert!(v["fields"]["message"].as_str().unwrap().starts_with("reloaded"), "{line}");
+    assert!(!log.contains('\u{1b}'), "no colour codes off a terminal: {log}");
+}
+
+/// With `[access_log] path`, lines are appended to the file; after logrotate moves it away,
+/// SIGUSR1 makes the gateway write to a fresh file at the same path.
+#[test]
+fn access_log_file_is_reopened_on_sigusr1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &[]));
+    let config = one_route("required", "") + "\n[access_log]\npath = \"logs/access.log\"\n";
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let gw = Gateway::start(dir, &config);
+    let wait_for = |file: &str, count: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(dir.join("logs").join(file)).unwrap_or_default();
+            if text.lines().count() >= count {
+                return text;
+            }
+            assert!(std::time::Instant::now() < deadline, "{file}: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(curl_as(&gw, Some("joe"), "/before", &[]).status, 200);
+    let first = wait_for("access.log", 1);
+    assert!(first.contains("\"/before\""), "{first}");
+    std::fs::rename(dir.join("logs/access.log"), dir.join("logs/access.log.1")).unwrap();
+    gw.signal("USR1");
+    // The reopen happens before the next line is written.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(curl_as(&gw, Some("joe"), "/after", &[]).status, 200);
+    let fresh = wait_for("access.log", 1);
+    assert!(fresh.contains("\"/after\"") && !fresh.contains("/before"), "{fresh}");
+    let rotated = std::fs::read_to_string(dir.join("logs/access.log.1")).unwrap();
+    assert!(!rotated.contains("/after"), "{rotated}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("logs/access.log")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
+}

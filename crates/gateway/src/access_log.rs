@@ -1,11 +1,14 @@
-//! One JSON line per request on stdout, with the client identity, written by a thread of its
-//! own: a request only formats its line and hands it over a bounded channel, so a slow log
-//! reader can never stall a runtime thread. When the channel is full the line is dropped and
-//! counted ([`AccessLog::dropped`]), and a warning says how many were lost.
+//! One JSON line per request, with the client identity, on stdout or appended to a file,
+//! written by a thread of its own: a request only formats its line and hands it over a bounded
+//! channel, so a slow log reader can never stall a runtime thread. When the channel is full
+//! the line is dropped and counted ([`AccessLog::dropped`]), and a warning says how many were
+//! lost. A file is reopened on request ([`AccessLog::reopen`]: SIGUSR1 and reloads), so
+//! logrotate can move it away.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
@@ -25,23 +28,64 @@ pub struct Entry<'a> {
     pub conn: &'a ConnInfo,
 }
 
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    Stdout,
+    /// Appended to, created with mode 0640 when missing.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sink::Stdout => f.write_str("stdout"),
+            Sink::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl Sink {
+    fn open(&self) -> std::io::Result<Box<dyn Write + Send>> {
+        match self {
+            Sink::Stdout => Ok(Box::new(std::io::stdout())),
+            Sink::File(path) => {
+                use std::os::unix::fs::OpenOptionsExt;
+                let file =
+                    std::fs::OpenOptions::new().create(true).append(true).mode(0o640).open(path)?;
+                Ok(Box::new(file))
+            }
+        }
+    }
+}
+
 /// The handle requests write through; cloning shares the writer.
 #[derive(Clone)]
 pub struct AccessLog {
+    pub sink: Sink,
     lines: SyncSender<String>,
     dropped: Arc<AtomicU64>,
+    reopen: Arc<AtomicBool>,
 }
 
 impl AccessLog {
-    /// Starts the writer thread on `out` (stdout in production).
-    pub fn start(out: impl Write + Send + 'static) -> std::io::Result<AccessLog> {
+    /// Opens `sink` (failing now, with the OS error, rather than losing lines later) and
+    /// starts the writer thread.
+    pub fn start(sink: Sink) -> std::io::Result<AccessLog> {
+        let out = sink.open()?;
         let (lines, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        let counter = dropped.clone();
+        let reopen = Arc::new(AtomicBool::new(false));
+        let (counter, wanted, target) = (dropped.clone(), reopen.clone(), sink.clone());
         std::thread::Builder::new()
             .name("certgate-access-log".into())
-            .spawn(move || writer(rx, out, counter))?;
-        Ok(AccessLog { lines, dropped })
+            .spawn(move || writer(rx, out, &target, &wanted, counter))?;
+        Ok(AccessLog { sink, lines, dropped, reopen })
+    }
+
+    /// Asks the writer to reopen its file before its next line (after logrotate moved it).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Relaxed);
     }
 
     /// Lines dropped because the writer could not keep up.
@@ -61,13 +105,26 @@ impl AccessLog {
     }
 }
 
-/// Writes lines as they come, flushing whenever the queue is empty; reports drops at most
-/// every 10 s.
-fn writer(rx: Receiver<String>, out: impl Write, dropped: Arc<AtomicU64>) {
+/// Writes lines as they come, flushing whenever the queue is empty; reopens the sink when
+/// asked; reports drops at most every 10 s.
+fn writer(
+    rx: Receiver<String>,
+    out: Box<dyn Write + Send>,
+    sink: &Sink,
+    reopen: &AtomicBool,
+    dropped: Arc<AtomicU64>,
+) {
     let mut out = std::io::BufWriter::new(out);
     let mut reported = 0u64;
     let mut last_report = std::time::Instant::now();
     while let Ok(first) = rx.recv() {
+        if reopen.swap(false, Ordering::Relaxed) {
+            let _ = out.flush();
+            match sink.open() {
+                Ok(fresh) => out = std::io::BufWriter::new(fresh),
+                Err(error) => tracing::error!(%sink, %error, "cannot reopen the access log"),
+            }
+        }
         let _ = writeln!(out, "{first}");
         while let Ok(line) = rx.try_recv() {
             let _ = writeln!(out, "{line}");

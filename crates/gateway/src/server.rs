@@ -54,8 +54,12 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot start the access log writer")]
-    AccessLog(#[source] std::io::Error),
+    #[error("cannot open the access log {sink}")]
+    AccessLog {
+        sink: crate::access_log::Sink,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How long open connections get to finish after shutdown begins.
@@ -120,6 +124,8 @@ pub struct Reloader {
     /// names changed on disk ([`crate::watch`]), or a loaded CRL reached its nextUpdate.
     /// `None`: reload on request only.
     pub triggers: Option<mpsc::Sender<()>>,
+    /// Each message reopens the access-log file (SIGUSR1, for logrotate).
+    pub reopen_logs: mpsc::Receiver<()>,
 }
 
 /// An IP network (`10.0.0.0/8`, `::1/128`) of trusted front proxies.
@@ -162,7 +168,11 @@ pub async fn serve(
     let wanted: usize = config.listeners.iter().map(|l| l.limits.max_connections).sum();
     crate::limits::raise_open_files(wanted);
     let mut access = AccessLogs::default();
-    let log = access.handle(config.access_log).map_err(ServeError::AccessLog)?;
+    let log =
+        access.handle(config.access_log.as_ref()).map_err(|source| ServeError::AccessLog {
+            sink: config.access_log.clone().unwrap_or(crate::access_log::Sink::Stdout),
+            source,
+        })?;
     let watched = crate::watch::WatchList::default();
     watched.set(config.files.clone());
     let crl_updates = config.crl_updates.clone();
@@ -223,19 +233,28 @@ pub async fn serve(
     Ok(())
 }
 
-/// The access-log writer, started the first time a configuration turns it on.
+/// The access-log writer, started the first time a configuration turns it on, and again when
+/// a reload points it elsewhere (the old writer ends with the last connection using it).
 #[derive(Default)]
 struct AccessLogs(Option<AccessLog>);
 
 impl AccessLogs {
-    fn handle(&mut self, enabled: bool) -> std::io::Result<Option<AccessLog>> {
-        if !enabled {
-            return Ok(None);
-        }
-        if self.0.is_none() {
-            self.0 = Some(AccessLog::start(std::io::stdout())?);
+    fn handle(
+        &mut self,
+        sink: Option<&crate::access_log::Sink>,
+    ) -> std::io::Result<Option<AccessLog>> {
+        let Some(sink) = sink else { return Ok(None) };
+        match &self.0 {
+            Some(log) if log.sink == *sink => log.reopen(),
+            _ => self.0 = Some(AccessLog::start(sink.clone())?),
         }
         Ok(self.0.clone())
+    }
+
+    fn reopen(&self) {
+        if let Some(log) = &self.0 {
+            log.reopen();
+        }
     }
 }
 
@@ -266,6 +285,10 @@ async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
             }
             () = sleep_until_some(crl_check), if crl_check.is_some() => {
                 report_stale_crls(&state.crl_updates);
+            }
+            Some(()) = reloader.reopen_logs.recv() => {
+                state.access.reopen();
+                continue;
             }
         }
         // Requests that queued up while waiting are served by this reload.
@@ -300,7 +323,7 @@ async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
                 crate::config::Severity::Warning => tracing::warn!("reload: {note}"),
             }
         }
-        let log = match state.access.handle(config.access_log) {
+        let log = match state.access.handle(config.access_log.as_ref()) {
             Ok(log) => log,
             Err(e) => {
                 tracing::error!(error = %e, "reload failed: cannot start the access log");

@@ -24,7 +24,7 @@ pub struct QuickstartArgs {
 const CLIENT_ID: &str = "spiffe://certgate.test/quickstart-client";
 
 pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
-    super::serve::init_logging();
+    super::serve::init_logging(super::serve::LogFormat::Text);
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     prepare_pki(&args.dir)?;

@@ -18,10 +18,21 @@ pub struct ServeArgs {
     /// and exit.
     #[arg(long)]
     pub check: bool,
+    /// How diagnostics on stderr are written: "text" for people (colour only on a terminal,
+    /// and never with NO_COLOR set), "json" (one object a line) for log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The format of diagnostics on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_logging();
+    init_logging(args.log_format);
     let config = match certgate_gateway::config::load(&args.config) {
         Ok(c) => c,
         Err(errors) => {
@@ -56,6 +67,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             load: Box::new(move || certgate_gateway::config::load(&path)),
             requests,
             triggers: Some(triggers),
+            reopen_logs: reopen_on_sigusr1()?,
         };
         certgate_gateway::serve(config, Some(reloader), shutdown_signal(), print_ready).await?;
         anyhow::Ok(())
@@ -74,11 +86,19 @@ pub fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime
 }
 
 /// Logs to stderr; `CERTGATE_LOG` (e.g. `debug`, `certgate_gateway=debug`) sets the level.
-pub fn init_logging() {
+/// Text has colour only when stderr is a terminal and `NO_COLOR` is not set.
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CERTGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).try_init()
+        }
+    };
 }
 
 fn print_ready(addrs: Vec<(String, SocketAddr)>) {
@@ -108,6 +128,24 @@ fn reload_on_sighup()
     #[cfg(not(unix))]
     drop(tx);
     Ok((triggers, rx))
+}
+
+/// A request to reopen the access-log file for each SIGUSR1 (logrotate's `postrotate`).
+fn reopen_on_sigusr1() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                let _ = tx.try_send(());
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    Ok(rx)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -62,8 +62,18 @@ impl Gateway {
 
     /// As [`Gateway::start`], with extra environment variables (e.g. `CERTGATE_LOG`).
     pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_with_args(dir, config, env, &[])
+    }
+
+    /// As [`Gateway::start`], with environment variables and extra `serve` arguments.
+    pub fn start_with_args(
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Gateway {
         let stdout = Stdio::from(std::fs::File::create(dir.join("access.log")).unwrap());
-        Gateway::spawn(dir, config, env, stdout).0
+        Gateway::spawn(dir, config, env, args, stdout).0
     }
 
     /// As [`Gateway::start`], with stdout (the access log) a pipe that the caller holds and
@@ -72,7 +82,7 @@ impl Gateway {
         dir: &Path,
         config: &str,
     ) -> (Gateway, std::process::ChildStdout) {
-        let (gw, stdout) = Gateway::spawn(dir, config, &[], Stdio::piped());
+        let (gw, stdout) = Gateway::spawn(dir, config, &[], &[], Stdio::piped());
         (gw, stdout.unwrap())
     }
 
@@ -80,6 +90,7 @@ impl Gateway {
         dir: &Path,
         config: &str,
         env: &[(&str, &str)],
+        args: &[&str],
         stdout: Stdio,
     ) -> (Gateway, Option<std::process::ChildStdout>) {
         let text = config.replace("{port}", "0");
@@ -89,6 +100,7 @@ impl Gateway {
         let mut child = Command::new(CERTGATE)
             .args(["serve", "--config"])
             .arg(&path)
+            .args(args)
             .envs(env.iter().copied())
             .stdout(stdout)
             .stderr(Stdio::piped())

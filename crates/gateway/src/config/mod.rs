@@ -86,7 +86,8 @@ pub struct Config {
     pub files: Vec<PathBuf>,
     /// Each loaded CRL's file and nextUpdate: when to look for a fresher one.
     pub crl_updates: Vec<(PathBuf, rustls_pki_types::UnixTime)>,
-    pub access_log: bool,
+    /// Where the access log goes; `None`: no access log.
+    pub access_log: Option<crate::access_log::Sink>,
     /// Runtime worker threads; `None`: one per core.
     pub worker_threads: Option<usize>,
 }
@@ -333,7 +334,12 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         listeners,
         files,
         crl_updates: std::mem::take(&mut b.crl_updates),
-        access_log: raw.access_log.enabled.unwrap_or(true),
+        access_log: raw.access_log.enabled.unwrap_or(true).then(|| match &raw.access_log.path {
+            Some(p) => crate::access_log::Sink::File(
+                path.parent().map(Path::to_path_buf).unwrap_or_default().join(p),
+            ),
+            None => crate::access_log::Sink::Stdout,
+        }),
         worker_threads: raw.runtime.worker_threads,
     })
 }

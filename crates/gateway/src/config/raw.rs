@@ -142,6 +142,8 @@ pub struct RawAllow {
 #[serde(deny_unknown_fields)]
 pub struct RawAccessLog {
     pub enabled: Option<bool>,
+    /// A file to append to instead of stdout (reopened on SIGUSR1 and on reload).
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
