@@ -305,3 +305,49 @@ fn access_log_file_is_reopened_on_sigusr1() {
     let mode = std::fs::metadata(dir.join("logs/access.log")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o640);
 }
+
+/// SIGTERM stops accepting, lets an open request finish, then the process exits; a request
+/// still running past `shutdown_grace` is cut off.
+#[test]
+fn sigterm_drains_open_requests_within_the_grace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &[]));
+    let slow = upstream(Duration::from_secs(2));
+    let config = format!(
+        "{}{}\n[[route]]\nupstream = \"app\"\n\n[runtime]\nshutdown_grace = \"{{grace}}\"\n",
+        listener("required", ""),
+        upstream_block("app", slow)
+    );
+    for (grace, finishes) in [("10s", true), ("500ms", false)] {
+        let mut gw = Gateway::start(dir, &config.replace("{grace}", grace));
+        let url = gw.url("/");
+        let (ca, crt, key) = (
+            dir.join("root.crt").display().to_string(),
+            dir.join("joe.crt").display().to_string(),
+            dir.join("joe.key").display().to_string(),
+        );
+        let request = std::thread::spawn(move || {
+            curl(&["--cacert", &ca, "--cert", &crt, "--key", &key, &url])
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let started = std::time::Instant::now();
+        gw.signal("TERM");
+        let r = request.join().unwrap();
+        if finishes {
+            assert_eq!(r.status, 200, "grace {grace}: the open request finishes: {r:?}");
+        } else {
+            assert_ne!(r.status, 200, "grace {grace}: cut off: {r:?}");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while gw.running() {
+            assert!(std::time::Instant::now() < deadline, "the process exits after the drain");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let waited = started.elapsed();
+        if !finishes {
+            assert!(waited < Duration::from_millis(1500), "grace {grace}: exited after {waited:?}");
+        }
+    }
+}

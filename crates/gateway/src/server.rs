@@ -62,9 +62,6 @@ pub enum ServeError {
     },
 }
 
-/// How long open connections get to finish after shutdown begins.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
 /// After refusing a handshake, how long and how much of the client's input is read and
 /// discarded, so that closing does not turn into a reset that destroys the alert.
 const REFUSAL_DRAIN: Duration = Duration::from_secs(1);
@@ -157,7 +154,7 @@ impl IpNet {
 }
 
 /// Serves `config` until `shutdown` resolves, reloading it whenever `reloader` asks, then lets
-/// open connections finish (up to 10 s). `on_ready` receives the bound addresses (port 0
+/// open connections finish (up to `runtime.shutdown_grace`, as last loaded). `on_ready` receives the bound addresses (port 0
 /// becomes the real port).
 pub async fn serve(
     config: Config,
@@ -176,6 +173,7 @@ pub async fn serve(
     let watched = crate::watch::WatchList::default();
     watched.set(config.files.clone());
     let crl_updates = config.crl_updates.clone();
+    let grace = Arc::new(ArcSwap::from_pointee(config.shutdown_grace));
     let mut slots = Vec::new();
     for l in config.listeners {
         let socket = TcpListener::bind(l.addr).await.map_err(|source| ServeError::Bind {
@@ -212,7 +210,13 @@ pub async fn serve(
         {
             tracing::warn!(%error, "cannot watch the configuration's files; reload with SIGHUP");
         }
-        let state = ReloadState { slots: slots.clone(), access, watched, crl_updates };
+        let state = ReloadState {
+            slots: slots.clone(),
+            access,
+            watched,
+            crl_updates,
+            grace: grace.clone(),
+        };
         tasks.push(tokio::spawn(reload_loop(reloader, state)));
     }
     shutdown.await;
@@ -227,8 +231,9 @@ pub async fn serve(
             let _ = slot.permits.acquire_many(n).await;
         }
     };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
-        tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+    let grace = **grace.load();
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        tracing::warn!("connections still open after {grace:?}; closing them");
     }
     Ok(())
 }
@@ -264,6 +269,7 @@ struct ReloadState {
     access: AccessLogs,
     watched: crate::watch::WatchList,
     crl_updates: Vec<(std::path::PathBuf, rustls_pki_types::UnixTime)>,
+    grace: Arc<ArcSwap<Duration>>,
 }
 
 /// Serves reload requests one at a time. A reload builds every listener's new generation
@@ -333,6 +339,7 @@ async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
         let next = current + 1;
         state.watched.set(config.files.clone());
         state.crl_updates = config.crl_updates.clone();
+        state.grace.store(Arc::new(config.shutdown_grace));
         let mut swaps = Vec::new();
         for l in config.listeners {
             match state.slots.iter().find(|s| s.name == l.name) {

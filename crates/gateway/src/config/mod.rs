@@ -88,6 +88,8 @@ pub struct Config {
     pub crl_updates: Vec<(PathBuf, rustls_pki_types::UnixTime)>,
     /// Where the access log goes; `None`: no access log.
     pub access_log: Option<crate::access_log::Sink>,
+    /// How long open connections get to finish after shutdown begins.
+    pub shutdown_grace: Duration,
     /// Runtime worker threads; `None`: one per core.
     pub worker_threads: Option<usize>,
 }
@@ -314,6 +316,11 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         }
         listeners.push(listener);
     }
+    let shutdown_grace = b.duration(
+        "runtime.shutdown_grace",
+        raw.runtime.shutdown_grace.as_ref(),
+        Duration::from_secs(10),
+    );
     if raw.runtime.worker_threads == Some(0) {
         b.error(
             "runtime.worker_threads",
@@ -341,6 +348,7 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
             None => crate::access_log::Sink::Stdout,
         }),
         worker_threads: raw.runtime.worker_threads,
+        shutdown_grace,
     })
 }
 

@@ -150,4 +150,6 @@ pub struct RawAccessLog {
 #[serde(deny_unknown_fields)]
 pub struct RawRuntime {
     pub worker_threads: Option<usize>,
+    /// How long open connections get to finish after SIGTERM.
+    pub shutdown_grace: Option<String>,
 }
