@@ -588,6 +588,7 @@ fn config_mistakes_are_errors_not_panics() {
         (listener("required", "[listener.limits]\nbody_timeout = \"2d\"") + &upstream_block("app", 1) + "\n[[route]]\nupstream = \"app\"\n", "at most 1d"),
         (base.replace("trust = [\"root.crt\"]", ""), "client_auth.trust: client certificates need at least one trust anchor"),
         (base.clone() + "\n[runtime]\nworker_threads = 0\n", "runtime.worker_threads"),
+        (base.clone() + "\n[admin]\nlisten = \"0.0.0.0:9901\"\n", "admin.listen: 0.0.0.0:9901 is not a loopback address"),
         (base.replace("[[route]]\nupstream = \"app\"", "[[route]]\npath = \"/a/../admin\"\nupstream = \"app\""), "route[0].path"),
         (base.replace("[[route]]\nupstream = \"app\"", "[[route]]\npath = \"/%61dmin\"\nupstream = \"app\""), "not a normalized path"),
         (listener("required", "trusted_proxies = [\"10.0.0.0/33\"]") + &upstream_block("app", 1) + "\n[[route]]\nupstream = \"app\"\n", "trusted_proxies[0]"),

@@ -351,3 +351,100 @@ fn sigterm_drains_open_requests_within_the_grace() {
         }
     }
 }
+
+/// Reads the admin endpoint `path` with curl: (status, body).
+fn admin(gw: &Gateway, method: &str, path: &str) -> (u16, String) {
+    let url = format!("http://{}{path}", gw.admin.unwrap());
+    let r = curl(&["-X", method, &url]);
+    (r.status, r.body)
+}
+
+/// Parses OpenMetrics text with the Prometheus project's own Python parser and returns
+/// `family sample value` lines.
+fn parse_metrics(text: &str) -> String {
+    let script = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        print(family.name, family.type, s.name, labels, s.value)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the parser refused: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The admin listener: /livez, /readyz, /status, POST /reload, and /metrics that a real
+/// Prometheus parser reads, with reload results and certificate expiry as timestamps.
+#[test]
+fn admin_listener_reports_health_status_and_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    pki.client("other", &[]).write(dir, "other");
+    std::fs::write(dir.join("crl.pem"), pki.crl(&[])).unwrap();
+    let config =
+        one_route("optional", "crls = [\"crl.pem\"]\n") + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let gw = Gateway::start_with_env(dir, &config, &[("CERTGATE_LOG", "info")]);
+    assert_eq!(admin(&gw, "GET", "/livez").0, 200);
+    assert_eq!(admin(&gw, "GET", "/readyz"), (200, "ready\n".to_string()));
+    assert_eq!(admin(&gw, "GET", "/nope").0, 404);
+
+    let (status, text) = admin(&gw, "GET", "/metrics");
+    assert_eq!(status, 200);
+    let parsed = parse_metrics(&text);
+    for expected in [
+        "certgate_config_last_reload_successful gauge certgate_config_last_reload_successful  1\n",
+        "certgate_config_generation gauge certgate_config_generation  1\n",
+        "certgate_certificate_not_after_timestamp_seconds gauge",
+        "field=listener[0].certificates[0].cert",
+        "field=listener[0].client_auth.trust[0]",
+        "certgate_crl_next_update_timestamp_seconds gauge",
+        "certgate_open_connections gauge",
+        "certgate_access_log_dropped_lines counter",
+    ] {
+        assert!(parsed.contains(expected), "missing {expected:?} in:\n{parsed}");
+    }
+
+    let (status, body) = admin(&gw, "GET", "/status");
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["generation"], 1);
+    assert!(
+        doc["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["path"].as_str().unwrap().ends_with("server.key"))
+    );
+    assert!(!body.contains("PRIVATE KEY"), "no secrets in /status");
+
+    // A good reload through the admin listener, then a broken one.
+    assert_eq!(admin(&gw, "POST", "/reload").0, 202);
+    gw.wait_for_log("reloaded: serving generation 2", 1);
+    let path = dir.join("certgate.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, good.replace("key = \"server.key\"", "key = \"other.key\"")).unwrap();
+    assert_eq!(admin(&gw, "POST", "/reload").0, 202);
+    gw.wait_for_log("reload failed; still serving generation 2", 1);
+    let doc: serde_json::Value = serde_json::from_str(&admin(&gw, "GET", "/status").1).unwrap();
+    assert_eq!(doc["generation"], 2);
+    assert_eq!(doc["last_reload"]["ok"], false);
+    assert!(
+        doc["last_reload"]["problems"][0].as_str().unwrap().contains("does not belong"),
+        "{doc}"
+    );
+    let parsed = parse_metrics(&admin(&gw, "GET", "/metrics").1);
+    assert!(parsed.contains("certgate_config_last_reload_successful gauge certgate_config_last_reload_successful  0\n"), "{parsed}");
+    assert!(parsed.contains("certgate_reloads_total result=failure"), "{parsed}");
+}

@@ -8,11 +8,13 @@
 //! - [`server`]: accept → handshake → identity → serve, timeouts, shutdown;
 //! - [`limits`]: the process's open-files limit;
 //! - [`access_log`]: JSON lines written off the runtime threads;
+//! - [`admin`]: health, readiness, status, reload and metrics on the admin listener;
 //! - [`watch`]: reload when a file the configuration names changes;
 //! - [`echo`]: the built-in echo upstream of `certgate quickstart`;
 //! - `fuzz` (cargo feature `fuzz`): the bodies of the fuzz targets in `fuzz/`.
 
 pub mod access_log;
+pub mod admin;
 pub mod config;
 pub mod echo;
 #[cfg(feature = "fuzz")]
@@ -23,4 +25,4 @@ pub mod server;
 pub mod tls;
 pub mod watch;
 
-pub use server::{Reloader, serve};
+pub use server::{Ready, Reloader, serve};

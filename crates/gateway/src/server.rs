@@ -153,14 +153,21 @@ impl IpNet {
     }
 }
 
+/// The addresses the gateway bound (port 0 becomes the real port).
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub listeners: Vec<(String, SocketAddr)>,
+    pub admin: Option<SocketAddr>,
+}
+
 /// Serves `config` until `shutdown` resolves, reloading it whenever `reloader` asks, then lets
-/// open connections finish (up to `runtime.shutdown_grace`, as last loaded). `on_ready` receives the bound addresses (port 0
-/// becomes the real port).
+/// open connections finish (up to `runtime.shutdown_grace`, as last loaded). `on_ready`
+/// receives the bound addresses.
 pub async fn serve(
     config: Config,
     reloader: Option<Reloader>,
     shutdown: impl Future<Output = ()>,
-    on_ready: impl FnOnce(Vec<(String, SocketAddr)>),
+    on_ready: impl FnOnce(Ready),
 ) -> Result<(), ServeError> {
     let wanted: usize = config.listeners.iter().map(|l| l.limits.max_connections).sum();
     crate::limits::raise_open_files(wanted);
@@ -174,6 +181,19 @@ pub async fn serve(
     watched.set(config.files.clone());
     let crl_updates = config.crl_updates.clone();
     let grace = Arc::new(ArcSwap::from_pointee(config.shutdown_grace));
+    let config_admin = config.admin;
+    let admin = match config.admin {
+        Some(addr) => {
+            let socket = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
+                listener: "admin".into(),
+                addr,
+                source,
+            })?;
+            let reload = reloader.as_ref().and_then(|r| r.triggers.clone());
+            Some((socket, Arc::new(crate::admin::AdminState::new(&config, reload))))
+        }
+        None => None,
+    };
     let mut slots = Vec::new();
     for l in config.listeners {
         let socket = TcpListener::bind(l.addr).await.map_err(|source| ServeError::Bind {
@@ -194,15 +214,38 @@ pub async fn serve(
             swapped: watch::Sender::new(1),
         }));
     }
-    let addrs = slots
+    let listeners = slots
         .iter()
         .filter_map(|s| s.socket.local_addr().ok().map(|a| (s.name.clone(), a)))
         .collect();
-    on_ready(addrs);
+    let admin_addr = admin.as_ref().and_then(|(socket, _)| socket.local_addr().ok());
+    on_ready(Ready { listeners, admin: admin_addr });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for slot in &slots {
         tasks.push(tokio::spawn(accept_loop(slot.clone(), stop_rx.clone())));
+    }
+    let admin_state = admin.as_ref().map(|(_, state)| state.clone());
+    if let Some((socket, state)) = admin {
+        let watched_slots = slots.clone();
+        let observe = Arc::new(move |s: &crate::admin::AdminState| {
+            let open: Vec<(String, usize)> = watched_slots
+                .iter()
+                .map(|slot| {
+                    let free = slot.permits.available_permits();
+                    (slot.name.clone(), slot.max_connections.saturating_sub(free))
+                })
+                .collect();
+            let dropped = watched_slots
+                .first()
+                .and_then(|slot| {
+                    slot.current.load().ctx.access_log.as_ref().map(AccessLog::dropped)
+                })
+                .unwrap_or(0);
+            s.observe(&open, dropped);
+        });
+        state.set_ready(true);
+        tasks.push(tokio::spawn(crate::admin::serve(socket, state, observe)));
     }
     if let Some(reloader) = reloader {
         if let Some(tx) = &reloader.triggers
@@ -216,11 +259,16 @@ pub async fn serve(
             watched,
             crl_updates,
             grace: grace.clone(),
+            admin: admin_state.clone(),
+            admin_addr: config_admin,
         };
         tasks.push(tokio::spawn(reload_loop(reloader, state)));
     }
     shutdown.await;
     tracing::info!("shutting down: no new connections, open ones may finish");
+    if let Some(state) = &admin_state {
+        state.set_ready(false);
+    }
     let _ = stop_tx.send(true);
     for task in tasks {
         task.abort();
@@ -270,6 +318,9 @@ struct ReloadState {
     watched: crate::watch::WatchList,
     crl_updates: Vec<(std::path::PathBuf, rustls_pki_types::UnixTime)>,
     grace: Arc<ArcSwap<Duration>>,
+    admin: Option<Arc<crate::admin::AdminState>>,
+    /// The admin address bound at start (a reload cannot move it).
+    admin_addr: Option<SocketAddr>,
 }
 
 /// Serves reload requests one at a time. A reload builds every listener's new generation
@@ -318,6 +369,9 @@ async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
                     problems = errors.0.len(),
                     "reload failed; still serving generation {current}"
                 );
+                if let Some(admin) = &state.admin {
+                    admin.reloaded(&errors.0, vec![]);
+                }
                 continue;
             }
         };
@@ -337,30 +391,42 @@ async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
             }
         };
         let next = current + 1;
+        if let Some(admin) = &state.admin {
+            admin.loaded(&config, next);
+        }
+        let mut needs_restart = Vec::new();
+        if config.admin != state.admin_addr {
+            needs_restart.push("admin.listen changed; the admin listener keeps its address".into());
+        }
         state.watched.set(config.files.clone());
         state.crl_updates = config.crl_updates.clone();
         state.grace.store(Arc::new(config.shutdown_grace));
         let mut swaps = Vec::new();
         for l in config.listeners {
             match state.slots.iter().find(|s| s.name == l.name) {
-                None => tracing::warn!(
-                    "reload: listener {} is new; it needs a restart to be bound",
-                    l.name
-                ),
-                Some(slot) if slot.addr != l.addr => tracing::warn!(
-                    "reload: listener {} moved from {} to {}; that needs a restart, it keeps \
-                     its old settings until then",
-                    l.name,
-                    slot.addr,
-                    l.addr
-                ),
+                None => {
+                    let note =
+                        format!("listener {} is new; it needs a restart to be bound", l.name);
+                    tracing::warn!("reload: {note}");
+                    needs_restart.push(note);
+                }
+                Some(slot) if slot.addr != l.addr => {
+                    let note = format!(
+                        "listener {} moved from {} to {}; it keeps its old settings until a \
+                         restart",
+                        l.name, slot.addr, l.addr
+                    );
+                    tracing::warn!("reload: {note}");
+                    needs_restart.push(note);
+                }
                 Some(slot) => {
                     if slot.max_connections != l.limits.max_connections {
-                        tracing::warn!(
-                            "reload: listener {}: max_connections needs a restart (still {})",
-                            l.name,
-                            slot.max_connections
+                        let note = format!(
+                            "listener {}: max_connections needs a restart (still {})",
+                            l.name, slot.max_connections
                         );
+                        tracing::warn!("reload: {note}");
+                        needs_restart.push(note);
                     }
                     swaps.push((slot.clone(), Generation::new(next, l, log.clone())));
                 }
@@ -380,6 +446,9 @@ async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
             slot.swapped.send_replace(next);
         }
         current = next;
+        if let Some(admin) = &state.admin {
+            admin.reloaded(&[], needs_restart);
+        }
         tracing::info!(
             took_ms = started.elapsed().as_millis() as u64,
             "reloaded: serving generation {next}"

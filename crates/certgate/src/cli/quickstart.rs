@@ -36,7 +36,7 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
             certgate_gateway::config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let dir = args.dir.clone();
         certgate_gateway::serve(config, None, super::serve::shutdown_signal(), move |addrs| {
-            print_guide(&dir, addrs.first().map(|(_, a)| *a).unwrap_or(args.listen))
+            print_guide(&dir, addrs.listeners.first().map(|(_, a)| *a).unwrap_or(args.listen))
         })
         .await?;
         anyhow::Ok(())

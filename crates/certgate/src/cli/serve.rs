@@ -1,6 +1,5 @@
 //! `certgate serve`: run the gateway, or with `--check` load everything and report.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -101,9 +100,12 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-fn print_ready(addrs: Vec<(String, SocketAddr)>) {
-    for (name, addr) in addrs {
+fn print_ready(ready: certgate_gateway::Ready) {
+    for (name, addr) in ready.listeners {
         eprintln!("certgate: listener {name} on https://{addr}");
+    }
+    if let Some(addr) = ready.admin {
+        eprintln!("certgate: admin on http://{addr}");
     }
 }
 

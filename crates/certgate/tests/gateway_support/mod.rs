@@ -48,6 +48,8 @@ pub struct Gateway {
     pub port: u16,
     /// Every listener's bound address, by name, as the gateway reported them.
     pub listeners: Vec<(String, SocketAddr)>,
+    /// The admin listener's address, when the configuration has one.
+    pub admin: Option<SocketAddr>,
     pub dir: PathBuf,
     _proc: Proc,
 }
@@ -97,6 +99,7 @@ impl Gateway {
         let path = dir.join("certgate.toml");
         std::fs::write(&path, text).unwrap();
         let listeners_wanted = config.matches("[[listener]]").count().max(1);
+        let admin_wanted = usize::from(config.contains("[admin]"));
         let mut child = Command::new(CERTGATE)
             .args(["serve", "--config"])
             .arg(&path)
@@ -108,7 +111,10 @@ impl Gateway {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let piped_stdout = child.stdout.take();
-        let listeners = ready_lines(stderr, listeners_wanted, &dir.join("gateway.err"));
+        let mut listeners =
+            ready_lines(stderr, listeners_wanted + admin_wanted, &dir.join("gateway.err"));
+        let admin =
+            listeners.iter().position(|(n, _)| n == "@admin").map(|i| listeners.remove(i).1);
         if listeners.len() < listeners_wanted {
             let _ = child.kill();
             let _ = child.wait();
@@ -121,6 +127,7 @@ impl Gateway {
         let gw = Gateway {
             port: listeners[0].1.port(),
             listeners,
+            admin,
             dir: dir.to_path_buf(),
             _proc: Proc(child),
         };
@@ -185,6 +192,11 @@ fn ready_lines(stderr: ChildStderr, wanted: usize, log: &Path) -> Vec<(String, S
                 && let Ok(addr) = addr.trim().parse::<SocketAddr>()
             {
                 let _ = tx.send((name.to_string(), addr));
+            }
+            if let Some(addr) = line.strip_prefix("certgate: admin on http://")
+                && let Ok(addr) = addr.trim().parse::<SocketAddr>()
+            {
+                let _ = tx.send(("@admin".to_string(), addr));
             }
         }
     });

@@ -61,6 +61,19 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// A certificate the configuration loaded: where from, whose, and its validity.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadedCert {
+    pub file: PathBuf,
+    /// The TOML field that names it (`listener[0].certificates[0].cert`).
+    pub field: String,
+    pub subject: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: time::OffsetDateTime,
+}
+
 /// A problem that does not stop the configuration from being built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -90,6 +103,10 @@ pub struct Config {
     pub access_log: Option<crate::access_log::Sink>,
     /// How long open connections get to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// The admin listener's address (plain HTTP); `None`: no admin listener.
+    pub admin: Option<SocketAddr>,
+    /// Every certificate the configuration loaded, for expiry metrics and /status.
+    pub certificates: Vec<LoadedCert>,
     /// Runtime worker threads; `None`: one per core.
     pub worker_threads: Option<usize>,
 }
@@ -233,6 +250,7 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         files: Vec::new(),
         crl_updates: Vec::new(),
         notes: Vec::new(),
+        certificates: Vec::new(),
     };
     if raw.listeners.is_empty() {
         b.error("", "no [[listener]] is configured".into());
@@ -316,6 +334,27 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         }
         listeners.push(listener);
     }
+    let admin = raw.admin.as_ref().and_then(|a| match a.listen.parse::<SocketAddr>() {
+        Ok(addr) if addr.ip().is_loopback() || a.dangerous_non_loopback => Some(addr),
+        Ok(addr) => {
+            b.error(
+                "admin.listen",
+                format!(
+                    "{addr} is not a loopback address: the admin listener is plain HTTP and can \
+                     reload the gateway; keep it on 127.0.0.1 or ::1, or set \
+                     dangerous_non_loopback = true behind your own access control"
+                ),
+            );
+            None
+        }
+        Err(_) => {
+            b.error(
+                "admin.listen",
+                format!("{:?} is not an address:port such as 127.0.0.1:9901", a.listen),
+            );
+            None
+        }
+    });
     let shutdown_grace = b.duration(
         "runtime.shutdown_grace",
         raw.runtime.shutdown_grace.as_ref(),
@@ -349,6 +388,8 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         }),
         worker_threads: raw.runtime.worker_threads,
         shutdown_grace,
+        admin,
+        certificates: std::mem::take(&mut b.certificates),
     })
 }
 
@@ -375,6 +416,7 @@ struct Builder {
     /// Each loaded CRL's file and nextUpdate.
     crl_updates: Vec<(PathBuf, rustls_pki_types::UnixTime)>,
     notes: Notes,
+    certificates: Vec<LoadedCert>,
 }
 
 impl Builder {
@@ -394,6 +436,7 @@ impl Builder {
     fn check_cert(
         &mut self,
         field: &str,
+        file: &str,
         der: &[u8],
         purpose: Option<(&str, &str)>,
     ) -> Option<certgate_pki::inspect::CertInfo> {
@@ -417,6 +460,13 @@ impl Builder {
                 );
             }
         }
+        self.certificates.push(LoadedCert {
+            file: self.resolve(file),
+            field: field.to_string(),
+            subject: info.subject.clone(),
+            not_before: info.not_before,
+            not_after: info.not_after,
+        });
         let now = time::OffsetDateTime::now_utc();
         let until = certgate_pki::validity::format_time(info.not_after);
         if info.not_after <= now {
@@ -443,10 +493,14 @@ impl Builder {
 
     /// A file the configuration names, resolved against its directory and remembered.
     fn path(&mut self, p: &str) -> PathBuf {
-        let p = Path::new(p);
-        let path = if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) };
+        let path = self.resolve(p);
         self.files.push(path.clone());
         path
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) }
     }
 
     fn duration(&mut self, field: &str, value: Option<&String>, default: Duration) -> Duration {
@@ -539,7 +593,8 @@ impl Builder {
             let key = self.key(&format!("{cf}.key"), &c.key);
             if let Some(leaf) = chain.as_ref().and_then(|c| c.first()) {
                 let cert_field = format!("{cf}.cert");
-                let info = self.check_cert(&cert_field, leaf, Some(("serverAuth", "TLS server")));
+                let info =
+                    self.check_cert(&cert_field, &c.cert, leaf, Some(("serverAuth", "TLS server")));
                 if let Some(info) = info
                     && chain.as_ref().is_some_and(|c| c.len() == 1)
                     && !info.self_signed
@@ -698,7 +753,7 @@ impl Builder {
                 for der in &c {
                     // A non-CA certificate in a trust file (a client's own bundle) would make
                     // the anchor out of whatever it holds: refused outright.
-                    if let Some(info) = self.check_cert(&tf, der, None)
+                    if let Some(info) = self.check_cert(&tf, t, der, None)
                         && !info.is_ca
                     {
                         self.error(
@@ -809,7 +864,7 @@ impl Builder {
                 let chain = self.certs(&format!("{field}.client_cert"), c);
                 if let Some(leaf) = chain.as_ref().and_then(|c| c.first()) {
                     let purpose = Some(("clientAuth", "TLS client"));
-                    self.check_cert(&format!("{field}.client_cert"), leaf, purpose);
+                    self.check_cert(&format!("{field}.client_cert"), c, leaf, purpose);
                 }
                 let key = self.key(&format!("{field}.client_key"), k);
                 chain.zip(key)

@@ -18,6 +18,16 @@ pub struct RawConfig {
     pub access_log: RawAccessLog,
     #[serde(default)]
     pub runtime: RawRuntime,
+    pub admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: String,
+    /// Plain HTTP on an address other than loopback: anyone who reaches it can reload.
+    #[serde(default)]
+    pub dangerous_non_loopback: bool,
 }
 
 #[derive(Debug, Deserialize)]
