@@ -3,45 +3,17 @@
 //! stable, so CI catches a regression without nightly or a fuzz run.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is the test failing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use certgate_gateway::fuzz;
 
-/// Every input of `target`; fails when its corpus is empty, so a wrong path cannot pass.
-fn inputs(target: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let mut files = Vec::new();
-    for kind in ["corpus", "regressions"] {
-        let dir = root.join(kind).join(target);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            assert!(kind == "regressions", "no corpus directory {}", dir.display());
-            continue;
-        };
-        let before = files.len();
-        files.extend(entries.map(|e| e.unwrap().path()).filter(|p| p.is_file()));
-        assert!(kind == "regressions" || files.len() > before, "{} is empty", dir.display());
-    }
-    files.sort();
-    files
-}
-
-/// Runs every input of `target` through `run`, each on a thread with the 8 MiB stack of a
-/// process's main thread (where libFuzzer runs them, and where certgate loads its config): a
-/// test thread's 2 MiB is too little for the recursion in toml's deserializer on a deeply
-/// nested input (see fuzz/README.md).
+/// Replays `target`'s corpus and regressions through `run` (see
+/// `certgate_pki::fuzz::replay`).
 fn replay(target: &str, run: fn(&[u8])) {
-    for file in inputs(target) {
-        let data = std::fs::read(&file).unwrap();
-        let outcome = std::thread::Builder::new()
-            .stack_size(8 << 20)
-            .spawn(move || run(&data))
-            .unwrap()
-            .join();
-        assert!(outcome.is_ok(), "fuzz/{target}: {} fails its oracle", file.display());
-    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    certgate_pki::fuzz::replay(&root, target, run);
 }
 
-/// Configurations are refused with file, field and reason, or build with bounded timeouts.
 #[test]
 fn config_corpus_names_every_error() {
     replay("config", fuzz::config);

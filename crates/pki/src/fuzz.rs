@@ -178,3 +178,33 @@ fn authority() -> &'static Mutex<Authority> {
 fn assert_no_line_breaks(value: &str) {
     assert!(!value.contains(['\r', '\n', '\0']), "a SAN holds CR, LF or NUL: {value:?}");
 }
+
+/// Replays every checked-in input of `target` (`fuzz/corpus/<target>` and
+/// `fuzz/regressions/<target>` under `fuzz_dir`) through `run`, each on a thread with the 8 MiB
+/// stack of a process's main thread, where libFuzzer runs them. Panics naming the input that
+/// fails its oracle, and when the corpus is missing or empty, so a wrong path cannot pass.
+pub fn replay(fuzz_dir: &std::path::Path, target: &str, run: fn(&[u8])) {
+    let mut files = Vec::new();
+    for kind in ["corpus", "regressions"] {
+        let dir = fuzz_dir.join(kind).join(target);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            assert!(kind == "regressions", "no corpus directory {}", dir.display());
+            continue;
+        };
+        let before = files.len();
+        files.extend(
+            entries.map(|e| e.expect("read a corpus entry").path()).filter(|p| p.is_file()),
+        );
+        assert!(kind == "regressions" || files.len() > before, "{} is empty", dir.display());
+    }
+    files.sort();
+    for file in files {
+        let data = std::fs::read(&file).expect("read a corpus input");
+        let outcome = std::thread::Builder::new()
+            .stack_size(8 << 20)
+            .spawn(move || run(&data))
+            .expect("spawn a replay thread")
+            .join();
+        assert!(outcome.is_ok(), "fuzz/{target}: {} fails its oracle", file.display());
+    }
+}
