@@ -448,3 +448,48 @@ fn admin_listener_reports_health_status_and_metrics() {
     assert!(parsed.contains("certgate_config_last_reload_successful gauge certgate_config_last_reload_successful  0\n"), "{parsed}");
     assert!(parsed.contains("certgate_reloads_total result=failure"), "{parsed}");
 }
+
+/// A renewed upstream client certificate, replaced on disk, is presented on the gateway's
+/// next upstream connections without a restart (seed 001's short-lived certificates).
+#[test]
+fn renewed_upstream_client_certificate_is_presented_after_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &[]));
+    let up_pki = certgate_pki::testkit::TestPki::named("upstream");
+    std::fs::write(dir.join("upstream-ca.crt"), up_pki.root_pem()).unwrap();
+    up_pki.server(&["api.internal"]).write(dir, "upstream");
+    up_pki.client("gateway-before", &[]).write(dir, "gw");
+    let port = free_port();
+    let server = Command::new("openssl")
+        .current_dir(dir)
+        .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
+        .args(["-cert", "upstream.crt", "-cert_chain", "upstream.crt", "-key", "upstream.key"])
+        .args(["-CAfile", "upstream-ca.crt", "-Verify", "2", "-www", "-quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Proc(server);
+    wait_for_port(port, &mut server.0, &dir.join("none"));
+    let config = format!(
+        "{}\n[[upstream]]\nname = \"secure\"\nurl = \"https://127.0.0.1:{port}\"\nca = [\"upstream-ca.crt\"]\nserver_name = \"api.internal\"\nclient_cert = \"gw.crt\"\nclient_key = \"gw.key\"\n\n[[route]]\nupstream = \"secure\"\n",
+        listener("required", "")
+    );
+    let gw = Gateway::start_with_env(dir, &config, &[("CERTGATE_LOG", "info")]);
+    let before = curl_as(&gw, Some("joe"), "/", &[]);
+    assert_eq!(before.status, 200, "{before:?}");
+    assert!(before.body.contains("CN=gateway-before"), "{}", before.body);
+    // The renewal writes the certificate and the key; the watcher reloads.
+    up_pki.client("gateway-after", &[]).write(dir, "gw");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = curl_as(&gw, Some("joe"), "/", &[]);
+        if r.status == 200 && r.body.contains("CN=gateway-after") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still the old certificate: {r:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
