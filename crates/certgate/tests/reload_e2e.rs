@@ -493,3 +493,29 @@ fn renewed_upstream_client_certificate_is_presented_after_reload() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A reload that leaves an upstream's settings unchanged keeps its pool: the next request,
+/// on a new client connection, reuses the open upstream connection instead of reconnecting.
+#[test]
+fn unchanged_upstream_keeps_its_pool_across_reloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &[]));
+    let (port, accepted) = counting_upstream();
+    let config = format!(
+        "{}{}\n[[route]]\nupstream = \"app\"\n",
+        listener("required", ""),
+        upstream_block("app", port)
+    );
+    let gw = Gateway::start_with_env(dir, &config, &[("CERTGATE_LOG", "info")]);
+    let count = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(curl_as(&gw, Some("joe"), "/", &[]).status, 200);
+    assert_eq!(count(), 1);
+    for round in 1..=3 {
+        gw.signal("HUP");
+        gw.wait_for_log(&format!("reloaded: serving generation {}", round + 1), 1);
+        assert_eq!(curl_as(&gw, Some("joe"), "/", &[]).status, 200);
+    }
+    assert_eq!(count(), 1, "the pooled upstream connection was reused across reloads");
+}

@@ -433,3 +433,18 @@ trust = ["root.crt"]
 pub fn upstream_block(name: &str, port: u16) -> String {
     format!("\n[[upstream]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}\"\n")
 }
+
+/// Like [`upstream`], counting the connections it accepts.
+pub fn counting_upstream() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || serve_upstream(stream, Duration::ZERO));
+        }
+    });
+    (port, count)
+}

@@ -267,7 +267,7 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
             continue;
         }
         if let Some(up) = b.upstream(&field, u) {
-            upstreams.insert(u.name.clone(), Arc::new(up));
+            upstreams.insert(u.name.clone(), up);
         }
     }
 
@@ -819,7 +819,7 @@ impl Builder {
         })
     }
 
-    fn upstream(&mut self, field: &str, u: &raw::RawUpstream) -> Option<Upstream> {
+    fn upstream(&mut self, field: &str, u: &raw::RawUpstream) -> Option<Arc<Upstream>> {
         let before = self.errors.len();
         let uri: http::Uri = match u.url.parse() {
             Ok(uri) => uri,
@@ -905,7 +905,7 @@ impl Builder {
             self.error(&format!("{field}.max_connections"), "must be at least 1".into());
             return None;
         }
-        match Upstream::new(settings) {
+        match Upstream::shared(settings) {
             Ok(up) => Some(up),
             Err(e) => {
                 self.error(field, with_causes(&e));

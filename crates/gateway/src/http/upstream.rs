@@ -6,11 +6,15 @@
 //! `proxy_ssl_certificate` + `proxy_ssl_verify on`). Requests in flight to one upstream are
 //! capped (`max_connections`): over HTTP/1.1 each is a connection.
 //!
+//! Upstreams whose settings a reload leaves unchanged are shared across generations
+//! ([`Upstream::shared`]), so their pools survive reloads.
+//!
 //! Failures are answered with the upstream's configured name only; the cause (addresses,
 //! TLS errors) goes to the log, never to the client.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -90,6 +94,41 @@ pub struct UpstreamSettings {
     pub max_connections: usize,
 }
 
+impl UpstreamSettings {
+    /// SHA-256 over every setting, key material included (never stored, only hashed).
+    fn digest(&self) -> [u8; 32] {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut field = |bytes: &[u8]| {
+            ctx.update(&(bytes.len() as u64).to_be_bytes());
+            ctx.update(bytes);
+        };
+        field(self.name.as_bytes());
+        field(self.uri.to_string().as_bytes());
+        field(&[u8::from(self.tls), u8::from(self.http2)]);
+        for root in &self.roots {
+            field(root);
+        }
+        field(self.server_name.as_deref().unwrap_or("").as_bytes());
+        if let Some((chain, key)) = &self.client_identity {
+            for cert in chain {
+                field(cert);
+            }
+            field(key.secret_der());
+        }
+        for n in [
+            self.connect_timeout.as_nanos(),
+            self.response_timeout.as_nanos(),
+            self.max_idle as u128,
+            self.max_connections as u128,
+        ] {
+            field(&n.to_be_bytes());
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+}
+
 /// A pooled upstream.
 pub struct Upstream {
     pub name: String,
@@ -102,7 +141,30 @@ pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
+/// Upstreams alive in this process, by a digest of their settings: a reload that leaves an
+/// upstream's settings unchanged gets the same upstream back, with its pool of open
+/// connections, instead of reconnecting. A changed setting (a renewed client certificate, a
+/// new CA) gives a new upstream, whose connections present and verify the new files.
+static SHARED: std::sync::OnceLock<std::sync::Mutex<HashMap<[u8; 32], Weak<Upstream>>>> =
+    std::sync::OnceLock::new();
+
 impl Upstream {
+    /// The upstream for `s`: the one already serving with identical settings, or a new one.
+    pub fn shared(s: UpstreamSettings) -> Result<Arc<Upstream>, UpstreamError> {
+        let key = s.digest();
+        let map = SHARED.get_or_init(Default::default);
+        // The map only holds weak references and digests: a panic elsewhere cannot leave it
+        // in a state worth refusing to read.
+        let mut map = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(up) = map.get(&key).and_then(Weak::upgrade) {
+            return Ok(up);
+        }
+        let up = Arc::new(Upstream::new(s)?);
+        map.retain(|_, weak| weak.strong_count() > 0);
+        map.insert(key, Arc::downgrade(&up));
+        Ok(up)
+    }
+
     pub fn new(s: UpstreamSettings) -> Result<Upstream, UpstreamError> {
         let authority = s.uri.authority().cloned().ok_or(UpstreamError::NoHost)?;
         let mut http = HttpConnector::new();
