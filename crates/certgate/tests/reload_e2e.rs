@@ -519,3 +519,30 @@ fn unchanged_upstream_keeps_its_pool_across_reloads() {
     }
     assert_eq!(count(), 1, "the pooled upstream connection was reused across reloads");
 }
+
+/// A reload that moves a listener keeps serving on the bound address and says that the move
+/// needs a restart, in the log and in /status; the rest of the reload applies.
+#[test]
+fn moved_listener_needs_a_restart_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &[]));
+    let config = one_route("required", "") + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let gw = Gateway::start_with_env(dir, &config, &[("CERTGATE_LOG", "info")]);
+    let path = dir.join("certgate.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (_held, other) = dead_port();
+    std::fs::write(
+        &path,
+        text.replace("127.0.0.1:0\"\ncertificates", &format!("127.0.0.1:{other}\"\ncertificates")),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    let log = gw.wait_for_log("needs a restart", 1);
+    assert!(log.contains(&format!("moved from 127.0.0.1:0 to 127.0.0.1:{other}")), "{log}");
+    assert_eq!(curl_as(&gw, Some("joe"), "/", &[]).status, 200, "still served where it was bound");
+    let status: serde_json::Value = serde_json::from_str(&admin(&gw, "GET", "/status").1).unwrap();
+    let notes = status["needs_restart"].to_string();
+    assert!(notes.contains("listener listener-0 moved"), "{status}");
+}

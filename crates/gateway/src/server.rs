@@ -402,6 +402,7 @@ async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
         state.crl_updates = config.crl_updates.clone();
         state.grace.store(Arc::new(config.shutdown_grace));
         let mut swaps = Vec::new();
+        let named: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         for l in config.listeners {
             match state.slots.iter().find(|s| s.name == l.name) {
                 None => {
@@ -412,8 +413,8 @@ async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
                 }
                 Some(slot) if slot.addr != l.addr => {
                     let note = format!(
-                        "listener {} moved from {} to {}; it keeps its old settings until a \
-                         restart",
+                        "listener {} moved from {} to {}; that needs a restart, and it keeps \
+                         its old settings until then",
                         l.name, slot.addr, l.addr
                     );
                     tracing::warn!("reload: {note}");
@@ -433,12 +434,14 @@ async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
             }
         }
         for slot in &state.slots {
-            if !swaps.iter().any(|(s, _)| Arc::ptr_eq(s, slot)) {
-                tracing::warn!(
-                    "reload: listener {} is gone from the configuration; it keeps serving its \
-                     old settings until a restart",
+            if !named.contains(&slot.name) {
+                let note = format!(
+                    "listener {} is gone from the configuration; it keeps serving its old \
+                     settings until a restart",
                     slot.name
                 );
+                tracing::warn!("reload: {note}");
+                needs_restart.push(note);
             }
         }
         for (slot, generation) in swaps {
