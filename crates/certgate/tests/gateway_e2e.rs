@@ -399,22 +399,7 @@ fn https_upstream_with_mutual_tls_and_unverifiable_upstream() {
     let pki = pki_in(dir);
     write_leaf(dir, "joe", &pki.client("joe", &[]));
     // The upstream's own PKI; the gateway presents a client certificate from it.
-    let up_pki = TestPki::named("upstream");
-    std::fs::write(dir.join("upstream-ca.crt"), up_pki.root_pem()).unwrap();
-    up_pki.server(&["api.internal"]).write(dir, "upstream");
-    up_pki.client("gateway", &[]).write(dir, "gw");
-    let port = free_port();
-    let server = Command::new("openssl")
-        .current_dir(dir)
-        .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
-        .args(["-cert", "upstream.crt", "-cert_chain", "upstream.crt", "-key", "upstream.key"])
-        .args(["-CAfile", "upstream-ca.crt", "-Verify", "2", "-www", "-quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Proc(server);
-    wait_for_port(port, &mut server.0, &dir.join("none"));
+    let (_server, port, _) = mtls_upstream(dir, "gateway");
     let config = format!(
         r#"{}
 [[upstream]]

@@ -457,22 +457,7 @@ fn renewed_upstream_client_certificate_is_presented_after_reload() {
     let dir = tmp.path();
     let pki = pki_in(dir);
     write_leaf(dir, "joe", &pki.client("joe", &[]));
-    let up_pki = certgate_pki::testkit::TestPki::named("upstream");
-    std::fs::write(dir.join("upstream-ca.crt"), up_pki.root_pem()).unwrap();
-    up_pki.server(&["api.internal"]).write(dir, "upstream");
-    up_pki.client("gateway-before", &[]).write(dir, "gw");
-    let port = free_port();
-    let server = Command::new("openssl")
-        .current_dir(dir)
-        .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
-        .args(["-cert", "upstream.crt", "-cert_chain", "upstream.crt", "-key", "upstream.key"])
-        .args(["-CAfile", "upstream-ca.crt", "-Verify", "2", "-www", "-quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Proc(server);
-    wait_for_port(port, &mut server.0, &dir.join("none"));
+    let (_server, port, up_pki) = mtls_upstream(dir, "gateway-before");
     let config = format!(
         "{}\n[[upstream]]\nname = \"secure\"\nurl = \"https://127.0.0.1:{port}\"\nca = [\"upstream-ca.crt\"]\nserver_name = \"api.internal\"\nclient_cert = \"gw.crt\"\nclient_key = \"gw.key\"\n\n[[route]]\nupstream = \"secure\"\n",
         listener("required", "")

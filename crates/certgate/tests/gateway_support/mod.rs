@@ -448,3 +448,27 @@ pub fn counting_upstream() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsiz
     });
     (port, count)
 }
+
+/// An mTLS upstream: `openssl s_server -Verify -www` in `dir` with its own PKI (named
+/// "upstream"), writing `upstream-ca.crt` and `upstream.crt`/`.key` there, and a client
+/// certificate `CN=client_cn` for the gateway as `gw.crt`/`gw.key`. Returns the server process,
+/// its port and the PKI (to issue a renewed client certificate).
+pub fn mtls_upstream(dir: &Path, client_cn: &str) -> (Proc, u16, TestPki) {
+    let up_pki = TestPki::named("upstream");
+    std::fs::write(dir.join("upstream-ca.crt"), up_pki.root_pem()).unwrap();
+    up_pki.server(&["api.internal"]).write(dir, "upstream");
+    up_pki.client(client_cn, &[]).write(dir, "gw");
+    let port = free_port();
+    let server = Command::new("openssl")
+        .current_dir(dir)
+        .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
+        .args(["-cert", "upstream.crt", "-cert_chain", "upstream.crt", "-key", "upstream.key"])
+        .args(["-CAfile", "upstream-ca.crt", "-Verify", "2", "-www", "-quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Proc(server);
+    wait_for_port(port, &mut server.0, &dir.join("none"));
+    (server, port, up_pki)
+}
