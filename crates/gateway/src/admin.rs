@@ -108,7 +108,11 @@ struct Metrics {
 
 impl AdminState {
     /// The state for the configuration the gateway started with; `reload` receives `/reload`.
-    pub fn new(config: &Config, reload: Option<mpsc::Sender<()>>) -> AdminState {
+    pub fn new(
+        config: &Config,
+        reload: Option<mpsc::Sender<()>>,
+        requests: Option<&crate::metrics::Metrics>,
+    ) -> AdminState {
         let metrics = Metrics::default();
         let mut registry = Registry::with_prefix("certgate");
         registry.register("reloads", "Configuration reloads by result", metrics.reloads.clone());
@@ -156,6 +160,9 @@ impl AdminState {
             "Access-log lines dropped because the log output was slower than the requests",
             metrics.access_log_dropped.clone(),
         );
+        if let Some(requests) = requests {
+            requests.register(&mut registry);
+        }
         let state = AdminState {
             ready: AtomicBool::new(false),
             reload,

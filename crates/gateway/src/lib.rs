@@ -21,6 +21,7 @@ pub mod echo;
 pub mod fuzz;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod server;
 pub mod tls;
 pub mod watch;

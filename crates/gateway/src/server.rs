@@ -93,8 +93,15 @@ pub struct Generation {
 }
 
 impl Generation {
-    fn new(id: u64, l: Listener, access_log: Option<AccessLog>) -> Generation {
+    fn new(
+        id: u64,
+        l: Listener,
+        access_log: Option<AccessLog>,
+        metrics: Option<&Arc<crate::metrics::Metrics>>,
+    ) -> Generation {
         let tls = Arc::new(l.tls);
+        let listener_metrics =
+            metrics.map(|m| crate::metrics::ListenerMetrics::new(m, &l.name, &l.routes));
         Generation {
             id,
             acceptor: TlsAcceptor::from(tls.config.clone()),
@@ -107,6 +114,7 @@ impl Generation {
                 sni_host_check: l.sni_host_check,
                 body_timeout: l.limits.body_timeout,
                 access_log,
+                metrics: listener_metrics,
             }),
         }
     }
@@ -182,6 +190,9 @@ pub async fn serve(
     let crl_updates = config.crl_updates.clone();
     let grace = Arc::new(ArcSwap::from_pointee(config.shutdown_grace));
     let config_admin = config.admin;
+    // Request and handshake metrics cost a little per request: kept only when an admin
+    // listener can serve them.
+    let metrics = config.admin.map(|_| Arc::new(crate::metrics::Metrics::default()));
     let admin = match config.admin {
         Some(addr) => {
             let socket = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
@@ -190,7 +201,8 @@ pub async fn serve(
                 source,
             })?;
             let reload = reloader.as_ref().and_then(|r| r.triggers.clone());
-            Some((socket, Arc::new(crate::admin::AdminState::new(&config, reload))))
+            let state = crate::admin::AdminState::new(&config, reload, metrics.as_deref());
+            Some((socket, Arc::new(state)))
         }
         None => None,
     };
@@ -210,7 +222,7 @@ pub async fn serve(
             socket,
             max_connections,
             permits: Arc::new(Semaphore::new(max_connections)),
-            current: ArcSwap::from_pointee(Generation::new(1, l, log.clone())),
+            current: ArcSwap::from_pointee(Generation::new(1, l, log.clone(), metrics.as_ref())),
             swapped: watch::Sender::new(1),
         }));
     }
@@ -223,7 +235,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for slot in &slots {
-        tasks.push(tokio::spawn(accept_loop(slot.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(accept_loop(slot.clone(), stop_rx.clone(), metrics.clone())));
     }
     let admin_state = admin.as_ref().map(|(_, state)| state.clone());
     if let Some((socket, state)) = admin {
@@ -261,6 +273,7 @@ pub async fn serve(
             grace: grace.clone(),
             admin: admin_state.clone(),
             admin_addr: config_admin,
+            metrics: metrics.clone(),
         };
         tasks.push(tokio::spawn(reload_loop(reloader, state)));
     }
@@ -321,6 +334,7 @@ struct ReloadState {
     admin: Option<Arc<crate::admin::AdminState>>,
     /// The admin address bound at start (a reload cannot move it).
     admin_addr: Option<SocketAddr>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Serves reload requests one at a time. A reload builds every listener's new generation
@@ -429,7 +443,8 @@ async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
                         tracing::warn!("reload: {note}");
                         needs_restart.push(note);
                     }
-                    swaps.push((slot.clone(), Generation::new(next, l, log.clone())));
+                    let g = Generation::new(next, l, log.clone(), state.metrics.as_ref());
+                    swaps.push((slot.clone(), g));
                 }
             }
         }
@@ -523,7 +538,11 @@ impl Backoff {
     }
 }
 
-async fn accept_loop(slot: Arc<Slot>, stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    slot: Arc<Slot>,
+    stop: watch::Receiver<bool>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+) {
     let mut backoff = Backoff::default();
     loop {
         // At the connection limit, wait for a slot before accepting more.
@@ -540,12 +559,16 @@ async fn accept_loop(slot: Arc<Slot>, stop: watch::Receiver<bool>) {
         };
         // The connection keeps this generation until it ends.
         let generation = slot.current.load_full();
-        let (stop, slot) = (stop.clone(), slot.clone());
+        let (stop, slot, metrics) = (stop.clone(), slot.clone(), metrics.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let g = &generation;
             let trusted_proxy = g.trusted_proxies.iter().any(|net| net.contains(peer.ip()));
-            let Some(stream) = handshake(tcp, peer, &g.acceptor, &g.limits).await else { return };
+            let shaken = handshake(tcp, peer, &g.acceptor, &g.limits).await;
+            if let Some(m) = &metrics {
+                m.handshake(&slot.name, shaken.as_ref().map_or_else(|outcome| *outcome, |_| "ok"));
+            }
+            let Ok(stream) = shaken else { return };
             let conn = identity(&stream, peer, &g.tls, trusted_proxy);
             let recheck = Recheck::of(&stream, &conn, &slot);
             serve_http(stream, conn, g.ctx.clone(), &g.limits, stop, recheck).await;
@@ -554,34 +577,56 @@ async fn accept_loop(slot: Arc<Slot>, stop: watch::Receiver<bool>) {
 }
 
 /// The TLS handshake, within `handshake_timeout`. On failure the client's alert is sent and
-/// the connection closed gracefully; `None` then.
+/// the connection closed gracefully, and the outcome (a bounded metric label) is returned.
 async fn handshake(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: &TlsAcceptor,
     limits: &Limits,
-) -> Option<TlsStream<TcpStream>> {
+) -> Result<TlsStream<TcpStream>, &'static str> {
     let _ = tcp.set_nodelay(true);
     let accept = acceptor.accept(tcp).into_fallible();
     match tokio::time::timeout(limits.handshake_timeout, accept).await {
-        Ok(Ok(stream)) => Some(stream),
+        Ok(Ok(stream)) => Ok(stream),
         Ok(Err((error, tcp))) => {
-            match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
-                Some(
-                    e @ (rustls::Error::InvalidCertificate(_)
-                    | rustls::Error::NoCertificatesPresented),
-                ) => {
+            let outcome = match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                Some(e @ rustls::Error::InvalidCertificate(cert)) => {
                     tracing::info!(%peer, reason = %e, "client certificate refused in the handshake");
+                    certificate_outcome(cert)
                 }
-                _ => tracing::debug!(%peer, %error, "TLS handshake failed"),
-            }
+                Some(e @ rustls::Error::NoCertificatesPresented) => {
+                    tracing::info!(%peer, reason = %e, "client certificate refused in the handshake");
+                    "no_certificate"
+                }
+                _ => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    "tls_error"
+                }
+            };
             refuse(tcp).await;
-            None
+            Err(outcome)
         }
         Err(_) => {
             tracing::debug!(%peer, "TLS handshake timed out");
-            None
+            Err("timeout")
         }
+    }
+}
+
+/// The metric label of a refused client certificate: the `X-Client-Verify` reason codes
+/// where the alert tells them apart.
+fn certificate_outcome(error: &rustls::CertificateError) -> &'static str {
+    use rustls::CertificateError as E;
+    match error {
+        E::Expired | E::ExpiredContext { .. } => "expired",
+        E::NotValidYet | E::NotValidYetContext { .. } => "not_yet_valid",
+        E::UnknownIssuer => "unknown_issuer",
+        E::InvalidPurpose | E::InvalidPurposeContext { .. } => "wrong_purpose",
+        E::Revoked => "revoked",
+        E::BadSignature => "bad_signature",
+        E::UnknownRevocationStatus => "unknown_revocation_status",
+        E::ExpiredRevocationList | E::ExpiredRevocationListContext { .. } => "crl_expired",
+        _ => "invalid",
     }
 }
 

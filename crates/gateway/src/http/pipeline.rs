@@ -60,6 +60,8 @@ pub struct ListenerCtx {
     /// request).
     pub body_timeout: Duration,
     pub access_log: Option<AccessLog>,
+    /// Per-route request metrics (only with the admin listener on).
+    pub metrics: Option<crate::metrics::ListenerMetrics>,
 }
 
 /// What the phases learned about one request, for the access log (and later metrics).
@@ -78,9 +80,10 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     ctx: Arc<ListenerCtx>,
 ) -> Result<Response<Body>, Infallible> {
-    // What the access log needs is taken before the request moves on, and only if it is on.
-    let logged =
-        ctx.access_log.is_some().then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
+    // What the access log and metrics need is taken before the request moves on, and only if
+    // they are on.
+    let started = (ctx.access_log.is_some() || ctx.metrics.is_some()).then(Instant::now);
+    let logged = ctx.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
     let mut rc = RequestCtx::default();
     let response = match phases(req, &conn, &ctx, &mut rc).await {
         Ok(resp) => resp,
@@ -95,7 +98,10 @@ pub async fn handle(
             resp
         }
     };
-    if let (Some(log), Some((started, method, uri))) = (&ctx.access_log, logged) {
+    if let (Some(metrics), Some(started)) = (&ctx.metrics, started) {
+        metrics.request(rc.route.as_ref(), response.status().as_u16(), started.elapsed());
+    }
+    if let (Some(log), Some((method, uri)), Some(started)) = (&ctx.access_log, logged, started) {
         log.write(&Entry {
             listener: &ctx.name,
             method: method.as_str(),
@@ -279,6 +285,7 @@ mod tests {
             sni_host_check: true,
             body_timeout: Duration::from_secs(60),
             access_log: None,
+            metrics: None,
         })
     }
 
