@@ -82,7 +82,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     // What the access log and metrics need is taken before the request moves on, and only if
     // they are on.
-    let started = (ctx.access_log.is_some() || ctx.metrics.is_some()).then(Instant::now);
+    let started = ctx.access_log.is_some().then(Instant::now);
     let logged = ctx.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
     let mut rc = RequestCtx::default();
     let response = match phases(req, &conn, &ctx, &mut rc).await {
@@ -98,8 +98,8 @@ pub async fn handle(
             resp
         }
     };
-    if let (Some(metrics), Some(started)) = (&ctx.metrics, started) {
-        metrics.request(rc.route.as_ref(), response.status().as_u16(), started.elapsed());
+    if let Some(metrics) = &ctx.metrics {
+        metrics.request(rc.route.as_ref(), response.status().as_u16());
     }
     if let (Some(log), Some((method, uri)), Some(started)) = (&ctx.access_log, logged, started) {
         log.write(&Entry {
