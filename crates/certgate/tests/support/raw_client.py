@@ -69,6 +69,24 @@ def frame(kind, flags, stream, payload=b""):
     return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
 
 
+def answer_frames(s, buf):
+    """Answers the complete HTTP/2 frames in buf as a live client does (SETTINGS and PING
+    acknowledged); returns the incomplete rest and how many PINGs were answered."""
+    pings = 0
+    while len(buf) >= 9:
+        length = int.from_bytes(buf[:3], "big")
+        if len(buf) < 9 + length:
+            break
+        kind, flags, payload = buf[3], buf[4], buf[9 : 9 + length]
+        buf = buf[9 + length :]
+        if kind == 4 and not flags & 1:
+            s.sendall(frame(4, 1, 0))
+        elif kind == 6 and not flags & 1:
+            pings += 1
+            s.sendall(frame(6, 1, 0, payload))
+    return buf, pings
+
+
 def h2idle(args):
     s = tls(args, "h2")
     if s.selected_alpn_protocol() != "h2":
@@ -88,21 +106,8 @@ def h2idle(args):
             break
         if not chunk:
             break
-        buf += chunk
-        while len(buf) >= 9:
-            length = int.from_bytes(buf[:3], "big")
-            if len(buf) < 9 + length:
-                break
-            kind, flags = buf[3], buf[4]
-            payload = buf[9 : 9 + length]
-            buf = buf[9 + length :]
-            if kind == 4 and not flags & 1:
-                s.sendall(frame(4, 1, 0))
-            elif kind == 6 and not flags & 1:
-                pings += 1
-                s.sendall(frame(6, 1, 0, payload))
-            elif kind == 7:  # GOAWAY: the server is closing
-                pass
+        buf, answered = answer_frames(s, buf + chunk)
+        pings += answered
     print(f"closed after {time.monotonic() - started:.2f} s; pings {pings}")
 
 
@@ -171,16 +176,8 @@ def hold(args):
     buf = first if args.alpn == "h2" else b""
     while time.monotonic() - started < 20:
         # Answer SETTINGS and PINGs like a live HTTP/2 client (a graceful close waits for them).
-        while args.alpn == "h2" and len(buf) >= 9:
-            length = int.from_bytes(buf[:3], "big")
-            if len(buf) < 9 + length:
-                break
-            kind, flags, payload = buf[3], buf[4], buf[9 : 9 + length]
-            buf = buf[9 + length :]
-            if kind == 4 and not flags & 1:
-                s.sendall(frame(4, 1, 0))
-            elif kind == 6 and not flags & 1:
-                s.sendall(frame(6, 1, 0, payload))
+        if args.alpn == "h2":
+            buf, _ = answer_frames(s, buf)
         try:
             chunk = s.recv(65536)
         except socket.timeout:
