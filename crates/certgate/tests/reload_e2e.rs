@@ -458,6 +458,109 @@ fn admin_listener_reports_health_status_and_metrics() {
     assert!(parsed.contains("certgate_reloads_total result=failure"), "{parsed}");
 }
 
+/// The value of the sample whose line starts with `prefix` in [`parse_metrics`] output.
+fn sample(parsed: &str, prefix: &str) -> f64 {
+    let line = parsed
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no sample {prefix:?} in:\n{parsed}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Request durations (a histogram by route name), bytes each way, identity headers a client
+/// sent itself, and upstream errors by kind (connect, tls), as a Prometheus parser reads them.
+#[test]
+fn traffic_durations_strips_and_upstream_errors_are_measured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &[]));
+    let (_held, dead) = dead_port();
+    // An upstream whose certificate the gateway cannot verify (it trusts the wrong CA).
+    let (_server, tls_port, _) = mtls_upstream(dir, "gw");
+    let config = format!(
+        "{}\n[[upstream]]\nname = \"down\"\nurl = \"http://127.0.0.1:{dead}\"\n\
+         \n[[upstream]]\nname = \"mistrusted\"\nurl = \"https://127.0.0.1:{tls_port}\"\n\
+         ca = [\"root.crt\"]\nserver_name = \"api.internal\"\n\
+         \n[[route]]\nname = \"api\"\npath = \"/api\"\nupstream = \"@echo\"\nclient_cert = \"optional\"\n\
+         \n[[route]]\npath = \"/down\"\nupstream = \"down\"\nclient_cert = \"optional\"\n\
+         \n[[route]]\npath = \"/tls\"\nupstream = \"mistrusted\"\nclient_cert = \"optional\"\n\
+         \n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        listener("optional", "")
+    );
+    let gw = Gateway::start(dir, &config);
+    for _ in 0..3 {
+        assert_eq!(curl_as(&gw, Some("joe"), "/api/x", &[]).status, 200);
+    }
+    let spoofed = curl_as(&gw, None, "/api/x", &["-H", "X-Client-Subject: CN=admin"]);
+    assert_eq!(spoofed.status, 200);
+    assert_eq!(curl_as(&gw, None, "/api/x", &["-H", "X-Forwarded-For: 10.0.0.1"]).status, 200);
+    assert_eq!(curl_as(&gw, None, "/down", &[]).status, 502);
+    assert_eq!(curl_as(&gw, None, "/tls", &[]).status, 502);
+
+    let parsed = parse_metrics(&admin(&gw, "GET", "/metrics").1);
+    let count =
+        "certgate_request_duration_seconds histogram certgate_request_duration_seconds_count";
+    assert_eq!(sample(&parsed, &format!("{count} listener=listener-0,route=api ")), 5.0);
+    let inf =
+        "certgate_request_duration_seconds histogram certgate_request_duration_seconds_bucket";
+    assert_eq!(sample(&parsed, &format!("{inf} le=+Inf,listener=listener-0,route=api ")), 5.0);
+    assert!(parsed.contains(&format!("{count} listener=listener-0,route=*/down 1")), "{parsed}");
+    // Only the request that brought an identity header of its own, not X-Forwarded-For.
+    let stripped = "certgate_identity_headers_stripped counter certgate_identity_headers_stripped_total listener=listener-0 ";
+    assert_eq!(sample(&parsed, stripped), 1.0);
+    let errors = "certgate_upstream_errors counter certgate_upstream_errors_total";
+    assert_eq!(sample(&parsed, &format!("{errors} kind=connect,upstream=down ")), 1.0);
+    assert_eq!(sample(&parsed, &format!("{errors} kind=tls,upstream=mistrusted ")), 1.0);
+    let received =
+        "certgate_received_bytes counter certgate_received_bytes_total listener=listener-0 ";
+    let sent = "certgate_sent_bytes counter certgate_sent_bytes_total listener=listener-0 ";
+    // Seven TLS connections: each a handshake of well over a kilobyte one way or the other.
+    assert!(sample(&parsed, received) > 7.0 * 500.0, "{parsed}");
+    assert!(sample(&parsed, sent) > 7.0 * 1000.0, "{parsed}");
+    let ok =
+        "certgate_handshakes counter certgate_handshakes_total listener=listener-0,outcome=ok ";
+    assert_eq!(sample(&parsed, ok), 7.0);
+}
+
+/// With certificates and client_auth, the admin listener speaks mTLS: a client certificate
+/// from its trust anchors reads /metrics, a client without one is refused in the handshake,
+/// and a plain admin listener off loopback is refused at load.
+#[test]
+fn admin_listener_over_mtls_requires_a_client_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "prometheus", &pki.client("prometheus", &[]));
+    let admin_block = "\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+        certificates = [{ cert = \"server.crt\", key = \"server.key\" }]\n\
+        client_auth = { mode = \"required\", trust = [\"root.crt\"] }\n";
+    let gw = Gateway::start(dir, &(one_route("optional", "") + admin_block));
+    let url = format!("https://{}/metrics", gw.admin.unwrap());
+    let ca = dir.join("root.crt").display().to_string();
+    let (crt, key) = (dir.join("prometheus.crt"), dir.join("prometheus.key"));
+    let (crt, key) = (crt.display().to_string(), key.display().to_string());
+    let with = curl(&["--cacert", &ca, "--cert", &crt, "--key", &key, &url]);
+    assert_eq!(with.status, 200, "{with:?}");
+    assert!(with.body.contains("certgate_config_generation"), "{}", with.body);
+    let without = curl(&["--cacert", &ca, &url]);
+    assert_ne!(without.exit, 0, "no certificate, no admin: {without:?}");
+    assert_ne!(without.status, 200);
+    let plain = curl(&[&url.replace("https://", "http://")]);
+    assert_ne!(plain.status, 200, "{plain:?}");
+
+    let open = one_route("optional", "") + "\n[admin]\nlisten = \"0.0.0.0:9901\"\n";
+    std::fs::write(dir.join("open.toml"), open.replace("{port}", "0")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_certgate"))
+        .current_dir(dir)
+        .args(["serve", "--check", "--config", "open.toml"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("admin.listen") && text.contains("mTLS"), "{text}");
+}
+
 /// A renewed upstream client certificate, replaced on disk, is presented on the gateway's
 /// next upstream connections without a restart (seed 001's short-lived certificates).
 #[test]

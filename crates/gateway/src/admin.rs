@@ -1,5 +1,6 @@
-//! The admin listener (`[admin] listen = "127.0.0.1:9901"`, plain HTTP, loopback unless named
-//! dangerous): health, readiness, the state's status, reload, and OpenMetrics.
+//! The admin listener (`[admin] listen = "127.0.0.1:9901"`: plain HTTP on loopback, or mTLS
+//! with `certificates` and `client_auth`; plain HTTP elsewhere only when named dangerous):
+//! health, readiness, the state's status, reload, and OpenMetrics.
 //!
 //! - `GET /livez`: 200 while the process runs.
 //! - `GET /readyz`: 200 once the listeners are bound and the state is loaded; 503 while
@@ -31,6 +32,8 @@ use crate::config::{Config, ConfigError, LoadedCert};
 /// What the admin endpoints report, updated by the server and the reload loop.
 pub struct AdminState {
     ready: AtomicBool,
+    /// `Some`: mTLS; replaced by each reload, so its certificates rotate like a listener's.
+    tls: arc_swap::ArcSwapOption<tokio_rustls::TlsAcceptor>,
     reload: Option<mpsc::Sender<()>>,
     status: Mutex<Status>,
     metrics: Metrics,
@@ -165,6 +168,7 @@ impl AdminState {
         }
         let state = AdminState {
             ready: AtomicBool::new(false),
+            tls: arc_swap::ArcSwapOption::empty(),
             reload,
             status: Mutex::new(Status {
                 generation: 1,
@@ -190,6 +194,8 @@ impl AdminState {
 
     /// Records a configuration now serving as `generation`.
     pub fn loaded(&self, config: &Config, generation: u64) {
+        let tls = config.admin.as_ref().and_then(|a| a.tls.as_ref());
+        self.tls.store(tls.map(|t| Arc::new(tokio_rustls::TlsAcceptor::from(t.config.clone()))));
         let m = &self.metrics;
         m.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
         m.last_success.set(time::OffsetDateTime::now_utc().unix_timestamp());
@@ -347,30 +353,53 @@ impl AdminState {
     }
 }
 
-/// Serves the admin endpoints on `listener` (HTTP/1.1) until the task is dropped.
+/// Serves the admin endpoints on `listener` (HTTP/1.1, over mTLS when configured) until the
+/// task is dropped.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
     observe: Arc<dyn Fn(&AdminState) + Send + Sync>,
 ) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
+        let Ok((tcp, peer)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
         let (state, observe) = (state.clone(), observe.clone());
+        let tls = state.tls.load_full();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let resp = state.answer(&req, |s| observe(s));
-                async move { Ok::<_, std::convert::Infallible>(resp) }
-            });
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
-            let conn = builder.serve_connection(TokioIo::new(tcp), service);
             // Admin requests are small; a stuck client is dropped after a minute.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await;
+            let limit = std::time::Duration::from_secs(60);
+            let _ = tokio::time::timeout(limit, async move {
+                match tls {
+                    None => serve_connection(tcp, state, observe).await,
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(stream) => serve_connection(stream, state, observe).await,
+                        Err(error) => {
+                            tracing::info!(%peer, %error, "admin handshake refused");
+                        }
+                    },
+                }
+            })
+            .await;
         });
     }
+}
+
+async fn serve_connection<S>(
+    io: S,
+    state: Arc<AdminState>,
+    observe: Arc<dyn Fn(&AdminState) + Send + Sync>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let resp = state.answer(&req, |s| observe(s));
+        async move { Ok::<_, std::convert::Infallible>(resp) }
+    });
+    // HTTP/1.1 or HTTP/2 (over TLS, the listener's ALPN offers both).
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let _ = builder.serve_connection(TokioIo::new(io), service).await;
 }
 
 fn now_text() -> String {

@@ -414,6 +414,7 @@ fn route_table() -> &'static RouteTable {
     TABLE.get_or_init(|| {
         let route = |path: &str, require_cert: bool, matching: PathMatching| {
             Arc::new(Route {
+                name: None,
                 host: None,
                 path: path.into(),
                 matching,

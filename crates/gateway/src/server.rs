@@ -31,7 +31,7 @@ use http::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -42,6 +42,7 @@ use crate::http::body::{Activity, Guarded, InFlight};
 use crate::http::headers::ConnIdentity;
 use crate::http::pipeline::{self, ConnInfo, ListenerCtx};
 use crate::http::upstream::boxed;
+use crate::metrics::MeteredTcp;
 use crate::tls::server::{ClientCert, ListenerTls};
 
 /// Why the gateway could not start.
@@ -166,6 +167,8 @@ impl IpNet {
 pub struct Ready {
     pub listeners: Vec<(String, SocketAddr)>,
     pub admin: Option<SocketAddr>,
+    /// The admin listener speaks mTLS.
+    pub admin_tls: bool,
 }
 
 /// Serves `config` until `shutdown` resolves, reloading it whenever `reloader` asks, then lets
@@ -189,11 +192,11 @@ pub async fn serve(
     watched.set(config.files.clone());
     let crl_updates = config.crl_updates.clone();
     let grace = Arc::new(ArcSwap::from_pointee(config.shutdown_grace));
-    let config_admin = config.admin;
+    let config_admin = config.admin.as_ref().map(|a| a.addr);
     // Request and handshake metrics cost a little per request: kept only when an admin
     // listener can serve them.
-    let metrics = config.admin.map(|_| Arc::new(crate::metrics::Metrics::default()));
-    let admin = match config.admin {
+    let metrics = config.admin.as_ref().map(|_| Arc::new(crate::metrics::Metrics::default()));
+    let admin = match config_admin {
         Some(addr) => {
             let socket = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
                 listener: "admin".into(),
@@ -231,11 +234,12 @@ pub async fn serve(
         .filter_map(|s| s.socket.local_addr().ok().map(|a| (s.name.clone(), a)))
         .collect();
     let admin_addr = admin.as_ref().and_then(|(socket, _)| socket.local_addr().ok());
-    on_ready(Ready { listeners, admin: admin_addr });
+    let admin_tls = config.admin.as_ref().is_some_and(|a| a.tls.is_some());
+    on_ready(Ready { listeners, admin: admin_addr, admin_tls });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for slot in &slots {
-        tasks.push(tokio::spawn(accept_loop(slot.clone(), stop_rx.clone(), metrics.clone())));
+        tasks.push(tokio::spawn(accept_loop(slot.clone(), stop_rx.clone())));
     }
     let admin_state = admin.as_ref().map(|(_, state)| state.clone());
     if let Some((socket, state)) = admin {
@@ -409,7 +413,7 @@ async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
             admin.loaded(&config, next);
         }
         let mut needs_restart = Vec::new();
-        if config.admin != state.admin_addr {
+        if config.admin.as_ref().map(|a| a.addr) != state.admin_addr {
             needs_restart.push("admin.listen changed; the admin listener keeps its address".into());
         }
         state.watched.set(config.files.clone());
@@ -538,11 +542,7 @@ impl Backoff {
     }
 }
 
-async fn accept_loop(
-    slot: Arc<Slot>,
-    stop: watch::Receiver<bool>,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
-) {
+async fn accept_loop(slot: Arc<Slot>, stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::default();
     loop {
         // At the connection limit, wait for a slot before accepting more.
@@ -559,14 +559,16 @@ async fn accept_loop(
         };
         // The connection keeps this generation until it ends.
         let generation = slot.current.load_full();
-        let (stop, slot, metrics) = (stop.clone(), slot.clone(), metrics.clone());
+        let (stop, slot) = (stop.clone(), slot.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let g = &generation;
             let trusted_proxy = g.trusted_proxies.iter().any(|net| net.contains(peer.ip()));
+            let _ = tcp.set_nodelay(true);
+            let tcp = MeteredTcp::new(tcp, g.ctx.metrics.as_ref().map(|m| m.traffic()));
             let shaken = handshake(tcp, peer, &g.acceptor, &g.limits).await;
-            if let Some(m) = &metrics {
-                m.handshake(&slot.name, shaken.as_ref().map_or_else(|outcome| *outcome, |_| "ok"));
+            if let Some(m) = &g.ctx.metrics {
+                m.handshake(shaken.as_ref().map_or_else(|outcome| *outcome, |_| "ok"));
             }
             let Ok(stream) = shaken else { return };
             let conn = identity(&stream, peer, &g.tls, trusted_proxy);
@@ -579,12 +581,11 @@ async fn accept_loop(
 /// The TLS handshake, within `handshake_timeout`. On failure the client's alert is sent and
 /// the connection closed gracefully, and the outcome (a bounded metric label) is returned.
 async fn handshake(
-    tcp: TcpStream,
+    tcp: MeteredTcp,
     peer: SocketAddr,
     acceptor: &TlsAcceptor,
     limits: &Limits,
-) -> Result<TlsStream<TcpStream>, &'static str> {
-    let _ = tcp.set_nodelay(true);
+) -> Result<TlsStream<MeteredTcp>, &'static str> {
     let accept = acceptor.accept(tcp).into_fallible();
     match tokio::time::timeout(limits.handshake_timeout, accept).await {
         Ok(Ok(stream)) => Ok(stream),
@@ -634,7 +635,7 @@ fn certificate_outcome(error: &rustls::CertificateError) -> &'static str {
 /// write side (FIN after the alert), then read and discard what the client had already sent
 /// (a TLS 1.3 client sends its request right after its Finished), briefly and boundedly, so
 /// the kernel does not answer unread data with a reset.
-async fn refuse(mut tcp: TcpStream) {
+async fn refuse(mut tcp: MeteredTcp) {
     let _ = tcp.shutdown().await;
     let drain = async {
         let mut buf = [0u8; 4096];
@@ -651,7 +652,7 @@ async fn refuse(mut tcp: TcpStream) {
 
 /// What the handshake established, made once for every request of the connection.
 fn identity(
-    stream: &TlsStream<TcpStream>,
+    stream: &TlsStream<MeteredTcp>,
     peer: SocketAddr,
     tls: &ListenerTls,
     trusted_proxy: bool,
@@ -682,7 +683,7 @@ struct Recheck {
 
 impl Recheck {
     /// Only connections with a verified client certificate have anything to re-check.
-    fn of(stream: &TlsStream<TcpStream>, conn: &ConnInfo, slot: &Arc<Slot>) -> Option<Recheck> {
+    fn of(stream: &TlsStream<MeteredTcp>, conn: &ConnInfo, slot: &Arc<Slot>) -> Option<Recheck> {
         if !matches!(conn.identity.client, ClientCert::Verified { .. }) {
             return None;
         }
@@ -705,7 +706,7 @@ impl Recheck {
 /// longer trusted): then it is closed gracefully (GOAWAY for HTTP/2; HTTP/1.1 after its
 /// current request).
 async fn serve_http(
-    stream: TlsStream<TcpStream>,
+    stream: TlsStream<MeteredTcp>,
     conn: Arc<ConnInfo>,
     ctx: Arc<ListenerCtx>,
     limits: &Limits,

@@ -105,7 +105,8 @@ fn print_ready(ready: certgate_gateway::Ready) {
         eprintln!("certgate: listener {name} on https://{addr}");
     }
     if let Some(addr) = ready.admin {
-        eprintln!("certgate: admin on http://{addr}");
+        let scheme = if ready.admin_tls { "https" } else { "http" };
+        eprintln!("certgate: admin on {scheme}://{addr}");
     }
 }
 

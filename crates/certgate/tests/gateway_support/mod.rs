@@ -193,7 +193,9 @@ fn ready_lines(stderr: ChildStderr, wanted: usize, log: &Path) -> Vec<(String, S
             {
                 let _ = tx.send((name.to_string(), addr));
             }
-            if let Some(addr) = line.strip_prefix("certgate: admin on http://")
+            if let Some(addr) = line
+                .strip_prefix("certgate: admin on http://")
+                .or_else(|| line.strip_prefix("certgate: admin on https://"))
                 && let Ok(addr) = addr.trim().parse::<SocketAddr>()
             {
                 let _ = tx.send(("@admin".to_string(), addr));

@@ -90,6 +90,13 @@ pub enum Severity {
 /// A built configuration's problems of time and warnings, in file order.
 pub type Notes = Vec<(Severity, ConfigError)>;
 
+/// The admin listener.
+pub struct Admin {
+    pub addr: SocketAddr,
+    /// `Some`: mTLS, a client certificate from its trust anchors required.
+    pub tls: Option<Arc<ListenerTls>>,
+}
+
 /// The built configuration.
 pub struct Config {
     /// Problems that did not stop the build (see [`Severity`]).
@@ -103,8 +110,8 @@ pub struct Config {
     pub access_log: Option<crate::access_log::Sink>,
     /// How long open connections get to finish after shutdown begins.
     pub shutdown_grace: Duration,
-    /// The admin listener's address (plain HTTP); `None`: no admin listener.
-    pub admin: Option<SocketAddr>,
+    /// The admin listener; `None`: none.
+    pub admin: Option<Admin>,
     /// Every certificate the configuration loaded, for expiry metrics and /status.
     pub certificates: Vec<LoadedCert>,
     /// Runtime worker threads; `None`: one per core.
@@ -279,8 +286,16 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         .collect();
     let mut routes_by_listener: Vec<Vec<Arc<Route>>> = vec![Vec::new(); raw.listeners.len()];
     let mut all_header_names = Vec::new();
+    let mut route_names = HashSet::new();
     for (i, r) in raw.routes.iter().enumerate() {
         let field = format!("route[{i}]");
+        if let Some(name) = &r.name {
+            if let Err(reason) = route_name_problem(name) {
+                b.error(&format!("{field}.name"), reason);
+            } else if !route_names.insert(name.as_str()) {
+                b.error(&format!("{field}.name"), format!("{name:?} names two routes"));
+            }
+        }
         let Some(route) = b.route(&field, r, &upstreams) else { continue };
         let route = Arc::new(route);
         all_header_names.extend(route.headers.names());
@@ -334,27 +349,7 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         }
         listeners.push(listener);
     }
-    let admin = raw.admin.as_ref().and_then(|a| match a.listen.parse::<SocketAddr>() {
-        Ok(addr) if addr.ip().is_loopback() || a.dangerous_non_loopback => Some(addr),
-        Ok(addr) => {
-            b.error(
-                "admin.listen",
-                format!(
-                    "{addr} is not a loopback address: the admin listener is plain HTTP and can \
-                     reload the gateway; keep it on 127.0.0.1 or ::1, or set \
-                     dangerous_non_loopback = true behind your own access control"
-                ),
-            );
-            None
-        }
-        Err(_) => {
-            b.error(
-                "admin.listen",
-                format!("{:?} is not an address:port such as 127.0.0.1:9901", a.listen),
-            );
-            None
-        }
-    });
+    let admin = raw.admin.as_ref().and_then(|a| b.admin(a));
     let shutdown_grace = b.duration(
         "runtime.shutdown_grace",
         raw.runtime.shutdown_grace.as_ref(),
@@ -580,46 +575,7 @@ impl Builder {
                 false
             }
         };
-        if l.certificates.is_empty() {
-            self.error(
-                &format!("{field}.certificates"),
-                "at least one server certificate is needed".into(),
-            );
-        }
-        let mut certs = Vec::new();
-        for (j, c) in l.certificates.iter().enumerate() {
-            let cf = format!("{field}.certificates[{j}]");
-            let chain = self.certs(&format!("{cf}.cert"), &c.cert);
-            let key = self.key(&format!("{cf}.key"), &c.key);
-            if let Some(leaf) = chain.as_ref().and_then(|c| c.first()) {
-                let cert_field = format!("{cf}.cert");
-                let info =
-                    self.check_cert(&cert_field, &c.cert, leaf, Some(("serverAuth", "TLS server")));
-                if let Some(info) = info
-                    && chain.as_ref().is_some_and(|c| c.len() == 1)
-                    && !info.self_signed
-                {
-                    self.note(
-                        Severity::Check,
-                        &cert_field,
-                        format!(
-                            "{}: the file holds only the leaf, issued by {}; clients that do not \
-                             have that intermediate cannot verify it (append the intermediate \
-                             after the leaf)",
-                            c.cert, info.issuer
-                        ),
-                    );
-                }
-            }
-            if let (Some(chain), Some(key)) = (chain, key) {
-                match crate::tls::server::certified_key(chain, key) {
-                    Ok(ck) => certs.push(ck),
-                    Err(e) => {
-                        self.error(&format!("{cf}.key"), format!("{}: {}", c.key, with_causes(&e)))
-                    }
-                }
-            }
-        }
+        let certs = self.server_certs(field, &l.certificates);
         let client_auth = match &l.client_auth {
             None => Some(ClientAuth::Off),
             Some(ca) => self.client_auth(&format!("{field}.client_auth"), ca),
@@ -703,6 +659,127 @@ impl Builder {
             trusted_proxies,
             routes: RouteTable::new(routes, strip),
         })
+    }
+
+    /// A listener's server certificates with their keys, each checked as `--check` does.
+    fn server_certs(
+        &mut self,
+        field: &str,
+        certificates: &[raw::RawCertificate],
+    ) -> Vec<Arc<rustls::sign::CertifiedKey>> {
+        if certificates.is_empty() {
+            self.error(
+                &format!("{field}.certificates"),
+                "at least one server certificate is needed".into(),
+            );
+        }
+        let mut certs = Vec::new();
+        for (j, c) in certificates.iter().enumerate() {
+            let cf = format!("{field}.certificates[{j}]");
+            let chain = self.certs(&format!("{cf}.cert"), &c.cert);
+            let key = self.key(&format!("{cf}.key"), &c.key);
+            if let Some(leaf) = chain.as_ref().and_then(|c| c.first()) {
+                let cert_field = format!("{cf}.cert");
+                let info =
+                    self.check_cert(&cert_field, &c.cert, leaf, Some(("serverAuth", "TLS server")));
+                if let Some(info) = info
+                    && chain.as_ref().is_some_and(|c| c.len() == 1)
+                    && !info.self_signed
+                {
+                    self.note(
+                        Severity::Check,
+                        &cert_field,
+                        format!(
+                            "{}: the file holds only the leaf, issued by {}; clients that do not \
+                             have that intermediate cannot verify it (append the intermediate \
+                             after the leaf)",
+                            c.cert, info.issuer
+                        ),
+                    );
+                }
+            }
+            if let (Some(chain), Some(key)) = (chain, key) {
+                match crate::tls::server::certified_key(chain, key) {
+                    Ok(ck) => certs.push(ck),
+                    Err(e) => {
+                        self.error(&format!("{cf}.key"), format!("{}: {}", c.key, with_causes(&e)))
+                    }
+                }
+            }
+        }
+        certs
+    }
+
+    /// The admin listener: plain HTTP on loopback, or mTLS (a client certificate required)
+    /// anywhere; plain HTTP elsewhere only when named dangerous.
+    fn admin(&mut self, a: &raw::RawAdmin) -> Option<Admin> {
+        let before = self.errors.len();
+        let addr = match a.listen.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    "admin.listen",
+                    format!("{:?} is not an address:port such as 127.0.0.1:9901", a.listen),
+                );
+                None
+            }
+        };
+        let tls = match (a.certificates.is_empty(), &a.client_auth) {
+            (true, None) => None,
+            (true, Some(_)) => {
+                self.error(
+                    "admin.certificates",
+                    "client_auth on the admin listener needs its server certificates".into(),
+                );
+                None
+            }
+            (false, None) => {
+                self.error(
+                    "admin.client_auth",
+                    "an admin listener with TLS requires client certificates: add client_auth = \
+                     { mode = \"required\", trust = [...] }"
+                        .into(),
+                );
+                None
+            }
+            (false, Some(ca)) => {
+                if ca.mode != "required" {
+                    self.error(
+                        "admin.client_auth.mode",
+                        format!("{:?}: the admin listener's mode is \"required\"", ca.mode),
+                    );
+                }
+                let certs = self.server_certs("admin", &a.certificates);
+                let client_auth = self.client_auth("admin.client_auth", ca);
+                match client_auth {
+                    Some(auth) if self.errors.len() == before => {
+                        match ListenerTls::new(certs, auth, false) {
+                            Ok(tls) => Some(Arc::new(tls)),
+                            Err(e) => {
+                                self.error("admin", with_causes(&e));
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let addr = addr?;
+        if tls.is_none() && !addr.ip().is_loopback() && !a.dangerous_non_loopback {
+            self.error(
+                "admin.listen",
+                format!(
+                    "{addr} is not a loopback address: the admin listener can reload the gateway; \
+                     give it certificates and client_auth (mTLS), keep it on 127.0.0.1 or ::1, \
+                     or set dangerous_non_loopback = true behind your own access control"
+                ),
+            );
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Admin { addr, tls })
     }
 
     /// The listener's client-certificate mode with its verifier; `None` after an error (a
@@ -1023,6 +1100,7 @@ impl Builder {
             return None;
         }
         Some(Route {
+            name: r.name.clone(),
             host,
             path,
             matching,
@@ -1033,6 +1111,17 @@ impl Builder {
             max_body_bytes: r.max_body_bytes,
         })
     }
+}
+
+/// Why `name` cannot name a route: it becomes a metric label, so it is short and plain.
+fn route_name_problem(name: &str) -> Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
+    if name.is_empty() || name.len() > 64 || !name.chars().all(plain) {
+        return Err(format!(
+            "{name:?}: a route name is 1 to 64 letters, digits, '-', '_', '.' or '/'"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1053,5 +1142,23 @@ mod tests {
         let err = load(&path).err().unwrap();
         assert_eq!(err.0[0].field, "line 1");
         assert!(err.0[0].reason.contains("nested more than 64 levels"), "{err}");
+    }
+
+    /// Route names become metric labels: plain, short, and each used once.
+    #[test]
+    fn route_names_are_plain_and_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("names.toml");
+        let route = |name: &str| format!("[[route]]\nname = {name:?}\nupstream = \"@echo\"\n");
+        let text = route("api") + &route("api") + &route("bad name") + &route("");
+        std::fs::write(&path, text).unwrap();
+        let err = load(&path).err().unwrap();
+        let reason =
+            |field: &str| err.0.iter().find(|e| e.field == field).map(|e| e.reason.clone());
+        assert_eq!(reason("route[0].name"), None);
+        assert_eq!(reason("route[1].name").as_deref(), Some("\"api\" names two routes"));
+        assert!(reason("route[2].name").unwrap().contains("1 to 64 letters"), "{err}");
+        assert!(reason("route[3].name").unwrap().contains("1 to 64 letters"), "{err}");
+        assert_eq!(route_name_problem("team-a/api.v2"), Ok(()));
     }
 }

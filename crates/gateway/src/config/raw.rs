@@ -28,6 +28,10 @@ pub struct RawAdmin {
     /// Plain HTTP on an address other than loopback: anyone who reaches it can reload.
     #[serde(default)]
     pub dangerous_non_loopback: bool,
+    /// Server certificates: with them (and `client_auth`), the admin listener speaks mTLS.
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    pub client_auth: Option<RawClientAuth>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +113,7 @@ pub struct RawUpstream {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    pub name: Option<String>,
     pub listener: Option<String>,
     pub host: Option<String>,
     pub path: Option<String>,

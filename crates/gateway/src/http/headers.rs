@@ -116,12 +116,17 @@ impl StripSet {
     }
 
     /// Removes every header whose name is in the set, in any case and with `_` for `-`.
-    pub fn strip(&self, headers: &mut HeaderMap) {
+    /// Returns whether an identity header (not just a forwarding one such as
+    /// `X-Forwarded-For`, which proxies add routinely) was among them.
+    pub fn strip(&self, headers: &mut HeaderMap) -> bool {
         let doomed: Vec<HeaderName> =
             headers.keys().filter(|name| self.contains(name.as_str())).cloned().collect();
+        let identity =
+            doomed.iter().any(|n| !crate::http::forward::FORWARDING_NAMES.contains(&n.as_str()));
         for name in doomed {
             headers.remove(&name);
         }
+        identity
     }
 
     /// Whether `name` (any case, `_` for `-`) is an identity header name.

@@ -71,6 +71,8 @@ pub struct RequestCtx {
     pub route: Option<Arc<Route>>,
     /// [`Reject::code`] of the refusal, if the gateway answered itself.
     pub reject: Option<&'static str>,
+    /// The request came with identity headers of its own (removed in phase 3).
+    pub stripped_identity: bool,
 }
 
 /// Handles one request; never fails (refusals become responses). Any body fits once boxed
@@ -82,7 +84,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     // What the access log and metrics need is taken before the request moves on, and only if
     // they are on.
-    let started = ctx.access_log.is_some().then(Instant::now);
+    let started = (ctx.access_log.is_some() || ctx.metrics.is_some()).then(Instant::now);
     let logged = ctx.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
     let mut rc = RequestCtx::default();
     let response = match phases(req, &conn, &ctx, &mut rc).await {
@@ -98,16 +100,20 @@ pub async fn handle(
             resp
         }
     };
+    let took = started.map(|at| at.elapsed()).unwrap_or_default();
     if let Some(metrics) = &ctx.metrics {
-        metrics.request(rc.route.as_ref(), response.status().as_u16());
+        metrics.request(rc.route.as_ref(), response.status().as_u16(), took);
+        if rc.stripped_identity {
+            metrics.stripped();
+        }
     }
-    if let (Some(log), Some((method, uri)), Some(started)) = (&ctx.access_log, logged, started) {
+    if let (Some(log), Some((method, uri))) = (&ctx.access_log, logged) {
         log.write(&Entry {
             listener: &ctx.name,
             method: method.as_str(),
             path: uri.path(),
             status: response.status().as_u16(),
-            duration: started.elapsed(),
+            duration: took,
             request: &rc,
             conn: &conn,
         });
@@ -136,7 +142,7 @@ async fn phases(
         let forwarded: Vec<HeaderValue> = take("forwarded", req.headers());
         (xff, forwarded)
     });
-    ctx.routes.strip.strip(req.headers_mut());
+    rc.stripped_identity = ctx.routes.strip.strip(req.headers_mut());
 
     // 4. Every reading of the path must reach the same route.
     let readings = path::readings(req.uri().path()).map_err(Reject::BadPath)?;
@@ -266,6 +272,7 @@ mod tests {
 
     fn route(path: &str, require_cert: bool) -> Route {
         Route {
+            name: None,
             host: None,
             path: path.into(),
             matching: PathMatching::default(),

@@ -18,6 +18,8 @@ use crate::http::upstream::Target;
 
 /// One route.
 pub struct Route {
+    /// The name metrics use (`name` in the config); `None`: host and path.
+    pub name: Option<String>,
     /// Lowercase host (`api.example.com` or `*.example.com`); `None`: any host.
     pub host: Option<String>,
     /// A normalized path prefix (checked at load time).
@@ -36,6 +38,9 @@ pub struct Route {
 impl Route {
     /// `host/path` as configured (`*` for any host), for logs.
     pub fn label(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
         format!("{}{}", self.host.as_deref().unwrap_or("*"), self.path)
     }
 }

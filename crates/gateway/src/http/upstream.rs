@@ -31,6 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http::body::{BodyError, Guarded};
 use crate::http::reject::Reject;
+use crate::metrics::{UpstreamErrorKind, upstream_error};
 
 /// Any error a body can fail with.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -230,6 +231,7 @@ impl Upstream {
             Err(_) => {
                 tracing::warn!(upstream = %self.name, after = ?self.response_timeout,
                     "upstream did not answer in time");
+                upstream_error(&self.name, UpstreamErrorKind::timeout);
                 Err(Reject::UpstreamTimeout {
                     upstream: self.name.clone(),
                     after: self.response_timeout,
@@ -251,6 +253,7 @@ impl Upstream {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(_)) | Err(_) => {
                 tracing::warn!(upstream = %self.name, "upstream at its max_connections");
+                upstream_error(&self.name, UpstreamErrorKind::busy);
                 Err(Reject::UpstreamBusy { upstream: self.name.clone() })
             }
         }
@@ -271,6 +274,7 @@ impl Upstream {
             {
                 tracing::warn!(upstream = %self.name, address = %self.authority,
                     "cannot connect: timed out after {:?}", self.connect_timeout);
+                upstream_error(&self.name, UpstreamErrorKind::timeout);
                 return Reject::UpstreamTimeout {
                     upstream: self.name.clone(),
                     after: self.connect_timeout,
@@ -279,10 +283,31 @@ impl Upstream {
             source = err.source();
         }
         let what = if e.is_connect() { "cannot connect" } else { "request failed" };
+        upstream_error(&self.name, error_kind(e));
         tracing::warn!(upstream = %self.name, address = %format!("{}://{}", self.scheme, self.authority),
             cause = %causes(e), "{what}");
         Reject::UpstreamUnreachable { upstream: self.name.clone() }
     }
+}
+
+/// The `kind` label of a failed upstream request that is not a timeout: TLS if rustls
+/// refused, connect if no connection was made, reset otherwise (the upstream closed or reset
+/// the connection before its response was complete).
+fn error_kind(e: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
+    let mut source: Option<&(dyn StdError + 'static)> = e.source();
+    while let Some(err) = source {
+        // An io::Error's source() skips the error it wraps (the TLS connector wraps rustls's
+        // error in two of them), so look inside each.
+        let mut inner: &(dyn StdError + 'static) = err;
+        while let Some(wrapped) = inner.downcast_ref::<std::io::Error>().and_then(|e| e.get_ref()) {
+            inner = wrapped;
+        }
+        if err.is::<rustls::Error>() || inner.is::<rustls::Error>() {
+            return UpstreamErrorKind::tls;
+        }
+        source = err.source();
+    }
+    if e.is_connect() { UpstreamErrorKind::connect } else { UpstreamErrorKind::reset }
 }
 
 /// The innermost causes of an error, joined: "connection refused", "invalid peer certificate:
