@@ -3,9 +3,118 @@
 // A test that cannot set itself up should fail loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod gateway_support;
+
+use std::collections::BTreeSet;
 use std::process::Command;
 
-const CERTGATE: &str = env!("CARGO_BIN_EXE_certgate");
+use gateway_support::{CERTGATE, Gateway, curl, curl_as, dead_port, listener, pki_in};
+
+fn deploy_file(name: &str) -> String {
+    let path = format!("{}/../../deploy/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn promtool(args: &[&str], dir: &std::path::Path) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool (Debian package prometheus; .ci/run installs it)");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+/// The alert rules fire when they should, with the annotations they print, and not before:
+/// `promtool test rules` on deploy/alerts.test.yaml (lifetimes from one hour to 90 days, 5xx
+/// share, upstream errors, failing reloads, stale CRLs).
+#[test]
+fn alert_rules_pass_their_unit_tests() {
+    let dir = format!("{}/../../deploy", env!("CARGO_MANIFEST_DIR"));
+    let text = promtool(&["test", "rules", "alerts.test.yaml"], std::path::Path::new(&dir));
+    assert!(text.contains("SUCCESS"), "{text}");
+}
+
+/// Every metric the alert rules and the Grafana dashboard query is one the gateway exports
+/// (as read from a real scrape), and every dashboard query is valid PromQL (checked by
+/// promtool as a recording rule, with the dashboard's variables filled in).
+#[test]
+fn dashboard_and_alerts_query_metrics_the_gateway_exports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    std::fs::write(dir.join("crl.pem"), pki.crl(&[])).unwrap();
+    let (_held, dead) = dead_port();
+    // Families appear once they have a series: a CRL, a reload, an upstream error.
+    let config = format!(
+        "{}crls = [\"crl.pem\"]\n\n[[upstream]]\nname = \"down\"\nurl = \"http://127.0.0.1:{dead}\"\n\
+         \n[[route]]\nupstream = \"down\"\nclient_cert = \"optional\"\n\
+         \n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        listener("optional", "")
+    );
+    let gw = Gateway::start_with_env(dir, &config, &[("CERTGATE_LOG", "info")]);
+    assert_eq!(curl_as(&gw, None, "/", &[]).status, 502);
+    let admin = gw.admin.unwrap();
+    assert_eq!(curl(&["-X", "POST", &format!("http://{admin}/reload")]).status, 202);
+    gw.wait_for_log("reloaded: serving generation 2", 1);
+    let scrape = curl(&[&format!("http://{admin}/metrics")]);
+    assert_eq!(scrape.status, 200);
+    // The names a query may use: each family, and its samples' names.
+    let mut exported = BTreeSet::new();
+    for line in scrape.body.lines() {
+        let mut words = line.split(' ');
+        if let (Some("#"), Some("TYPE"), Some(family), Some(kind)) =
+            (words.next(), words.next(), words.next(), words.next())
+        {
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_count", "_sum"],
+                _ => &[""],
+            };
+            exported.extend(suffixes.iter().map(|s| format!("{family}{s}")));
+        }
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&deploy_file("grafana-dashboard.json")).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    let alerts = deploy_file("alerts.yaml");
+    let mut used = BTreeSet::new();
+    for text in exprs.iter().map(String::as_str).chain([alerts.as_str()]) {
+        let mut rest = text;
+        while let Some(at) = rest.find("certgate_") {
+            let name: String =
+                rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            rest = &rest[at + name.len()..];
+            used.insert(name);
+        }
+    }
+    let missing: Vec<&String> = used.iter().filter(|n| !exported.contains(*n)).collect();
+    assert!(missing.is_empty(), "not exported: {missing:?}\nexported: {exported:?}");
+    for family in ["certgate_request_duration_seconds_bucket", "certgate_upstream_errors_total"] {
+        assert!(used.contains(family), "the dashboard shows {family}");
+    }
+
+    let rules: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let e = e.replace("$__rate_interval", "5m").replace("$listener", ".*");
+            format!("      - record: dashboard:panel{i}\n        expr: {}\n", serde_json::json!(e))
+        })
+        .collect();
+    let file = dir.join("dashboard-rules.yaml");
+    std::fs::write(&file, format!("groups:\n  - name: dashboard\n    rules:\n{rules}")).unwrap();
+    promtool(&["check", "rules", "dashboard-rules.yaml"], dir);
+}
 
 /// The systemd unit passes `systemd-analyze verify` (with ExecStart pointing at this build and
 /// an existing user, since the check resolves both).
