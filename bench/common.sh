@@ -144,7 +144,13 @@ HAPROXY
 }
 
 write_certgate_config() {
+  # The admin listener is on, as in production: its metrics (per-route counters, the
+  # duration histogram, byte counts) are part of what is measured.
+  CG_ADMIN_PORT=${CG_ADMIN_PORT:-$(free_port)}
   cat <<TOML
+[admin]
+listen = "127.0.0.1:$CG_ADMIN_PORT"
+
 [runtime]
 worker_threads = 2
 

@@ -186,6 +186,29 @@ fn stale_crl_fails_closed_until_a_fresh_one_appears() {
     assert_eq!(fresh.status, 200, "{fresh:?}");
 }
 
+/// `dangerous_stale_crl_grace` keeps a stale CRL in use for its length (a revoked client is
+/// still refused), with the stale CRL still reported; without it the same CRL refuses everyone.
+#[test]
+fn stale_crl_grace_serves_until_it_runs_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    let (joe, eve) = (pki.client("joe", &[]), pki.client("eve", &[]));
+    write_leaf(dir, "joe", &joe);
+    write_leaf(dir, "eve", &eve);
+    let ago = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
+    std::fs::write(dir.join("crl.pem"), pki.crl_until(&[&eve], ago)).unwrap();
+    let grace = "crls = [\"crl.pem\"]\ndangerous_stale_crl_grace = \"1h\"\n";
+    let gw =
+        Gateway::start_with_env(dir, &one_route("optional", grace), &[("CERTGATE_LOG", "info")]);
+    gw.wait_for_log("CRL is past its next update", 1);
+    assert_eq!(curl_as(&gw, Some("joe"), "/", &[]).status, 200);
+    assert_eq!(curl_as(&gw, Some("eve"), "/", &[]).status, 495);
+    drop(gw);
+    let strict = Gateway::start(dir, &one_route("optional", "crls = [\"crl.pem\"]\n"));
+    assert_eq!(curl_as(&strict, Some("joe"), "/", &[]).status, 495);
+}
+
 /// An open connection whose client is revoked by a reloaded CRL is closed gracefully (HTTP/1.1
 /// and HTTP/2), instead of keeping its access for as long as it stays open.
 #[test]

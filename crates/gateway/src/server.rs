@@ -513,7 +513,8 @@ fn report_stale_crls(updates: &[(std::path::PathBuf, rustls_pki_types::UnixTime)
                 crl = %path.display(),
                 minutes_stale = late / 60,
                 "CRL is past its next update; certificates it covers are refused until a fresher \
-                 CRL is published there"
+                 CRL is published there (within a dangerous_stale_crl_grace, checked against \
+                 this stale list instead)"
             );
         }
     }
@@ -572,7 +573,7 @@ async fn accept_loop(slot: Arc<Slot>, stop: watch::Receiver<bool>) {
             }
             let Ok(stream) = shaken else { return };
             let conn = identity(&stream, peer, &g.tls, trusted_proxy);
-            let recheck = Recheck::of(&stream, &conn, &slot);
+            let recheck = Recheck::of(&conn, &slot);
             serve_http(stream, conn, g.ctx.clone(), &g.limits, stop, recheck).await;
         });
     }
@@ -673,31 +674,40 @@ fn identity(
     })
 }
 
-/// What an open connection needs to re-check its client certificate after a reload: the
-/// chain it presented, and the listener whose generation may change.
+/// What an open connection needs to re-check its client certificate after a reload: its
+/// verified path (kept with the connection's identity, so nothing is copied per connection),
+/// and the listener whose generation may change.
 struct Recheck {
-    presented: Vec<rustls_pki_types::CertificateDer<'static>>,
+    conn: Arc<ConnInfo>,
     slot: Arc<Slot>,
     swapped: watch::Receiver<u64>,
 }
 
 impl Recheck {
     /// Only connections with a verified client certificate have anything to re-check.
-    fn of(stream: &TlsStream<MeteredTcp>, conn: &ConnInfo, slot: &Arc<Slot>) -> Option<Recheck> {
+    fn of(conn: &Arc<ConnInfo>, slot: &Arc<Slot>) -> Option<Recheck> {
         if !matches!(conn.identity.client, ClientCert::Verified { .. }) {
             return None;
         }
-        let presented = stream.get_ref().1.peer_certificates()?.to_vec();
         let mut swapped = slot.swapped.subscribe();
         swapped.mark_unchanged();
-        Some(Recheck { presented, slot: slot.clone(), swapped })
+        Some(Recheck { conn: conn.clone(), slot: slot.clone(), swapped })
     }
 
     /// Why the certificate is refused by the current generation's trust settings, if it is.
     fn refused(&self) -> Option<certgate_pki::verify::VerifyError> {
+        let ClientCert::Verified { identity, intermediates } = &self.conn.identity.client else {
+            return None;
+        };
         let current = self.slot.current.load();
         let verifier = current.tls.client_auth.verifier()?;
-        verifier.verify(&self.presented, rustls_pki_types::UnixTime::now()).err()
+        // The leaf and the intermediates of its verified path: what the client presented,
+        // less any certificate that was not on the path.
+        let chain: Vec<rustls_pki_types::CertificateDer<'static>> =
+            std::iter::once(rustls_pki_types::CertificateDer::from(identity.der.clone()))
+                .chain(intermediates.iter().cloned())
+                .collect();
+        verifier.verify(&chain, rustls_pki_types::UnixTime::now()).err()
     }
 }
 

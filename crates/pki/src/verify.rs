@@ -62,6 +62,10 @@ pub struct VerifyPolicy {
     /// (nginx's `ssl_crl` behaviour). Off by default: a revoked intermediate is refused
     /// either way, but loading only the issuing CA's CRL is enough.
     pub full_chain_crls: bool,
+    /// How long past their next update the loaded CRLs are still used (measured from the
+    /// earliest one). Zero by default: a stale CRL refuses every certificate it covers.
+    /// Dangerous: a revocation published meanwhile is not seen.
+    pub dangerous_stale_crl_grace: std::time::Duration,
 }
 
 impl VerifyPolicy {
@@ -73,6 +77,7 @@ impl VerifyPolicy {
             name: None,
             allow_unknown_revocation: false,
             full_chain_crls: false,
+            dangerous_stale_crl_grace: std::time::Duration::ZERO,
         }
     }
 
@@ -353,13 +358,24 @@ impl TrustStore {
                 (RevocationCheckDepth::Chain, UnknownStatusPolicy::Allow),
             ]
         };
+        // Within the grace, stale CRLs are used as they are; past it, they are enforced.
+        let grace_until = self
+            .inner
+            .crls_next_update
+            .map(|next| next.as_secs().saturating_add(policy.dangerous_stale_crl_grace.as_secs()));
+        let expiration = match grace_until {
+            Some(until) if !policy.dangerous_stale_crl_grace.is_zero() && now.as_secs() < until => {
+                ExpirationPolicy::Ignore
+            }
+            _ => ExpirationPolicy::Enforce,
+        };
         let mut revocations = Vec::with_capacity(checks.len());
         for (depth, status) in checks {
             let options = RevocationOptionsBuilder::new(&crl_refs)
                 .map_err(|e| VerifyError::Malformed { reason: format!("CRL set: {e:?}") })?
                 .with_depth(depth)
                 .with_status_policy(status)
-                .with_expiration_policy(ExpirationPolicy::Enforce)
+                .with_expiration_policy(expiration)
                 .build();
             revocations.push(Some(options));
         }
@@ -406,10 +422,9 @@ impl TrustStore {
         }
         let mut subjects = Vec::with_capacity(chain.len() + 1);
         let mut valid_from = UnixTime::since_unix_epoch(std::time::Duration::ZERO);
-        let mut valid_until = self
-            .inner
-            .crls_next_update
-            .unwrap_or(UnixTime::since_unix_epoch(std::time::Duration::from_secs(u64::MAX)));
+        let mut valid_until = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            grace_until.unwrap_or(u64::MAX),
+        ));
         let on_path: Vec<usize> = verified
             .intermediate_certificates()
             .filter_map(|c| intermediates.iter().position(|i| i.as_ref() == c.der().as_ref()))
@@ -866,6 +881,35 @@ mod tests {
         )
         .unwrap();
         both.verify(&leaf.chain_der(), &full, now()).unwrap();
+    }
+
+    /// A stale CRL refuses by default; `dangerous_stale_crl_grace` keeps using it (revoked
+    /// certificates still refused) until the grace runs out, and the verdict lasts no longer.
+    #[test]
+    fn stale_crl_grace_is_bounded() {
+        let pki = TestPki::new();
+        let (joe, eve) = (pki.client("joe", &[]), pki.client("eve", &[]));
+        let ago = |minutes: i64| OffsetDateTime::now_utc() - ::time::Duration::minutes(minutes);
+        let stale = |minutes| {
+            TrustStore::from_der(
+                vec![pki.root_der()],
+                vec![crl_der(&pki.crl_until(&[&eve], ago(minutes)))],
+            )
+            .unwrap()
+        };
+        let hour = VerifyPolicy {
+            dangerous_stale_crl_grace: std::time::Duration::from_secs(3600),
+            ..VerifyPolicy::client()
+        };
+        let err = stale(10).verify(&joe.chain_der(), &VerifyPolicy::client(), now()).unwrap_err();
+        assert_eq!(err.code(), "crl_expired", "{err}");
+        let within = stale(10).verify(&joe.chain_der(), &hour, now()).unwrap();
+        let until = within.valid_until.as_secs();
+        let expected = (ago(10) + ::time::Duration::hours(1)).unix_timestamp() as u64;
+        assert!(until.abs_diff(expected) <= 2, "{until} vs {expected}");
+        assert_eq!(stale(10).verify(&eve.chain_der(), &hour, now()).unwrap_err().code(), "revoked");
+        let past = stale(61).verify(&joe.chain_der(), &hour, now()).unwrap_err();
+        assert_eq!(past.code(), "crl_expired", "{past}");
     }
 
     /// A client leaf whose keyUsage lacks digitalSignature is refused, naming what it has.

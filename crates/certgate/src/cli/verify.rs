@@ -82,6 +82,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         name,
         allow_unknown_revocation: args.allow_unknown_revocation,
         full_chain_crls: args.full_chain_crls,
+        dangerous_stale_crl_grace: std::time::Duration::ZERO,
     };
     let mut stdout = Out::lock();
     match store.verify(&chain, &policy, UnixTime::now()) {

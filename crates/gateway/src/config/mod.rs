@@ -808,8 +808,23 @@ impl Builder {
             max_depth: ca.max_chain_depth.unwrap_or(DEFAULT_MAX_DEPTH),
             allow_unknown_revocation: ca.allow_unknown_revocation,
             full_chain_crls: ca.full_chain_crls,
+            dangerous_stale_crl_grace: match &ca.dangerous_stale_crl_grace {
+                Some(grace) => self.duration(
+                    &format!("{field}.dangerous_stale_crl_grace"),
+                    Some(grace),
+                    Duration::ZERO,
+                ),
+                None => Duration::ZERO,
+            },
             ..VerifyPolicy::client()
         };
+        if ca.dangerous_stale_crl_grace.is_some() && ca.crls.is_empty() {
+            self.note(
+                Severity::Warning,
+                &format!("{field}.dangerous_stale_crl_grace"),
+                "has no effect: the listener loads no CRL".into(),
+            );
+        }
         let before = self.errors.len();
         if ca.max_chain_depth == Some(0) {
             self.error(

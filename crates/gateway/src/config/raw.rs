@@ -76,6 +76,8 @@ pub struct RawClientAuth {
     pub allow_unknown_revocation: bool,
     #[serde(default)]
     pub full_chain_crls: bool,
+    /// Keep using CRLs this long past their next update. Dangerous.
+    pub dangerous_stale_crl_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
