@@ -736,3 +736,107 @@ fn documented_example_config_loads() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok"));
 }
+
+/// Seed 004's `error_page 495 496 =400 /400.html`: the gateway's own refusals get the
+/// branded page and status chosen by `Accept` (HTML for browsers, JSON for API clients, the
+/// text for curl), with certificate text escaped; a route's pages come before the
+/// listener's; the access log records the status sent.
+#[test]
+fn error_pages_brand_refusals_by_accept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    // A trusted certificate whose subject carries markup and quotes, and one from another CA.
+    pki.client("<script>\"x\"</script>", &[]).write(dir, "evil");
+    TestPki::named("other").client("stranger", &[]).write(dir, "stranger");
+    std::fs::write(
+        dir.join("400.html"),
+        "<html><h1>{{status}}</h1><p class=\"{{code}}\">{{reason}}</p></html>\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("400.json"),
+        "{\"status\": {{status}}, \"error\": \"{{code}}\", \"detail\": \"{{reason}}\"}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("api.json"), "{\"api_error\": \"{{code}}\"}\n").unwrap();
+    let listener_pages = "[[listener.error_page]]\non = [403, 495, 496]\nstatus = 400\nhtml = \"400.html\"\njson = \"400.json\"\n";
+    let config = format!(
+        "{}\n[[route]]\nupstream = \"@echo\"\n\n[[route]]\npath = \"/admin\"\nupstream = \"@echo\"\nallow = {{ cn = [\"admin\"] }}\n\n[[route]]\npath = \"/api\"\nupstream = \"@echo\"\n\
+         [[route.error_page]]\non = [496]\njson = \"api.json\"\n\n[access_log]\nenabled = true\n",
+        listener("optional", listener_pages)
+    );
+    let gw = Gateway::start(dir, &config);
+    let html = ["-H", "Accept: text/html,application/xhtml+xml,*/*;q=0.8", "-i"];
+    let page = curl_as(&gw, None, "/", &html);
+    assert_eq!(page.status, 400, "{page:?}");
+    assert!(page.body.to_ascii_lowercase().contains("content-type: text/html"), "{}", page.body);
+    assert!(page.body.to_ascii_lowercase().contains("vary: accept"), "{}", page.body);
+    assert!(page.body.contains("<p class=\"certificate_required\">client certificate required"));
+
+    let json = curl_as(&gw, None, "/", &["-H", "Accept: application/json"]);
+    assert_eq!(json.status, 400);
+    let doc: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+    assert_eq!(doc["status"], 400);
+    assert_eq!(doc["error"], "certificate_required");
+
+    let plain = curl_as(&gw, None, "/", &[]);
+    assert_eq!(plain.status, 400);
+    assert!(plain.body.starts_with("client certificate required"), "{plain:?}");
+
+    let stranger = curl_as(&gw, Some("stranger"), "/", &html);
+    assert_eq!(stranger.status, 400, "{stranger:?}");
+    assert!(stranger.body.contains("class=\"unknown_issuer\""), "{}", stranger.body);
+
+    // The evil subject (refused by the allow-list, 403 → 400) reaches the page only
+    // escaped, in HTML and in JSON.
+    let evil = curl_as(&gw, Some("evil"), "/admin", &html);
+    assert_eq!(evil.status, 400, "{evil:?}");
+    assert!(evil.body.contains("class=\"forbidden\""), "{}", evil.body);
+    assert!(!evil.body.contains("<script"), "{}", evil.body);
+    assert!(evil.body.contains("&lt;script"), "{}", evil.body);
+    let evil = curl_as(&gw, Some("evil"), "/admin", &["-H", "Accept: application/json"]);
+    let doc: serde_json::Value = serde_json::from_str(&evil.body).unwrap();
+    assert!(doc["detail"].as_str().unwrap().contains("<script"), "{doc}");
+
+    // The route's own page for 496; its 495 falls through to the listener's rule.
+    let api = curl_as(&gw, None, "/api", &["-H", "Accept: application/json"]);
+    assert_eq!(api.status, 496, "the route's rule keeps the status: {api:?}");
+    let doc: serde_json::Value = serde_json::from_str(&api.body).unwrap();
+    assert_eq!(doc["api_error"], "certificate_required");
+    let api = curl_as(&gw, Some("stranger"), "/api", &["-H", "Accept: application/json"]);
+    assert_eq!(api.status, 400);
+
+    let log = gw.access_log();
+    assert!(log.lines().filter(|l| l.contains("\"status\":400")).count() >= 5, "{log}");
+    assert!(log.contains("\"status\":496"), "{log}");
+}
+
+/// A JSON error page whose placeholders would make invalid JSON, or an unknown placeholder,
+/// is refused at load with the file and the reason.
+#[test]
+fn broken_error_page_templates_are_refused_at_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki_in(dir);
+    std::fs::write(dir.join("bad.json"), "{\"error\": {{reason}}}\n").unwrap();
+    std::fs::write(dir.join("bad.html"), "<p>{{subject}}</p>\n").unwrap();
+    let pages =
+        "[[listener.error_page]]\non = [496, 200]\nhtml = \"bad.html\"\njson = \"bad.json\"\n";
+    let config = format!("{}\n[[route]]\nupstream = \"@echo\"\n", listener("optional", pages))
+        .replace("{port}", "0");
+    std::fs::write(dir.join("c.toml"), config).unwrap();
+    let out = Command::new(CERTGATE)
+        .current_dir(dir)
+        .args(["serve", "--check", "--config", "c.toml"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("listener[0].error_page[0].json") && text.contains("bad.json: not JSON"),
+        "{text}"
+    );
+    assert!(text.contains("unknown placeholder {{subject}}"), "{text}");
+    assert!(text.contains("200 is not an answer of the gateway's own"), "{text}");
+}

@@ -423,6 +423,7 @@ fn route_table() -> &'static RouteTable {
                 acl: None,
                 headers: Arc::new(HeaderFormat::Nginx(Box::default())),
                 max_body_bytes: None,
+                error_pages: None,
             })
         };
         let windows = PathMatching { ignore_case: true, ignore_trailing_dots: true };
@@ -482,4 +483,49 @@ fn listener_tls() -> &'static ListenerTls {
         ));
         ListenerTls::new(vec![key], ClientAuth::Optional(verifier), false).unwrap()
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// error_page
+
+/// Error page templates and `Accept`: the input is a template, a NUL, and a value. A value
+/// never adds markup to an HTML page (as many `<`, `>` and `"` as with an empty value), and a
+/// JSON template that is JSON when filled with the hostile sample (as load time checks) stays
+/// JSON with any value, which reads back unchanged. Reading the value as `Accept` never
+/// panics.
+pub fn error_page(data: &[u8]) {
+    use crate::http::error_page::{JSON_SAMPLE, Language, Template, wanted};
+
+    let text = String::from_utf8_lossy(data);
+    let (template, value) = text.split_once('\0').unwrap_or((&text, ""));
+    if let Ok(value) = http::HeaderValue::from_str(value) {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::ACCEPT, value);
+        let _ = wanted(&headers);
+    }
+    let Ok(t) = Template::parse(template) else { return };
+    let markup = |s: &str| s.chars().filter(|c| matches!(c, '<' | '>' | '"')).count();
+    let empty = t.render(Language::Html, 400, "", "");
+    let filled = t.render(Language::Html, 400, value, value);
+    assert_eq!(markup(&empty), markup(&filled), "a value added markup: {filled:?}");
+    let sample = t.render(Language::Json, 495, JSON_SAMPLE, JSON_SAMPLE);
+    if serde_json::from_str::<serde_json::Value>(&sample).is_err() || !sample.contains("quoted") {
+        return;
+    }
+    let filled = t.render(Language::Json, 495, value, value);
+    let parsed: serde_json::Value =
+        serde_json::from_str(&filled).unwrap_or_else(|e| panic!("{e}: {filled:?}"));
+    assert!(holds(&parsed, value), "{value:?} does not read back from {filled:?}");
+}
+
+/// Whether a string (or key) of `v` contains `needle`.
+fn holds(v: &serde_json::Value, needle: &str) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains(needle),
+        serde_json::Value::Array(items) => items.iter().any(|i| holds(i, needle)),
+        serde_json::Value::Object(map) => {
+            map.iter().any(|(k, v)| k.contains(needle) || holds(v, needle))
+        }
+        _ => false,
+    }
 }

@@ -103,6 +103,8 @@ impl Generation {
         let tls = Arc::new(l.tls);
         let listener_metrics =
             metrics.map(|m| crate::metrics::ListenerMetrics::new(m, &l.name, &l.routes));
+        let any_error_pages =
+            l.error_pages.is_some() || l.routes.routes().any(|r| r.error_pages.is_some());
         Generation {
             id,
             acceptor: TlsAcceptor::from(tls.config.clone()),
@@ -116,6 +118,8 @@ impl Generation {
                 body_timeout: l.limits.body_timeout,
                 access_log,
                 metrics: listener_metrics,
+                error_pages: l.error_pages,
+                any_error_pages,
             }),
         }
     }

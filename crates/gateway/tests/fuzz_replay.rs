@@ -36,3 +36,9 @@ fn path_corpus_routes_consistently() {
 fn client_hello_corpus_is_chunking_independent() {
     replay("client_hello", fuzz::client_hello);
 }
+
+/// Values never add markup to an HTML page or break a JSON one.
+#[test]
+fn error_page_corpus_escapes_every_value() {
+    replay("error_page", fuzz::error_page);
+}

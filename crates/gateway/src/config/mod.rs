@@ -18,6 +18,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use certgate_pki::chain_cache::{self, CachingVerifier};
 
 use crate::http::authz::Acl;
+use crate::http::error_page::{
+    ErrorPage, ErrorPages, GATEWAY_STATUSES, JSON_SAMPLE, Language, Template,
+};
 use crate::http::headers::{HeaderFormat, IdentityHeaderNames};
 use crate::http::route::{PathMatching, Route, RouteTable};
 use crate::http::upstream::{Target, Upstream, UpstreamSettings};
@@ -164,6 +167,8 @@ pub struct Listener {
     /// Peers whose forwarding headers are kept.
     pub trusted_proxies: Vec<IpNet>,
     pub routes: RouteTable,
+    /// Custom answers for refusals on this listener (after any route's own).
+    pub error_pages: Option<Arc<ErrorPages>>,
 }
 
 /// Reads and builds the configuration file at `path`.
@@ -638,6 +643,7 @@ impl Builder {
         if routes.is_empty() {
             self.error(field, format!("listener {name:?} has no route"));
         }
+        let error_pages = self.error_pages(&format!("{field}.error_page"), &l.error_pages);
         if self.errors.len() > errors_before {
             return None;
         }
@@ -658,6 +664,7 @@ impl Builder {
             limits,
             trusted_proxies,
             routes: RouteTable::new(routes, strip),
+            error_pages,
         })
     }
 
@@ -780,6 +787,92 @@ impl Builder {
             return None;
         }
         Some(Admin { addr, tls })
+    }
+
+    /// Error page rules, their templates read and checked now; `None` when there are none.
+    fn error_pages(&mut self, field: &str, raw: &[raw::RawErrorPage]) -> Option<Arc<ErrorPages>> {
+        let mut rules = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let f = format!("{field}[{i}]");
+            for code in &r.on {
+                if !GATEWAY_STATUSES.contains(code) {
+                    self.error(
+                        &format!("{f}.on"),
+                        format!(
+                            "{code} is not an answer of the gateway's own (those are {})",
+                            GATEWAY_STATUSES.map(|s| s.to_string()).join(", ")
+                        ),
+                    );
+                }
+            }
+            let status = r.status.and_then(|s| match http::StatusCode::from_u16(s) {
+                Ok(status) if (400..600).contains(&s) => Some(status),
+                _ => {
+                    self.error(
+                        &format!("{f}.status"),
+                        format!("{s}: use a 4xx or 5xx status (an error stays an error)"),
+                    );
+                    None
+                }
+            });
+            let html = r
+                .html
+                .as_ref()
+                .and_then(|file| self.error_template(&format!("{f}.html"), file, Language::Html));
+            let json = r
+                .json
+                .as_ref()
+                .and_then(|file| self.error_template(&format!("{f}.json"), file, Language::Json));
+            if r.status.is_none() && r.html.is_none() && r.json.is_none() {
+                self.error(&f, "give html, json or status (or remove the rule)".into());
+            }
+            rules.push(ErrorPage { on: r.on.clone(), status, html, json });
+        }
+        (!rules.is_empty()).then(|| Arc::new(ErrorPages { rules }))
+    }
+
+    /// Reads an error page template (UTF-8, at most 64 KiB); a JSON one must be JSON once
+    /// filled in, whatever the values.
+    fn error_template(&mut self, field: &str, file: &str, language: Language) -> Option<Template> {
+        let path = self.path(file);
+        let text = match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() > 64 * 1024 => {
+                self.error(field, format!("{file}: larger than 64 KiB"));
+                return None;
+            }
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(_) => {
+                    self.error(field, format!("{file}: not UTF-8"));
+                    return None;
+                }
+            },
+            Err(e) => {
+                self.error(field, format!("cannot read {}: {e}", path.display()));
+                return None;
+            }
+        };
+        let template = match Template::parse(&text) {
+            Ok(t) => t,
+            Err(reason) => {
+                self.error(field, format!("{file}: {reason}"));
+                return None;
+            }
+        };
+        if language == Language::Json {
+            let sample = template.render(language, 495, JSON_SAMPLE, JSON_SAMPLE);
+            if let Err(e) = serde_json::from_str::<serde_json::Value>(&sample) {
+                self.error(
+                    field,
+                    format!(
+                        "{file}: not JSON once filled in ({e}); placeholders other than \
+                         {{{{status}}}} go inside strings: \"{{{{reason}}}}\""
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(template)
     }
 
     /// The listener's client-certificate mode with its verifier; `None` after an error (a
@@ -1111,6 +1204,7 @@ impl Builder {
                 HeaderFormat::None
             }
         };
+        let error_pages = self.error_pages(&format!("{field}.error_page"), &r.error_pages);
         if self.errors.len() > before {
             return None;
         }
@@ -1124,6 +1218,7 @@ impl Builder {
             acl,
             headers: Arc::new(headers),
             max_body_bytes: r.max_body_bytes,
+            error_pages,
         })
     }
 }

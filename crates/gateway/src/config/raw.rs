@@ -54,6 +54,22 @@ pub struct RawListener {
     /// `Forwarded` headers are kept and appended to. Default: none (replaced).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Custom bodies (and statuses) for the gateway's own answers on this listener.
+    #[serde(default, rename = "error_page")]
+    pub error_pages: Vec<RawErrorPage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawErrorPage {
+    /// The gateway answers it applies to (495, 496, …); empty: all.
+    #[serde(default)]
+    pub on: Vec<u16>,
+    /// The status sent instead.
+    pub status: Option<u16>,
+    /// Template files: HTML for browsers, JSON for API clients.
+    pub html: Option<String>,
+    pub json: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +146,8 @@ pub struct RawRoute {
     #[serde(default)]
     pub path_ignore_trailing_dots: bool,
     pub max_body_bytes: Option<u64>,
+    #[serde(default, rename = "error_page")]
+    pub error_pages: Vec<RawErrorPage>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -3,6 +3,7 @@
 
 pub mod authz;
 pub mod body;
+pub mod error_page;
 pub mod forward;
 pub mod headers;
 pub mod path;

@@ -31,6 +31,7 @@ use hyper::body::Body as _;
 use crate::access_log::{AccessLog, Entry};
 use crate::http::authz::Decision;
 use crate::http::body::Guarded;
+use crate::http::error_page::{self, ErrorPages};
 use crate::http::headers::ConnIdentity;
 use crate::http::reject::Reject;
 use crate::http::route::{Route, RouteTable};
@@ -62,6 +63,10 @@ pub struct ListenerCtx {
     pub access_log: Option<AccessLog>,
     /// Per-route request metrics (only with the admin listener on).
     pub metrics: Option<crate::metrics::ListenerMetrics>,
+    /// The listener's custom answers for refusals (routes may have their own).
+    pub error_pages: Option<Arc<ErrorPages>>,
+    /// Whether the listener or any of its routes has error pages: only then is `Accept` read.
+    pub any_error_pages: bool,
 }
 
 /// What the phases learned about one request, for the access log (and later metrics).
@@ -86,18 +91,13 @@ pub async fn handle(
     // they are on.
     let started = (ctx.access_log.is_some() || ctx.metrics.is_some()).then(Instant::now);
     let logged = ctx.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
+    let wanted = ctx.any_error_pages.then(|| error_page::wanted(req.headers()));
     let mut rc = RequestCtx::default();
     let response = match phases(req, &conn, &ctx, &mut rc).await {
         Ok(resp) => resp,
         Err(reject) => {
             rc.reject = Some(reject.code());
-            let (status, body) = reject.body();
-            let mut resp = text(status, body);
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            resp
+            refusal(&reject, wanted, rc.route.as_deref(), &ctx)
         }
     };
     let took = started.map(|at| at.elapsed()).unwrap_or_default();
@@ -119,6 +119,35 @@ pub async fn handle(
         });
     }
     Ok(response)
+}
+
+/// The gateway's own answer to `reject`: the route's or the listener's error page if one
+/// applies, else the status with the reason as text.
+fn refusal(
+    reject: &Reject,
+    wanted: Option<error_page::Wanted>,
+    route: Option<&Route>,
+    ctx: &ListenerCtx,
+) -> Response<Body> {
+    let plain = HeaderValue::from_static("text/plain; charset=utf-8");
+    let custom = wanted.and_then(|wanted| {
+        [route.and_then(|r| r.error_pages.as_deref()), ctx.error_pages.as_deref()]
+            .into_iter()
+            .flatten()
+            .find_map(|pages| pages.answer(reject, wanted))
+    });
+    let Some(answer) = custom else {
+        let (status, body) = reject.body();
+        let mut resp = text(status, body);
+        resp.headers_mut().insert(header::CONTENT_TYPE, plain);
+        return resp;
+    };
+    let mut resp = text(answer.status, answer.body);
+    resp.headers_mut().insert(header::CONTENT_TYPE, answer.content_type.unwrap_or(plain));
+    if answer.varies {
+        resp.headers_mut().insert(header::VARY, HeaderValue::from_static("accept"));
+    }
+    resp
 }
 
 async fn phases(
@@ -281,6 +310,7 @@ mod tests {
             acl: None,
             headers: Arc::new(HeaderFormat::Nginx(Box::default())),
             max_body_bytes: None,
+            error_pages: None,
         }
     }
 
@@ -293,6 +323,8 @@ mod tests {
             body_timeout: Duration::from_secs(60),
             access_log: None,
             metrics: None,
+            error_pages: None,
+            any_error_pages: false,
         })
     }
 

@@ -156,6 +156,15 @@ impl Reject {
         }
     }
 
+    /// The most precise code: for a refused certificate, its reason code as in
+    /// `X-Client-Verify` (`expired`, `revoked`, …); otherwise [`Reject::code`].
+    pub fn detail_code(&self) -> &'static str {
+        match self {
+            Reject::CertificateInvalid(reason) => reason.code(),
+            other => other.code(),
+        }
+    }
+
     /// The answer as a response body with a trailing newline.
     pub fn body(&self) -> (StatusCode, Bytes) {
         let (status, mut text) = self.answer();

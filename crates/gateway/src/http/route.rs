@@ -31,6 +31,8 @@ pub struct Route {
     /// Who may pass; `None` with `require_cert`: any verified certificate.
     pub acl: Option<Acl>,
     pub headers: Arc<HeaderFormat>,
+    /// Custom answers for this route's refusals, tried before the listener's.
+    pub error_pages: Option<Arc<crate::http::error_page::ErrorPages>>,
     /// Largest request body accepted (413 beyond); `None`: no limit.
     pub max_body_bytes: Option<u64>,
 }
