@@ -1,6 +1,11 @@
 //! Key pairs: the key types certgate issues, PEM files in every common format, and CA keys
 //! stored encrypted as PKCS#8 (PBES2: PBKDF2-HMAC-SHA256 + AES-256-CBC, which
 //! `openssl pkey -passin` reads). The crypto runs on aws-lc-rs; the `pkcs8` crate only encodes.
+//!
+//! Every key certgate writes, and every key it puts in a PKCS#12 file, is PKCS#8 version 1
+//! (RFC 5208, no public key inside). aws-lc generates Ed25519 keys as version 2 (RFC 5958, with
+//! the public key), which OpenSSL 3.0 (`openssl pkey`, `openssl pkcs12`, curl, nginx), Python's
+//! ssl and cryptography, and Node cannot read; [`pkcs8_v1`] turns those into version 1.
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -56,13 +61,20 @@ impl KeyType {
         }
     }
 
-    /// Generates a fresh key pair of this type.
+    /// Generates a fresh key pair of this type, held (and serialized) as PKCS#8 version 1.
     pub fn generate(self) -> Result<KeyPair, PkiError> {
         let rsa = |size| KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size);
         Ok(match self {
             KeyType::EcP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
             KeyType::EcP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?,
-            KeyType::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519)?,
+            KeyType::Ed25519 => {
+                // rcgen keeps the PKCS#8 it generated (version 2 for Ed25519) and serializes
+                // exactly that; reloading from version 1 makes every later write version 1.
+                let v2 = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+                let v1 = pkcs8_v1(&v2.serialize_der())
+                    .map_err(|_| PkiError::Crypto { what: "encoding the Ed25519 key" })?;
+                KeyPair::try_from(v1.as_slice())?
+            }
             KeyType::Rsa2048 => rsa(rcgen::RsaKeySize::_2048)?,
             KeyType::Rsa3072 => rsa(rcgen::RsaKeySize::_3072)?,
             KeyType::Rsa4096 => rsa(rcgen::RsaKeySize::_4096)?,
@@ -162,7 +174,8 @@ pub fn pkcs8_der_from_pem(
     })?;
     let bad = |what: &str| PkiError::bad_file(path, format!("cannot read the {what} key"));
     match key {
-        PrivateKeyDer::Pkcs8(k) => Ok(k.secret_pkcs8_der().to_vec()),
+        PrivateKeyDer::Pkcs8(k) => pkcs8_v1(k.secret_pkcs8_der())
+            .map_err(|_| PkiError::bad_file(path, "the PKCS#8 private key is malformed")),
         PrivateKeyDer::Sec1(k) => {
             let der = k.secret_sec1_der();
             for alg in [
@@ -224,8 +237,19 @@ fn decrypt_pem(path: &Path, bytes: &[u8], password: &[u8]) -> Result<Vec<u8>, Pk
         cipher.decrypt(&mut data, DecryptionContext::Iv128((*iv).into())).map_err(|_| wrong())?;
     // A wrong password yields valid padding about once in 256 tries; the PKCS#8 parse below
     // catches those.
-    pkcs8::PrivateKeyInfo::from_der(plain).map_err(|_| wrong())?;
-    Ok(plain.to_vec())
+    pkcs8_v1(plain).map_err(|_| wrong())
+}
+
+/// The PKCS#8 private key `der` as version 1 (RFC 5208): a version 2 key (RFC 5958, which
+/// adds the public key) loses its public key field, which every reader can recompute; a
+/// version 1 key is returned as it is. Fails when `der` is not PKCS#8.
+pub fn pkcs8_v1(der: &[u8]) -> Result<Vec<u8>, pkcs8::Error> {
+    let mut info = pkcs8::PrivateKeyInfo::from_der(der)?;
+    if info.public_key.is_none() {
+        return Ok(der.to_vec());
+    }
+    info.public_key = None;
+    Ok(info.to_der()?)
 }
 
 #[cfg(test)]
@@ -245,17 +269,41 @@ mod tests {
         assert!(matches!(load(&path, None), Err(PkiError::PasswordNeeded { .. })));
     }
 
-    /// Every supported key type generates and reloads from its PEM.
+    /// Every supported key type generates, is written as PKCS#8 version 1 (plain and
+    /// encrypted), and reloads from its PEM.
     #[test]
-    fn every_key_type_generates_and_reloads() {
+    fn every_key_type_generates_as_pkcs8_v1_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
         for kt in [KeyType::EcP256, KeyType::EcP384, KeyType::Ed25519, KeyType::Rsa2048] {
             let path = dir.path().join(format!("{kt}.key"));
             let key = kt.generate().unwrap();
+            let info_der = key.serialize_der();
+            let info = pkcs8::PrivateKeyInfo::from_der(&info_der).unwrap();
+            assert_eq!(info.version(), pkcs8::Version::V1, "{kt}");
             std::fs::write(&path, to_pem(&key)).unwrap();
             let loaded = load(&path, None).unwrap();
             assert_eq!(loaded.public_key_raw(), key.public_key_raw(), "{kt}");
+            std::fs::write(&path, to_encrypted_pem(&key, b"pw").unwrap()).unwrap();
+            let der = pkcs8_der_from_pem(&path, &std::fs::read(&path).unwrap(), Some(b"pw"));
+            assert_eq!(der.unwrap(), info_der, "{kt}");
         }
         assert!("dsa-1024".parse::<KeyType>().is_err());
+    }
+
+    /// A version 2 key (with its public key, as aws-lc and older certgate wrote Ed25519 keys)
+    /// is read as the same key in version 1.
+    #[test]
+    fn pkcs8_v2_key_is_read_as_v1() {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let v2 = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let info = pkcs8::PrivateKeyInfo::from_der(v2.as_ref()).unwrap();
+        assert_eq!(info.version(), pkcs8::Version::V2);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.key");
+        let pem = crate::pem::encode("PRIVATE KEY", v2.as_ref());
+        let v1 = pkcs8_der_from_pem(&path, pem.as_bytes(), None).unwrap();
+        let read = pkcs8::PrivateKeyInfo::from_der(&v1).unwrap();
+        assert_eq!((read.version(), read.private_key), (pkcs8::Version::V1, info.private_key));
+        assert_eq!(pkcs8_v1(&v1).unwrap(), v1, "version 1 is kept as it is");
     }
 }
