@@ -1,5 +1,5 @@
-//! A browser user's view of certgate's PKCS#12: headless Chromium imports `certgate cert p12`
-//! output into its NSS store and presents the certificate to an mTLS server.
+//! A browser user's view of certgate: headless Chromium imports `certgate cert p12` output into
+//! its NSS store and presents the certificate to `certgate serve`.
 //!
 //! Needs `chromium` and `libnss3-tools` and writes a Chromium policy under /etc (as root), so
 //! it is ignored by default; `.ci/run` installs both and runs it with
@@ -8,22 +8,12 @@
 // A test that cannot set itself up should fail loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
+mod gateway_support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-const CERTGATE: &str = env!("CARGO_BIN_EXE_certgate");
-
-/// Kills a child process when the test ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use gateway_support::{CERTGATE, Gateway, listener};
 
 /// Removes the Chromium policy file when the test ends.
 struct PolicyFile(&'static str);
@@ -49,28 +39,18 @@ fn certgate(dir: &Path, args: &[&str]) -> String {
     run(Command::new(CERTGATE).current_dir(dir).args(args).args(["--ca-dir", "ca"]))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Chromium presents a client certificate imported from certgate's PKCS#12 (both the modern
-/// AES form and the legacy 3DES form), and without it the mTLS server sees none.
+/// Through an `optional` listener of `certgate serve` (route to the built-in echo), Chromium
+/// with certgate's PKCS#12 imported (the modern AES form and the legacy 3DES form) gets 200
+/// with its identity forwarded, and without the certificate gets the 496 page.
 #[test]
 #[ignore = "needs chromium + libnss3-tools and root; run by .ci/run"]
-fn browser_presents_certificate_from_certgate_p12() {
+fn browser_presents_certificate_from_certgate_p12_to_certgate_serve() {
     for legacy in [false, true] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         certgate(dir, &["ca", "init"]);
-        certgate(dir, &["cert", "issue", "web", "--san", "localhost", "--san", "127.0.0.1"]);
+        std::fs::copy(dir.join("ca/root.crt"), dir.join("root.crt")).unwrap();
+        certgate(dir, &["cert", "issue", "server", "--san", "localhost", "--san", "127.0.0.1"]);
         certgate(dir, &["cert", "issue", "alice", "--san", "spiffe://example.test/alice"]);
         std::fs::write(dir.join("p12.pass"), "browser pass\n").unwrap();
         let mut p12 = vec!["cert", "p12", "alice", "--password-file", "p12.pass"];
@@ -79,26 +59,18 @@ fn browser_presents_certificate_from_certgate_p12() {
         }
         certgate(dir, &p12);
 
-        let port = free_port();
-        let server = Command::new("openssl")
-            .current_dir(dir)
-            .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
-            .args(["-cert", "web.crt", "-cert_chain", "web.crt", "-key", "web.key"])
-            .args(["-CAfile", "ca/root.crt", "-verify", "2", "-www", "-quiet"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("openssl s_server");
-        let _server = Guard(server);
-        wait_for_port(port);
+        let config = format!("{}\n[[route]]\nupstream = \"@echo\"\n", listener("optional", ""));
+        let gw = Gateway::start(dir, &config);
+        let url = format!("https://localhost:{}/", gw.port);
 
-        let url = format!("https://localhost:{port}/");
         let without = chromium_page(dir, &url, None);
-        assert!(without.contains("no client certificate available"), "{without}");
+        assert!(without.contains("client certificate required"), "{without}");
+        assert!(gw.access_log().contains("\"status\":496"), "{}", gw.access_log());
 
         let with = chromium_page(dir, &url, Some(("alice.p12", "browser pass")));
-        assert!(with.contains("Subject: CN=alice"), "legacy={legacy}: {with}");
-        assert!(with.contains("URI:spiffe://example.test/alice"), "{with}");
+        assert!(with.contains("CN=alice"), "legacy={legacy}: {with}");
+        assert!(with.contains("spiffe://example.test/alice"), "{with}");
+        assert!(gw.access_log().contains("\"status\":200"), "{}", gw.access_log());
     }
 }
 
