@@ -124,15 +124,17 @@ fn revoked_certificate_fails_openssl_crl_check() {
     s.ok(&["cert", "issue", "joe", "--san", "joe@example.test"]);
     s.ok(&["cert", "issue", "ann", "--san", "ann@example.test"]);
     s.ok(&["crl"]);
+    // The bundle starts with the intermediate's CRL; the root's, signed first, took number 1.
     let first = text(&s.openssl(&["crl", "-in", "ca/crl.pem", "-noout", "-crlnumber"]));
-    assert!(first.contains("crlNumber=0x01"), "{first}");
+    assert!(first.contains("crlNumber=0x02"), "{first}");
     let out = s.ok(&["cert", "revoke", "joe", "--reason", "key-compromise"]);
     assert!(out.contains("revoked joe"), "{out}");
     s.ok(&["crl", "--next-update", "2d"]);
     let crl = text(&s.openssl(&["crl", "-in", "ca/crl.pem", "-noout", "-text"]));
     assert!(crl.contains("Key Compromise"), "{crl}");
+    // The root's CRL is still current and valid for longer than 2 days: reused, not signed.
     let second = text(&s.openssl(&["crl", "-in", "ca/crl.pem", "-noout", "-crlnumber"]));
-    assert!(second.contains("crlNumber=0x02"), "{second}");
+    assert!(second.contains("crlNumber=0x03"), "{second}");
     let check = |cert: &str| {
         s.openssl(&[
             "verify",
@@ -585,7 +587,8 @@ fn inspect_matches_openssl_fingerprint() {
     let crl: serde_json::Value =
         serde_json::from_str(&s.ok(&["inspect", "ca/crl.pem", "--json"])).unwrap();
     assert_eq!(crl["kind"], "crl");
-    assert_eq!(crl["crl_number"], "1");
+    // The bundle starts with the intermediate's CRL; the root's, signed first, took number 1.
+    assert_eq!(crl["crl_number"], "2");
 }
 
 /// An OS error reaches the user once, as the cause of the message that names the file.

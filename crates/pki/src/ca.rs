@@ -7,7 +7,10 @@
 //! <ca-dir>/intermediate.crt   issuing CA (absent with --no-intermediate: the root issues)
 //! <ca-dir>/intermediate.key   0600
 //! <ca-dir>/inventory.db       0600, every issued certificate
-//! <ca-dir>/crl.pem            written by `certgate crl`
+//! <ca-dir>/crl-url            the `ca init --crl-url` base, when given
+//! <ca-dir>/crl.pem            written by `certgate crl`: every CA's CRL, one PEM bundle
+//! <ca-dir>/root.crl           the root's latest CRL (DER), as BASE/root.crl serves it
+//! <ca-dir>/intermediate.crl   the intermediate's latest CRL (DER)
 //! ```
 //!
 //! Issuance is a short list of steps, each a small function: check the request, build the
@@ -20,7 +23,7 @@ use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::crl::Reason;
+use crate::crl::{CrlIssuer, Reason};
 use crate::fs::{FileSet, Mode, Overwrite};
 use crate::issue::{self, Subject};
 use crate::keys::KeyType;
@@ -40,6 +43,7 @@ pub struct CaPaths {
     pub intermediate_key: PathBuf,
     pub inventory: PathBuf,
     pub crl: PathBuf,
+    pub crl_url: PathBuf,
 }
 
 impl CaPaths {
@@ -52,7 +56,13 @@ impl CaPaths {
             intermediate_key: dir.join("intermediate.key"),
             inventory: dir.join("inventory.db"),
             crl: dir.join("crl.pem"),
+            crl_url: dir.join("crl-url"),
         }
+    }
+
+    /// `<ca-dir>/root.crl` or `<ca-dir>/intermediate.crl`: the CA's latest CRL, DER.
+    pub fn published_crl(&self, issuer: CrlIssuer) -> PathBuf {
+        self.dir.join(issuer.file_name())
     }
 }
 
@@ -67,6 +77,9 @@ pub struct InitOptions {
     pub intermediate: bool,
     /// Encrypts the CA keys (PKCS#8, PBES2) when set.
     pub password: Option<Vec<u8>>,
+    /// Base URL of the CRLs: certificates then carry the CRL distribution point
+    /// `BASE/<issuer>.crl` of the CA that signed them.
+    pub crl_url: Option<String>,
     pub force: bool,
 }
 
@@ -78,6 +91,7 @@ impl Default for InitOptions {
             days: 3650,
             intermediate: true,
             password: None,
+            crl_url: None,
             force: false,
         }
     }
@@ -137,8 +151,11 @@ pub struct Authority {
     issuing_key_path: PathBuf,
     issuing_subject: String,
     issuing_not_after: OffsetDateTime,
+    root_subject: String,
     /// Certificates appended after a leaf in `NAME.crt`.
     intermediates: Vec<CertificateDer<'static>>,
+    /// The `--crl-url` base, when the CA was made with one.
+    crl_url: Option<String>,
     password: Option<Vec<u8>>,
 }
 
@@ -164,6 +181,7 @@ impl Authority {
             });
         }
         Validity::Days(opts.days).checked()?;
+        let crl_url = opts.crl_url.as_deref().map(crate::crl::check_base_url).transpose()?;
         if opts.name.trim().is_empty() {
             return Err(PkiError::InvalidName {
                 value: opts.name.clone(),
@@ -187,14 +205,23 @@ impl Authority {
         };
         files.write(&paths.root_key, key_pem(&root_key)?.as_bytes(), Mode::Secret, overwrite)?;
         files.write(&paths.root_crt, root_cert.pem().as_bytes(), Mode::Public, overwrite)?;
+        match &crl_url {
+            Some(base) => files.write(&paths.crl_url, base.as_bytes(), Mode::Public, overwrite)?,
+            None => remove_stale(&paths.crl_url)?,
+        }
+        // The CRLs of a replaced CA are signed by keys that no longer exist.
+        for issuer in CrlIssuer::ALL {
+            remove_stale(&paths.published_crl(issuer))?;
+        }
         if opts.intermediate {
             let int_key = opts.key_type.generate()?;
-            let int_params = issue::intermediate_params(
+            let mut int_params = issue::intermediate_params(
                 &Subject::cn(intermediate_name(&opts.name)),
                 0,
                 not_before,
                 not_after,
             )?;
+            int_params.crl_distribution_points = distribution_points(&crl_url, CrlIssuer::Root);
             let int_cert = int_params.signed_by(&int_key, &root_issuer)?;
             files.write(
                 &paths.intermediate_key,
@@ -210,10 +237,7 @@ impl Authority {
             )?;
         } else {
             for stale in [&paths.intermediate_crt, &paths.intermediate_key] {
-                if stale.exists() {
-                    std::fs::remove_file(stale)
-                        .map_err(|source| PkiError::Write { path: stale.clone(), source })?;
-                }
+                remove_stale(stale)?;
             }
         }
         if opts.force && paths.inventory.exists() {
@@ -254,6 +278,20 @@ impl Authority {
             });
         }
         let root_der = first_cert(&paths.root_crt)?;
+        let root_subject = match X509Certificate::from_der(&root_der) {
+            Ok((_, root)) => dn::rfc4514(root.subject()),
+            Err(e) => return Err(PkiError::bad_file(&paths.root_crt, format!("not X.509: {e}"))),
+        };
+        let crl_url = match paths.crl_url.exists() {
+            true => {
+                let text = std::fs::read_to_string(&paths.crl_url)
+                    .map_err(|source| PkiError::Read { path: paths.crl_url.clone(), source })?;
+                Some(crate::crl::check_base_url(text.trim()).map_err(|e| {
+                    PkiError::bad_file(&paths.crl_url, crate::error::with_causes(&e))
+                })?)
+            }
+            false => None,
+        };
         let (issuing_der, issuing_key_path, intermediates) = if paths.intermediate_crt.exists() {
             let der = first_cert(&paths.intermediate_crt)?;
             (der.clone(), paths.intermediate_key.clone(), vec![der])
@@ -280,7 +318,9 @@ impl Authority {
             issuing_key_path,
             issuing_subject,
             issuing_not_after,
+            root_subject,
             intermediates,
+            crl_url,
             password,
         })
     }
@@ -440,45 +480,177 @@ impl Authority {
         Ok((issued, old))
     }
 
-    /// Revokes the certificate found by `query` (serial or name).
+    /// Revokes the certificate found by `query` (serial or name). `intermediate` (or the
+    /// intermediate's serial) revokes the intermediate CA, which then goes on the root's CRL;
+    /// it enters the inventory, named `intermediate`, on its first revocation.
     pub fn revoke(&mut self, query: &str, reason: Reason) -> Result<Record, PkiError> {
-        let record = self.store.find(query)?;
+        let intermediate = self.intermediate_record()?;
+        let record = match intermediate {
+            Some(int)
+                if query == "intermediate"
+                    || crate::store::normalize_serial(query) == int.serial =>
+            {
+                match self.store.find(&int.serial) {
+                    Ok(recorded) => recorded,
+                    Err(PkiError::UnknownCertificate { .. }) => {
+                        self.store.transaction(|tx| tx.insert(&int))?;
+                        int
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => self.store.find(query)?,
+        };
         let serial = record.serial.clone();
         self.store.transaction(|tx| tx.revoke(&serial, reason, OffsetDateTime::now_utc()))?;
         self.store.find(&serial)
     }
 
-    /// Signs a CRL of every certificate this CA's issuer revoked, with the next CRL number,
-    /// valid until now + `next_update`. `deliver` writes it; the number is only used up if it
-    /// succeeds. Returns the DER and the CRL number.
+    /// The CAs of this directory that sign CRLs, the one that signs leaves first:
+    /// `[intermediate, root]`, or `[root]` without an intermediate.
+    pub fn crl_issuers(&self) -> Vec<CrlIssuer> {
+        match self.intermediates.is_empty() {
+            true => vec![CrlIssuer::Root],
+            false => vec![CrlIssuer::Intermediate, CrlIssuer::Root],
+        }
+    }
+
+    /// Signs `issuer`'s CRL of every certificate it revoked, with the next CRL number, valid
+    /// until now + `next_update`, and keeps it as `<ca-dir>/<issuer>.crl`. `deliver` writes it
+    /// where the user asked; the number is only used up if both succeed. Returns the DER, the
+    /// CRL number and how many certificates it lists.
     pub fn crl(
         &mut self,
+        issuer: CrlIssuer,
         next_update: Duration,
         deliver: impl FnOnce(&[u8]) -> Result<(), PkiError>,
     ) -> Result<(Vec<u8>, u64, usize), PkiError> {
-        let issuer = self.signer()?;
-        let subject = self.issuing_subject.clone();
+        let (cert, key_path, subject) = self.ca(issuer)?;
+        let signer = self.signer_for(&cert, &key_path)?;
+        let published = self.paths.published_crl(issuer);
         let now =
             OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::now_utc());
         let next = checked_after("the CRL's next update", now, next_update)?;
         self.store.transaction(|tx| {
             let entries = tx.revoked_by(&subject)?;
             let number = tx.next_crl_number()?;
-            let der = crate::crl::sign(&issuer, &entries, number, now, next)?;
+            let der = crate::crl::sign(&signer, &entries, number, now, next)?;
+            crate::fs::write_atomic(&published, &der, Mode::Public, Overwrite::Force)?;
             deliver(&der)?;
             Ok((der, number, entries.len()))
         })
     }
 
+    /// `<ca-dir>/<issuer>.crl` when it can be handed out again instead of signing a new one:
+    /// this CA signed it, it is valid until at least `until`, and it lists exactly the
+    /// certificates the inventory has revoked under that CA. This keeps the root's key offline
+    /// between yearly root CRLs. Returns the DER, its CRL number and its next update.
+    pub fn current_crl(
+        &mut self,
+        issuer: CrlIssuer,
+        until: OffsetDateTime,
+    ) -> Result<Option<(Vec<u8>, String, OffsetDateTime)>, PkiError> {
+        let path = self.paths.published_crl(issuer);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let (cert, _, subject) = self.ca(issuer)?;
+        let der = crate::fs::read(&path)?;
+        let Ok((_, crl)) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der)
+        else {
+            return Ok(None);
+        };
+        let (_, ca_cert) = X509Certificate::from_der(&cert)
+            .map_err(|e| PkiError::bad_file(&path, format!("CA certificate: {e}")))?;
+        let next_update = crl.next_update().map(|t| t.to_datetime());
+        if crl.issuer().as_raw() != ca_cert.subject().as_raw()
+            || next_update.is_none_or(|t| t < until)
+            || crl.verify_signature(ca_cert.public_key()).is_err()
+        {
+            return Ok(None);
+        }
+        let mut listed: Vec<Vec<u8>> =
+            crl.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()).collect();
+        let mut revoked: Vec<Vec<u8>> = self
+            .store
+            .transaction(|tx| tx.revoked_by(&subject))?
+            .into_iter()
+            .map(|e| e.serial)
+            .collect();
+        listed.sort();
+        revoked.sort();
+        if listed != revoked {
+            return Ok(None);
+        }
+        let number = crl.crl_number().map(|n| n.to_string()).unwrap_or_default();
+        Ok(next_update.map(|t| (der.clone(), number, t)))
+    }
+
+    /// The certificate, key file and inventory subject of `issuer`.
+    fn ca(
+        &self,
+        issuer: CrlIssuer,
+    ) -> Result<(CertificateDer<'static>, PathBuf, String), PkiError> {
+        match (issuer, self.intermediates.is_empty()) {
+            (CrlIssuer::Root, _) => {
+                Ok((self.root_der.clone(), self.paths.root_key.clone(), self.root_subject.clone()))
+            }
+            (CrlIssuer::Intermediate, false) => Ok((
+                self.issuing_der.clone(),
+                self.issuing_key_path.clone(),
+                self.issuing_subject.clone(),
+            )),
+            (CrlIssuer::Intermediate, true) => Err(PkiError::NoIntermediate {
+                dir: self.paths.dir.clone(),
+                reason: "its root signs the certificates and their CRL; use --issuer root",
+            }),
+        }
+    }
+
+    /// The intermediate as an inventory record (named `intermediate`, issued by the root), or
+    /// `None` without an intermediate.
+    fn intermediate_record(&self) -> Result<Option<Record>, PkiError> {
+        let Some(der) = self.intermediates.first() else { return Ok(None) };
+        let (_, cert) = X509Certificate::from_der(der)
+            .map_err(|e| PkiError::bad_file(&self.paths.intermediate_crt, e.to_string()))?;
+        let not_before = cert.validity().not_before.to_datetime();
+        Ok(Some(Record {
+            serial: crate::identity::hex(cert.raw_serial()),
+            name: "intermediate".into(),
+            subject: dn::rfc4514(cert.subject()),
+            sans: vec![],
+            profile: "ca".into(),
+            issuer: self.root_subject.clone(),
+            not_before,
+            not_after: cert.validity().not_after.to_datetime(),
+            issued_at: not_before,
+            status: crate::store::Status::Valid,
+            revoked_at: None,
+            revocation_reason: None,
+            superseded_by: None,
+            der: der.to_vec(),
+        }))
+    }
+
     /// Loads the issuing CA's key (decrypting it if needed) and checks it matches the cert.
     fn signer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
-        let key = crate::keys::load(&self.issuing_key_path, self.password.as_deref())?;
-        let (_, cert) = X509Certificate::from_der(&self.issuing_der)
-            .map_err(|e| PkiError::bad_file(&self.issuing_key_path, e.to_string()))?;
+        self.signer_for(&self.issuing_der, &self.issuing_key_path)
+    }
+
+    /// Loads the key of the CA certificate `cert` from `key_path` (decrypting it if needed)
+    /// and checks it matches the certificate.
+    fn signer_for(
+        &self,
+        cert_der: &CertificateDer<'static>,
+        key_path: &Path,
+    ) -> Result<Issuer<'static, KeyPair>, PkiError> {
+        let key = crate::keys::load(key_path, self.password.as_deref())?;
+        let (_, cert) = X509Certificate::from_der(cert_der)
+            .map_err(|e| PkiError::bad_file(key_path, e.to_string()))?;
         if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-            return Err(PkiError::KeyMismatch { path: self.issuing_key_path.clone() });
+            return Err(PkiError::KeyMismatch { path: key_path.to_path_buf() });
         }
-        Ok(Issuer::from_ca_cert_der(&self.issuing_der, key)?)
+        Ok(Issuer::from_ca_cert_der(cert_der, key)?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -496,7 +668,10 @@ impl Authority {
         let now = OffsetDateTime::now_utc();
         let (not_before, not_after) = validity.window(now)?;
         issue::check_within_issuer(not_after, self.issuing_not_after)?;
-        let params = issue::leaf_params(subject, sans, profile, rsa_key, not_before, not_after)?;
+        let mut params =
+            issue::leaf_params(subject, sans, profile, rsa_key, not_before, not_after)?;
+        let signed_by = self.crl_issuers()[0];
+        params.crl_distribution_points = distribution_points(&self.crl_url, signed_by);
         let issuer = self.signer()?;
         let cert = params.signed_by(public_key, &issuer)?;
         let der = cert.der().clone();
@@ -649,6 +824,23 @@ fn key_type_of(cert: &X509Certificate<'_>) -> KeyType {
     }
 }
 
+/// The CRL distribution point of a certificate `issuer` signs, when the CA has a CRL URL.
+fn distribution_points(
+    base: &Option<String>,
+    issuer: CrlIssuer,
+) -> Vec<rcgen::CrlDistributionPoint> {
+    base.iter().map(|b| rcgen::CrlDistributionPoint { uris: vec![issuer.url(b)] }).collect()
+}
+
+fn remove_stale(path: &Path) -> Result<(), PkiError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(PkiError::Write { path: path.to_path_buf(), source: e })
+        }
+        _ => Ok(()),
+    }
+}
+
 fn intermediate_name(root: &str) -> String {
     match root.strip_suffix("Root CA") {
         Some(prefix) => format!("{prefix}Intermediate CA"),
@@ -743,9 +935,11 @@ mod tests {
         let issued = ca
             .issue(&IssueRequest::new("joe", vec!["joe@example.test".into()]), |_| Ok(()))
             .unwrap();
-        let (_, n1, count1) = ca.crl(Duration::days(7), |_| Ok(())).unwrap();
+        let (_, n1, count1) =
+            ca.crl(CrlIssuer::Intermediate, Duration::days(7), |_| Ok(())).unwrap();
         ca.revoke("joe", Reason::KeyCompromise).unwrap();
-        let (der, n2, count2) = ca.crl(Duration::days(7), |_| Ok(())).unwrap();
+        let (der, n2, count2) =
+            ca.crl(CrlIssuer::Intermediate, Duration::days(7), |_| Ok(())).unwrap();
         assert_eq!((n1, count1, n2, count2), (1, 0, 2, 1));
         let store = TrustStore::from_der(vec![ca.root_der().clone()], vec![der.into()]).unwrap();
         let chain = crate::pem::certs_from_bytes(issued.chain_pem.as_bytes()).unwrap();

@@ -1,4 +1,8 @@
 //! Certificate revocation lists, signed by the issuing CA with an increasing CRL number.
+//!
+//! Each CA of the directory signs its own CRL: the intermediate lists the leaves it revoked, the
+//! root lists revoked intermediates. nginx's `ssl_crl` and `openssl verify -crl_check_all` need
+//! one from every CA in the chain.
 
 use rcgen::{
     CertificateRevocationListParams, Issuer, KeyIdMethod, RevokedCertParams, SerialNumber,
@@ -6,6 +10,66 @@ use rcgen::{
 use time::OffsetDateTime;
 
 use crate::PkiError;
+
+/// The CA whose CRL is meant, as users name it (`--issuer root`) and as its file is named
+/// (`root.crl`, the last segment of a CRL distribution point URL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrlIssuer {
+    Root,
+    Intermediate,
+}
+
+impl CrlIssuer {
+    pub const ALL: [CrlIssuer; 2] = [CrlIssuer::Root, CrlIssuer::Intermediate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrlIssuer::Root => "root",
+            CrlIssuer::Intermediate => "intermediate",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CrlIssuer> {
+        CrlIssuer::ALL.into_iter().find(|i| i.as_str() == s)
+    }
+
+    /// `root.crl` or `intermediate.crl`: the DER CRL a distribution point serves.
+    pub fn file_name(self) -> String {
+        format!("{}.crl", self.as_str())
+    }
+
+    /// `BASE/root.crl`: the CRL distribution point of certificates this CA signs.
+    pub fn url(self, base: &str) -> String {
+        format!("{base}/{}", self.file_name())
+    }
+}
+
+impl std::fmt::Display for CrlIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Checks a `ca init --crl-url` base: an `http://` URL (RFC 5280 §4.2.1.13: clients fetch one
+/// DER CRL from it; most do not fetch CRLs over TLS) without spaces, a query or a fragment.
+/// Returns it without a trailing `/`.
+pub fn check_base_url(value: &str) -> Result<String, PkiError> {
+    let invalid = |reason| PkiError::InvalidCrlUrl { value: value.to_string(), reason };
+    let base = value.trim_end_matches('/');
+    let Some(rest) = base.strip_prefix("http://") else {
+        return Err(invalid("use an http:// URL (clients fetch CRLs over plain HTTP)"));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(invalid("the URL needs a host"));
+    }
+    if base.chars().any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii()) {
+        return Err(invalid("spaces, control and non-ASCII characters are not allowed"));
+    }
+    if base.contains(['?', '#']) {
+        return Err(invalid("a query or fragment is not allowed: certgate appends /<issuer>.crl"));
+    }
+    Ok(base.to_string())
+}
 
 /// Why a certificate was revoked (RFC 5280 CRLReason), as users type it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,4 +175,22 @@ pub fn sign(
         key_identifier_method: KeyIdMethod::Sha256,
     };
     Ok(params.signed_by(issuer)?.der().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CRL base URL is http://, loses a trailing slash, and gets /<issuer>.crl appended.
+    #[test]
+    fn crl_base_url_is_checked_and_joined() {
+        let base = check_base_url("http://pki.example.test/crl/").unwrap();
+        assert_eq!(CrlIssuer::Root.url(&base), "http://pki.example.test/crl/root.crl");
+        for bad in ["https://x.test", "ftp://x.test", "http://", "http://x.test/a b", "http://x?y"]
+        {
+            assert!(check_base_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(CrlIssuer::parse("intermediate"), Some(CrlIssuer::Intermediate));
+        assert_eq!(CrlIssuer::parse("leaf"), None);
+    }
 }

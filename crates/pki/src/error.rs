@@ -42,6 +42,10 @@ pub enum PkiError {
     InvalidSan { value: String, reason: String },
     #[error("invalid name {value:?}: {reason}")]
     InvalidName { value: String, reason: &'static str },
+    #[error("invalid CRL URL {value:?}: {reason}")]
+    InvalidCrlUrl { value: String, reason: &'static str },
+    #[error("the CA in {dir} has no intermediate (it was made with --no-intermediate): {reason}")]
+    NoIntermediate { dir: PathBuf, reason: &'static str },
     #[error("invalid validity: {reason}")]
     InvalidValidity { reason: String },
     #[error("--{unit} {value}: a certificate lifetime is at most {max} {unit}")]

@@ -36,6 +36,11 @@ pub struct InitArgs {
     /// Encrypt the CA keys with the password in this file (first line).
     #[arg(long, env = "CERTGATE_CA_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
+    /// Base URL where the CRLs will be published (http://): certificates then carry the CRL
+    /// distribution point BASE/root.crl (the intermediate) or BASE/intermediate.crl (leaves);
+    /// serve there what `certgate crl --issuer ISSUER --der` writes.
+    #[arg(long, value_name = "BASE")]
+    pub crl_url: Option<String>,
     /// Replace an existing CA in the directory (its inventory is kept aside).
     #[arg(long)]
     pub force: bool,
@@ -58,6 +63,7 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         days: args.days,
         intermediate: !args.no_intermediate,
         password: super::ca_password(args.password_file.as_ref())?,
+        crl_url: args.crl_url,
         force: args.force,
     };
     let ca = Authority::init(&args.dir.ca_dir, &opts)?;
@@ -81,6 +87,12 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     let encrypted = if opts.password.is_some() { ", encrypted" } else { "" };
     writeln!(stdout, "  keys          mode 0600{encrypted}")?;
     writeln!(stdout, "  issuing CA    {}", ca.issuing_subject())?;
+    if let Some(base) = &opts.crl_url {
+        writeln!(
+            stdout,
+            "  CRLs at       {base}/<issuer>.crl (certgate crl --issuer ISSUER --der)"
+        )?;
+    }
     writeln!(stdout)?;
     writeln!(stdout, "Hand {} to clients and gateways as the trust anchor.", p.root_crt.display())?;
     Ok(ExitCode::SUCCESS)

@@ -437,6 +437,13 @@ fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
         a.reason.as_str()
     )?;
     writeln!(stdout, "publish it: certgate crl --ca-dir {}", a.dir.ca_dir.display())?;
+    if r.profile == "ca" {
+        writeln!(
+            stdout,
+            "the root's CRL now lists the intermediate: every certificate it issued is refused \
+             where that CRL is loaded; a new CA (ca init --force) is needed to issue again"
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

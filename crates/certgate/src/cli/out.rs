@@ -24,13 +24,20 @@ impl<W: Write> Out<W> {
     /// Writes and flushes `args`; what `write!` and `writeln!` call. Fails with
     /// [`StdoutClosed`] when the reader has gone, otherwise with the I/O error.
     pub fn write_fmt(&mut self, args: fmt::Arguments<'_>) -> anyhow::Result<()> {
-        self.writer.write_fmt(args).and_then(|()| self.writer.flush()).map_err(|e| {
-            if e.kind() == io::ErrorKind::BrokenPipe {
-                anyhow::Error::new(StdoutClosed)
-            } else {
-                anyhow::Error::new(e).context("cannot write to standard output")
-            }
-        })
+        self.writer.write_fmt(args).and_then(|()| self.writer.flush()).map_err(write_error)
+    }
+
+    /// Writes and flushes raw bytes (a DER file sent to stdout), failing as `write_fmt` does.
+    pub fn write_bytes(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.writer.write_all(bytes).and_then(|()| self.writer.flush()).map_err(write_error)
+    }
+}
+
+fn write_error(e: io::Error) -> anyhow::Error {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        anyhow::Error::new(StdoutClosed)
+    } else {
+        anyhow::Error::new(e).context("cannot write to standard output")
     }
 }
 
