@@ -287,3 +287,24 @@ fn crl_url_puts_a_distribution_point_per_issuer() {
     let err = s.fails(&["crl", "--der"]);
     assert!(err.contains("--issuer"), "{err}");
 }
+
+/// A duration without a unit is refused wherever the CLI takes one (`crl --next-update`,
+/// `cert list --expiring`), naming the value and the units; the CRL lifetime stays 7 days by
+/// default.
+#[test]
+fn durations_without_a_unit_are_refused() {
+    let s = Scratch::with_ca(&[]);
+    for args in [&["crl", "--next-update", "7"][..], &["cert", "list", "--expiring", "30"]] {
+        let err = s.fails(args);
+        assert!(
+            err.contains("invalid duration \"") && err.contains("a unit is needed: 7d, 12h, 30m"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!s.dir.join("ca/crl.pem").exists(), "nothing is signed");
+    s.ok(&["crl"]);
+    let week = time::OffsetDateTime::now_utc() + time::Duration::days(7);
+    let next = text(&s.openssl(&["crl", "-in", "ca/crl.pem", "-noout", "-nextupdate"]));
+    let day = format!("{} {:>2} ", &format!("{}", week.month())[..3], week.day());
+    assert!(next.contains(&day) && next.contains(&week.year().to_string()), "{day}: {next}");
+}

@@ -101,15 +101,19 @@ impl fmt::Display for Validity {
 /// The longest duration [`parse_duration`] accepts: 100 years.
 pub const MAX_DURATION: Duration = Duration::days(MAX_LIFETIME_DAYS as i64);
 
-/// Parses a duration such as `30d`, `12h`, `15m`, `45s` or `500ms` (a bare number means
-/// seconds). Refuses zero and anything longer than 100 years ([`MAX_DURATION`]).
+/// Parses a duration such as `30d`, `12h`, `15m`, `45s` or `500ms`. A bare number is refused:
+/// `7` could mean seconds or days. Refuses zero and anything longer than 100 years
+/// ([`MAX_DURATION`]).
 pub fn parse_duration(value: &str) -> Result<Duration, PkiError> {
     let invalid = |reason| PkiError::InvalidDuration { value: value.to_string(), reason };
     let v = value.trim();
-    let (digits, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => v.split_at(i),
-        None => (v, "s"),
+    if v.is_empty() {
+        return Err(invalid("expected a number followed by d, h, m or s"));
+    }
+    let Some(unit_at) = v.find(|c: char| !c.is_ascii_digit()) else {
+        return Err(invalid("a unit is needed: 7d, 12h, 30m"));
     };
+    let (digits, unit) = v.split_at(unit_at);
     if digits.is_empty() {
         return Err(invalid("expected a number followed by d, h, m or s"));
     }
@@ -168,7 +172,9 @@ mod tests {
         assert_eq!(parse_duration("30d").unwrap(), Duration::days(30));
         assert_eq!(parse_duration("12h").unwrap(), Duration::hours(12));
         assert_eq!(parse_duration("5m").unwrap(), Duration::minutes(5));
-        assert_eq!(parse_duration("10").unwrap(), Duration::seconds(10));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::seconds(10));
+        let err = parse_duration("7").unwrap_err().to_string();
+        assert_eq!(err, "invalid duration \"7\": a unit is needed: 7d, 12h, 30m");
         assert!(parse_duration("0d").is_err());
         assert!(parse_duration("7w").is_err());
         assert!(parse_duration("d").is_err());
