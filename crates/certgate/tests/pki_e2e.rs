@@ -586,9 +586,18 @@ fn inspect_matches_openssl_fingerprint() {
     s.ok(&["crl"]);
     let crl: serde_json::Value =
         serde_json::from_str(&s.ok(&["inspect", "ca/crl.pem", "--json"])).unwrap();
-    assert_eq!(crl["kind"], "crl");
-    // The bundle starts with the intermediate's CRL; the root's, signed first, took number 1.
-    assert_eq!(crl["crl_number"], "2");
+    // The bundle: the intermediate's CRL, then the root's, which was signed first (number 1).
+    assert_eq!(crl["kind"], "crls");
+    assert_eq!(crl["crls"][0]["issuer"], "CN=certgate Intermediate CA");
+    assert_eq!(crl["crls"][0]["crl_number"], "2");
+    assert_eq!(crl["crls"][1]["issuer"], "CN=certgate Root CA");
+    assert_eq!(crl["crls"][1]["crl_number"], "1");
+    s.ok(&["crl", "--issuer", "intermediate"]);
+    let one: serde_json::Value =
+        serde_json::from_str(&s.ok(&["inspect", "ca/intermediate.crl.pem", "--json"])).unwrap();
+    assert_eq!((&one["kind"], &one["crl_number"]), (&"crl".into(), &"3".into()));
+    let human = s.ok(&["inspect", "ca/crl.pem"]);
+    assert!(human.contains("certificate revocation list #2 of 2"), "{human}");
 }
 
 /// An OS error reaches the user once, as the cause of the message that names the file.

@@ -12,9 +12,15 @@ use crate::{PkiError, dn};
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Inspected {
-    Certificates { certificates: Vec<CertInfo> },
+    Certificates {
+        certificates: Vec<CertInfo>,
+    },
     Csr(CsrInfo),
     Crl(CrlInfo),
+    /// A PEM bundle of several CRLs (what `certgate crl` writes: one per CA), in file order.
+    Crls {
+        crls: Vec<CrlInfo>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,8 +86,14 @@ pub fn inspect(bytes: &[u8], source_name: &str) -> Result<Inspected, PkiError> {
         }
         Some("CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST") => csr_info(bytes, source_name),
         Some("X509 CRL") => {
-            let der = crate::pem::decode_block(bytes, "X509 CRL").map_err(bad)?;
-            crl_info(&der).map_err(bad)
+            let ders = crate::pem::crls_from_bytes(bytes).map_err(bad)?;
+            let mut crls =
+                ders.iter().map(|d| crl_info(d)).collect::<Result<Vec<_>, _>>().map_err(bad)?;
+            Ok(match crls.len() {
+                // One CRL: the shape scripts have always read.
+                1 => Inspected::Crl(crls.remove(0)),
+                _ => Inspected::Crls { crls },
+            })
         }
         Some(other) => Err(bad(format!(
             "holds a '{other}' PEM block; inspect reads certificates, CSRs and CRLs"
@@ -93,6 +105,7 @@ pub fn inspect(bytes: &[u8], source_name: &str) -> Result<Inspected, PkiError> {
                 csr_info(bytes, source_name)
             } else {
                 crl_info(bytes)
+                    .map(Inspected::Crl)
                     .map_err(|_| bad("DER data that is not a certificate, CSR or CRL".into()))
             }
         }
@@ -169,7 +182,7 @@ fn der_of_csr(bytes: &[u8]) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-fn crl_info(der: &[u8]) -> Result<Inspected, String> {
+fn crl_info(der: &[u8]) -> Result<CrlInfo, String> {
     let (_, crl) =
         CertificateRevocationList::from_der(der).map_err(|e| format!("not a valid CRL: {e}"))?;
     let revoked = crl
@@ -182,13 +195,13 @@ fn crl_info(der: &[u8]) -> Result<Inspected, String> {
                 .map(|(_, code)| crate::crl::reason_code_name(code.0).to_string()),
         })
         .collect();
-    Ok(Inspected::Crl(CrlInfo {
+    Ok(CrlInfo {
         issuer: dn::rfc4514(crl.issuer()),
         crl_number: crl.crl_number().map(|n| n.to_string()),
         this_update: crl.last_update().to_datetime(),
         next_update: crl.next_update().map(|t| t.to_datetime()),
         revoked,
-    }))
+    })
 }
 
 fn key_type(spki: &SubjectPublicKeyInfo<'_>) -> String {

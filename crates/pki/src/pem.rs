@@ -63,11 +63,19 @@ pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
     if bytes.first() == Some(&0x30) {
         return Ok(vec![CertificateRevocationListDer::from(bytes)]);
     }
-    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+    let crls = crls_from_bytes(&bytes).map_err(|reason| PkiError::bad_file(path, reason))?;
+    Ok(crls.into_iter().map(CertificateRevocationListDer::from).collect())
+}
+
+/// Every CRL in PEM `bytes`, in order; an error (the reason) when there is none or a block is
+/// damaged.
+pub fn crls_from_bytes(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let crls = CertificateRevocationListDer::pem_slice_iter(bytes)
+        .map(|c| c.map(|der| der.to_vec()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PkiError::bad_file(path, describe_pem_error(&e, "X509 CRL")))?;
+        .map_err(|e| describe_pem_error(&e, "X509 CRL"))?;
     if crls.is_empty() {
-        return Err(PkiError::bad_file(path, no_block_reason(&bytes, "X509 CRL")));
+        return Err(no_block_reason(bytes, "X509 CRL"));
     }
     Ok(crls)
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use certgate_pki::inspect::{CertInfo, Inspected};
+use certgate_pki::inspect::{CertInfo, CrlInfo, Inspected};
 use certgate_pki::validity::format_time;
 use clap::Args;
 
@@ -49,21 +49,35 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         }
         Inspected::Crl(crl) => {
             writeln!(stdout, "certificate revocation list")?;
-            writeln!(stdout, "  issuer       {}", crl.issuer)?;
-            writeln!(stdout, "  number       {}", crl.crl_number.as_deref().unwrap_or("(none)"))?;
-            writeln!(stdout, "  this update  {}", format_time(crl.this_update))?;
-            match crl.next_update {
-                Some(t) => writeln!(stdout, "  next update  {}", format_time(t))?,
-                None => writeln!(stdout, "  next update  (none)")?,
-            }
-            writeln!(stdout, "  revoked      {}", crl.revoked.len())?;
-            for r in &crl.revoked {
-                let reason = r.reason.as_deref().unwrap_or("unspecified");
-                writeln!(stdout, "    {}  {}  {reason}", r.serial, format_time(r.revoked_at))?;
+            print_crl(&mut stdout, &crl)?;
+        }
+        Inspected::Crls { crls } => {
+            for (i, crl) in crls.iter().enumerate() {
+                if i > 0 {
+                    writeln!(stdout)?;
+                }
+                writeln!(stdout, "certificate revocation list #{} of {}", i + 1, crls.len())?;
+                print_crl(&mut stdout, crl)?;
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_crl(stdout: &mut Out, crl: &CrlInfo) -> anyhow::Result<()> {
+    writeln!(stdout, "  issuer       {}", crl.issuer)?;
+    writeln!(stdout, "  number       {}", crl.crl_number.as_deref().unwrap_or("(none)"))?;
+    writeln!(stdout, "  this update  {}", format_time(crl.this_update))?;
+    match crl.next_update {
+        Some(t) => writeln!(stdout, "  next update  {}", format_time(t))?,
+        None => writeln!(stdout, "  next update  (none)")?,
+    }
+    writeln!(stdout, "  revoked      {}", crl.revoked.len())?;
+    for r in &crl.revoked {
+        let reason = r.reason.as_deref().unwrap_or("unspecified");
+        writeln!(stdout, "    {}  {}  {reason}", r.serial, format_time(r.revoked_at))?;
+    }
+    Ok(())
 }
 
 fn print_cert(stdout: &mut Out, c: &CertInfo) -> anyhow::Result<()> {
