@@ -953,6 +953,35 @@ mod tests {
         ));
     }
 
+    /// A revoked intermediate goes on the root's CRL (not the intermediate's), and a leaf it
+    /// issued is then refused with both CRLs loaded; the root's CRL is reusable until then.
+    #[test]
+    fn revoked_intermediate_is_on_the_roots_crl() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = ca(&dir.path().join("ca"));
+        let issued = ca
+            .issue(&IssueRequest::new("joe", vec!["joe@example.test".into()]), |_| Ok(()))
+            .unwrap();
+        let week = Duration::days(7);
+        ca.crl(CrlIssuer::Root, Duration::days(365), |_| Ok(())).unwrap();
+        assert!(
+            ca.current_crl(CrlIssuer::Root, OffsetDateTime::now_utc() + week).unwrap().is_some()
+        );
+        let record = ca.revoke("intermediate", Reason::CaCompromise).unwrap();
+        assert_eq!((record.name.as_str(), record.profile.as_str()), ("intermediate", "ca"));
+        assert!(ca.current_crl(CrlIssuer::Root, OffsetDateTime::now_utc()).unwrap().is_none());
+        let (int_crl, _, int_count) = ca.crl(CrlIssuer::Intermediate, week, |_| Ok(())).unwrap();
+        let (root_crl, _, root_count) = ca.crl(CrlIssuer::Root, week, |_| Ok(())).unwrap();
+        assert_eq!((int_count, root_count), (0, 1));
+        let crls = vec![int_crl.into(), root_crl.into()];
+        let store = TrustStore::from_der(vec![ca.root_der().clone()], crls).unwrap();
+        let chain = crate::pem::certs_from_bytes(issued.chain_pem.as_bytes()).unwrap();
+        let err = store
+            .verify(&chain, &VerifyPolicy::client(), rustls_pki_types::UnixTime::now())
+            .unwrap_err();
+        assert_eq!(err.code(), "revoked");
+    }
+
     /// Renewal keeps subject, SANs and profile, and supersedes the old certificate.
     #[test]
     fn renew_keeps_identity_and_supersedes() {
