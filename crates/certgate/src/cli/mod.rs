@@ -31,7 +31,7 @@ pub enum Command {
     /// Issue, sign, export, list, revoke and renew certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
-    /// Publish a CRL signed by the issuing CA.
+    /// Publish the CRLs of the CA: the intermediate's and the root's, or one of them.
     Crl(crl::CrlArgs),
     /// Check a certificate exactly as the gateway would, and say why it is refused.
     Verify(verify::VerifyArgs),
