@@ -5,90 +5,12 @@
 // A test that cannot set itself up should fail loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CERTGATE: &str = env!("CARGO_BIN_EXE_certgate");
+mod pki_support;
 
-/// A scratch directory with a CA in `ca/` (created by [`Scratch::with_ca`]).
-struct Scratch {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        Scratch { _tmp: tmp, dir }
-    }
-
-    fn with_ca(args: &[&str]) -> Scratch {
-        let s = Scratch::new();
-        let mut all = vec!["ca", "init"];
-        all.extend_from_slice(args);
-        s.ok(&all);
-        s
-    }
-
-    /// Runs certgate with `--ca-dir ca` in the scratch directory.
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(CERTGATE)
-            .current_dir(&self.dir)
-            .env("CERTGATE_CA_DIR", "ca")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "certgate {args:?} failed: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs certgate expecting failure; returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(!out.status.success(), "certgate {args:?} should fail: {}", text(&out));
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn openssl(&self, args: &[&str]) -> Output {
-        Command::new("openssl").current_dir(&self.dir).args(args).output().unwrap()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn read(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.path(name)).unwrap()
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
-fn no_temp_files(dir: &Path) {
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        assert!(!name.ends_with(".tmp"), "temporary file left behind: {name}");
-    }
-}
-
-/// `openssl verify` with the chain file's intermediate as untrusted.
-fn openssl_verify(s: &Scratch, cert: &str, purpose: &str) -> Output {
-    s.openssl(&["verify", "-CAfile", "ca/root.crt", "-untrusted", cert, "-purpose", purpose, cert])
-}
+use pki_support::*;
 
 /// Client and server profiles carry the EKUs openssl checks with -purpose.
 #[test]

@@ -359,7 +359,10 @@ impl Authority {
     ) -> Result<Issued, PkiError> {
         let sans = parse_sans(&req.sans)?;
         check_cn(&req.name)?;
-        let profile = req.profile.unwrap_or_else(|| Profile::default_for(&sans));
+        let profile = match req.profile {
+            Some(p) => p,
+            None => Profile::default_for(&sans)?,
+        };
         require_server_san(profile, &sans)?;
         let key = req.key_type.generate()?;
         let subject = Subject::cn(&req.name);
@@ -378,7 +381,11 @@ impl Authority {
     }
 
     /// Signs a CSR under the CA's policy: the CSR's subject and SANs are kept (or replaced by
-    /// `sans_override`), and the CA sets basicConstraints, key usages and validity.
+    /// `sans_override`), and the CA sets basicConstraints, key usages and validity. A server or
+    /// dual certificate without requested SANs gets the CN as its SAN ([`Csr::cn_san`]); a
+    /// client certificate does not.
+    ///
+    /// [`Csr::cn_san`]: crate::csr::Csr::cn_san
     pub fn sign_csr(
         &mut self,
         csr: &crate::csr::Csr,
@@ -388,9 +395,17 @@ impl Authority {
         sans_override: &[String],
         deliver: impl FnOnce(&Issued) -> Result<(), PkiError>,
     ) -> Result<Issued, PkiError> {
-        let sans =
+        let mut sans =
             if sans_override.is_empty() { csr.sans.clone() } else { parse_sans(sans_override)? };
-        let profile = profile.unwrap_or_else(|| Profile::default_for(&sans));
+        let profile = match profile {
+            Some(p) => p,
+            None => Profile::default_for(&sans)?,
+        };
+        if sans.is_empty() && profile != Profile::Client {
+            // A server is checked by the name it is reached at, which only a SAN carries;
+            // a client certificate is identified by its subject and gets no invented SAN.
+            sans.extend(csr.cn_san.clone());
+        }
         require_server_san(profile, &sans)?;
         let name = name
             .map(str::to_string)

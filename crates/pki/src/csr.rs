@@ -20,6 +20,9 @@ pub struct Csr {
     pub subject: Subject,
     pub subject_dn: String,
     pub sans: Vec<San>,
+    /// The CN as a DNS or IP SAN, when no SAN was requested and the CN is a valid host name or
+    /// IP. Used only for a server or dual certificate, which needs one; never for a client.
+    pub cn_san: Option<San>,
     /// DER SubjectPublicKeyInfo of the requester's key.
     pub spki_der: Vec<u8>,
     pub rsa_key: bool,
@@ -85,16 +88,11 @@ pub fn parse(bytes: &[u8], source_name: &str) -> Result<Csr, PkiError> {
             }
         }
     }
-    if sans.is_empty() {
-        let from_cn = San::parse(&subject.common_name).ok();
-        if let Some(san) = from_cn.filter(|s| matches!(s, San::Dns(_) | San::Ip(_))) {
-            ignored.push(format!(
-                "no SAN requested; the CN {} was added as {san}",
-                subject.common_name
-            ));
-            sans.push(san);
-        }
-    }
+    let cn_san = if sans.is_empty() {
+        San::parse(&subject.common_name).ok().filter(|s| matches!(s, San::Dns(_) | San::Ip(_)))
+    } else {
+        None
+    };
     ignored.dedup();
     let key_oid = info.subject_pki.algorithm.algorithm.to_id_string();
     Ok(Csr {
@@ -102,6 +100,7 @@ pub fn parse(bytes: &[u8], source_name: &str) -> Result<Csr, PkiError> {
         subject_dn: crate::dn::rfc4514(&info.subject),
         subject,
         sans,
+        cn_san,
         spki_der: info.subject_pki.raw.to_vec(),
         rsa_key: key_oid == OID_RSA_KEY,
         ignored,

@@ -40,6 +40,14 @@ pub enum PkiError {
     EmptyPassword { path: PathBuf },
     #[error("invalid SAN {value:?}: {reason}")]
     InvalidSan { value: String, reason: String },
+    #[error(
+        "the SANs mix client identities ({}) with server names ({}); say what the certificate \
+         is for with --profile server (TLS server), --profile client (TLS client) or --profile \
+         dual (both)",
+        client.join(", "),
+        server.join(", ")
+    )]
+    AmbiguousProfile { client: Vec<String>, server: Vec<String> },
     #[error("invalid name {value:?}: {reason}")]
     InvalidName { value: String, reason: &'static str },
     #[error("invalid CRL URL {value:?}: {reason}")]

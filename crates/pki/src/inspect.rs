@@ -161,12 +161,19 @@ fn csr_info(bytes: &[u8], source_name: &str) -> Result<Inspected, PkiError> {
             let key_type = X509CertificationRequest::from_der(&der_of_csr(bytes))
                 .map(|(_, c)| key_type(&c.certification_request_info.subject_pki))
                 .unwrap_or_default();
+            let mut notes = csr.ignored;
+            if let Some(san) = &csr.cn_san {
+                notes.push(format!(
+                    "no SAN requested; signed as a server or dual certificate it gets the CN as \
+                     {san}, as a client certificate no SAN"
+                ));
+            }
             Ok(Inspected::Csr(CsrInfo {
                 subject: csr.subject_dn,
                 sans: csr.sans.iter().map(ToString::to_string).collect(),
                 key_type,
                 signature_valid: true,
-                ignored_by_ca: csr.ignored,
+                ignored_by_ca: notes,
             }))
         }
         Err(e) => Err(e),

@@ -22,12 +22,23 @@ pub enum Profile {
 }
 
 impl Profile {
-    /// The default for a list of SANs: client when the first SAN names a client (a URI such as
-    /// a SPIFFE ID, or an email address), server otherwise.
-    pub fn default_for(sans: &[San]) -> Profile {
-        match sans.first() {
-            Some(san) if san.is_client_identity() => Profile::Client,
-            _ => Profile::Server,
+    /// The profile for a list of SANs when none was asked for: client when every SAN names a
+    /// client (a URI such as a SPIFFE ID, or an email address), server when every SAN names a
+    /// server (DNS, IP) or there are none.
+    ///
+    /// Fails with [`PkiError::AmbiguousProfile`] when client and server kinds are mixed: such a
+    /// certificate may be meant as either (or both), and a wrong guess surfaces only later, as
+    /// a TLS peer's "unsuitable certificate purpose".
+    pub fn default_for(sans: &[San]) -> Result<Profile, PkiError> {
+        let (client, server): (Vec<&San>, Vec<&San>) =
+            sans.iter().partition(|san| san.is_client_identity());
+        match (client.is_empty(), server.is_empty()) {
+            (false, true) => Ok(Profile::Client),
+            (true, _) => Ok(Profile::Server),
+            (false, false) => Err(PkiError::AmbiguousProfile {
+                client: client.iter().map(|s| s.to_string()).collect(),
+                server: server.iter().map(|s| s.to_string()).collect(),
+            }),
         }
     }
 
@@ -75,6 +86,35 @@ impl FromStr for Profile {
                 value: s.to_string(),
                 reason: "unknown profile; choose server, client or dual",
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sans(values: &[&str]) -> Vec<San> {
+        values.iter().map(|v| San::parse(v).unwrap()).collect()
+    }
+
+    /// Client kinds alone make a client, server kinds alone (or none) a server, and a mix is
+    /// refused whatever the order, naming both sides.
+    #[test]
+    fn default_profile_is_refused_for_mixed_sans() {
+        assert_eq!(
+            Profile::default_for(&sans(&["spiffe://x/a", "a@x.test"])).unwrap(),
+            Profile::Client
+        );
+        assert_eq!(Profile::default_for(&sans(&["x.test", "10.0.0.1"])).unwrap(), Profile::Server);
+        assert_eq!(Profile::default_for(&[]).unwrap(), Profile::Server);
+        for mixed in [["localhost", "spiffe://x/server"], ["spiffe://x/server", "localhost"]] {
+            let err = Profile::default_for(&sans(&mixed)).unwrap_err().to_string();
+            assert!(
+                err.contains("URI:spiffe://x/server") && err.contains("DNS:localhost"),
+                "{err}"
+            );
+            assert!(err.contains("server") && err.contains("client") && err.contains("dual"));
         }
     }
 }

@@ -72,7 +72,8 @@ pub struct IssueArgs {
     /// Subject alternative name: an IP, a URI (spiffe://...), an email, or a DNS name.
     #[arg(long = "san", value_name = "VALUE")]
     pub sans: Vec<String>,
-    /// server, client or dual (default: client when the first SAN is a URI or email).
+    /// server (TLS server), client (TLS client) or dual (both). Default: client when every
+    /// SAN is a URI or email, server when every SAN is a DNS name or IP; a mix needs --profile.
     #[arg(long, value_parser = parse_profile)]
     pub profile: Option<Profile>,
     #[command(flatten)]
@@ -111,6 +112,8 @@ pub struct SignArgs {
     /// The CSR (PEM or DER).
     #[arg(long)]
     pub csr: PathBuf,
+    /// server, client or dual, as for `cert issue`. A client certificate gets no SAN made
+    /// from the CN; a server or dual one without requested SANs gets the CN as its SAN.
     #[arg(long, value_parser = parse_profile)]
     pub profile: Option<Profile>,
     #[command(flatten)]
@@ -279,6 +282,19 @@ fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
     let mut stdout = Out::lock();
     for note in &csr.ignored {
         writeln!(stdout, "note: not copied from the CSR: {note}")?;
+    }
+    if csr.sans.is_empty() && a.sans.is_empty() && csr.cn_san.is_some() {
+        match issued.sans.first() {
+            Some(san) => writeln!(
+                stdout,
+                "note: no SAN requested; the CN {} was added as {san}",
+                csr.subject.common_name
+            )?,
+            None => writeln!(
+                stdout,
+                "note: no SAN requested; a client certificate is identified by its subject"
+            )?,
+        }
     }
     print_issued(&mut stdout, "signed", &issued, Some((out, None)))?;
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,125 @@
+//! End-to-end tests of what users type when they follow the openssl and step tutorials with
+//! certgate: profiles chosen from the SANs, subjects, root constraints, output file names and
+//! re-issuing a name. The real `certgate` binary, checked by `openssl`.
+
+// A test that cannot set itself up should fail loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod pki_support;
+
+use pki_support::*;
+
+/// `openssl x509 -noout` with `args` on `cert`, as text.
+fn x509(s: &Scratch, cert: &str, args: &[&str]) -> String {
+    let mut all = vec!["x509", "-in", cert, "-noout"];
+    all.extend_from_slice(args);
+    let out = s.openssl(&all);
+    assert!(out.status.success(), "openssl x509 {args:?} {cert}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A new key and CSR made by `openssl req` with `subj` and optional extra arguments.
+fn openssl_csr(s: &Scratch, name: &str, subj: &str, extra: &[&str]) {
+    let key = format!("{name}.key");
+    let csr = format!("{name}.csr");
+    let mut args = vec!["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    args.extend_from_slice(&["-nodes", "-keyout", &key, "-out", &csr, "-subj", subj]);
+    args.extend_from_slice(extra);
+    let out = s.openssl(&args);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// URI and DNS SANs together without --profile are refused, naming the three choices, and
+/// nothing is written or recorded; DNS with IP alone stays a server certificate.
+#[test]
+fn mixed_client_and_server_sans_need_a_profile() {
+    let s = Scratch::with_ca(&[]);
+    let err =
+        s.fails(&["cert", "issue", "server", "--san", "spiffe://x/server", "--san", "localhost"]);
+    assert!(
+        err.contains("URI:spiffe://x/server")
+            && err.contains("DNS:localhost")
+            && err.contains("--profile server")
+            && err.contains("--profile client")
+            && err.contains("--profile dual"),
+        "{err}"
+    );
+    assert!(!s.path("server.crt").exists() && !s.path("server.key").exists());
+    assert!(s.fails(&["cert", "show", "server"]).contains("no certificate"));
+
+    let out = s.ok(&["cert", "issue", "web", "--san", "localhost", "--san", "127.0.0.1"]);
+    assert!(out.contains("(server certificate"), "{out}");
+    assert!(openssl_verify(&s, "web.crt", "sslserver").status.success());
+
+    let out = s.ok(&[
+        "cert",
+        "issue",
+        "server",
+        "--san",
+        "spiffe://x/server",
+        "--san",
+        "localhost",
+        "--profile",
+        "dual",
+    ]);
+    assert!(out.contains("(dual certificate"), "{out}");
+    let verify = |purpose: &str| {
+        s.openssl(&[
+            "verify",
+            "-CAfile",
+            "ca/root.crt",
+            "-untrusted",
+            "server.crt",
+            "-purpose",
+            purpose,
+            "-verify_hostname",
+            "localhost",
+            "server.crt",
+        ])
+    };
+    assert!(verify("sslserver").status.success(), "{}", text(&verify("sslserver")));
+    assert!(verify("sslclient").status.success(), "{}", text(&verify("sslclient")));
+}
+
+/// Signing seed 004's client CSR (a CN that looks like a host name, no SANs) with
+/// `--profile client` adds no DNS SAN from the CN; signed as a server it does, and says so.
+#[test]
+fn client_csr_gets_no_san_invented_from_its_cn() {
+    let s = Scratch::with_ca(&["--no-intermediate"]);
+    let subj = "/C=NL/ST=Noord-holland/L=Oegstgeest/O=Bytle/OU=Bytle/CN=foo";
+    openssl_csr(&s, "client", subj, &[]);
+    let out = s.ok(&[
+        "cert",
+        "sign",
+        "--csr",
+        "client.csr",
+        "--profile",
+        "client",
+        "--out",
+        "client_certificate.pem",
+    ]);
+    assert!(!out.contains("DNS:foo"), "{out}");
+    assert!(out.contains("SANs       (none)"), "{out}");
+    let cert = x509(&s, "client_certificate.pem", &["-text"]);
+    assert!(!cert.contains("Subject Alternative Name"), "{cert}");
+    assert!(cert.contains("TLS Web Client Authentication"), "{cert}");
+    let verify = s.openssl(&[
+        "verify",
+        "-CAfile",
+        "ca/root.crt",
+        "-purpose",
+        "sslclient",
+        "client_certificate.pem",
+    ]);
+    assert!(verify.status.success(), "{}", text(&verify));
+
+    openssl_csr(&s, "svc", "/CN=svc.example.test", &[]);
+    let out = s.ok(&["cert", "sign", "--csr", "svc.csr"]);
+    assert!(
+        out.contains(
+            "note: no SAN requested; the CN svc.example.test was added as DNS:svc.example.test"
+        ),
+        "{out}"
+    );
+    assert!(x509(&s, "svc.crt", &["-ext", "subjectAltName"]).contains("DNS:svc.example.test"));
+}
