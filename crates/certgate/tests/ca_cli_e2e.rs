@@ -86,7 +86,8 @@ fn mixed_client_and_server_sans_need_a_profile() {
 #[test]
 fn client_csr_gets_no_san_invented_from_its_cn() {
     let s = Scratch::with_ca(&["--no-intermediate"]);
-    let subj = "/C=NL/ST=Noord-holland/L=Oegstgeest/O=Bytle/OU=Bytle/CN=foo";
+    let subj =
+        "/C=NL/ST=Noord-holland/L=Oegstgeest/O=Bytle/OU=Bytle/CN=foo/emailAddress=foo@bytle.test";
     openssl_csr(&s, "client", subj, &[]);
     let out = s.ok(&[
         "cert",
@@ -103,6 +104,12 @@ fn client_csr_gets_no_san_invented_from_its_cn() {
     let cert = x509(&s, "client_certificate.pem", &["-text"]);
     assert!(!cert.contains("Subject Alternative Name"), "{cert}");
     assert!(cert.contains("TLS Web Client Authentication"), "{cert}");
+    assert_eq!(
+        x509(&s, "client_certificate.pem", &["-subject"]).trim(),
+        "subject=C = NL, ST = Noord-holland, L = Oegstgeest, O = Bytle, OU = Bytle, CN = foo, \
+         emailAddress = foo@bytle.test",
+        "the CSR's subject keeps its order"
+    );
     let verify = s.openssl(&[
         "verify",
         "-CAfile",
@@ -122,4 +129,68 @@ fn client_csr_gets_no_san_invented_from_its_cn() {
         "{out}"
     );
     assert!(x509(&s, "svc.crt", &["-ext", "subjectAltName"]).contains("DNS:svc.example.test"));
+}
+
+/// `--subject` in openssl's slash form and in the comma form `openssl x509 -subject` prints is
+/// encoded in the order written; RFC 2253 output prints it reversed; NAME is the default CN.
+#[test]
+fn subjects_are_encoded_in_the_order_written() {
+    let s = Scratch::with_ca(&["--subject", "/C=US/ST=State/O=YourOrg/CN=Internal-CA"]);
+    assert_eq!(
+        x509(&s, "ca/root.crt", &["-subject"]).trim(),
+        "subject=C = US, ST = State, O = YourOrg, CN = Internal-CA"
+    );
+    assert_eq!(
+        x509(&s, "ca/root.crt", &["-subject", "-nameopt", "RFC2253"]).trim(),
+        "subject=CN=Internal-CA,O=YourOrg,ST=State,C=US"
+    );
+    assert_eq!(
+        x509(&s, "ca/intermediate.crt", &["-subject"]).trim(),
+        "subject=C = US, ST = State, O = YourOrg, CN = Internal-CA Intermediate CA"
+    );
+
+    s.ok(&[
+        "cert",
+        "issue",
+        "bar",
+        "--san",
+        "bar.example.test",
+        "--subject",
+        "C=NL, O=Foo, CN=Bar",
+    ]);
+    assert_eq!(x509(&s, "bar.crt", &["-subject"]).trim(), "subject=C = NL, O = Foo, CN = Bar");
+    assert!(openssl_verify(&s, "bar.crt", "sslserver").status.success());
+    // What openssl printed is accepted back as written, prefix and all.
+    let printed = x509(&s, "bar.crt", &["-subject"]);
+    s.ok(&["cert", "issue", "bar2", "--san", "bar.example.test", "--subject", printed.trim()]);
+    assert_eq!(x509(&s, "bar2.crt", &["-subject"]), printed);
+
+    s.ok(&["cert", "issue", "api", "--san", "api.example.test", "--subject", "/O=Example"]);
+    assert_eq!(x509(&s, "api.crt", &["-subject"]).trim(), "subject=O = Example, CN = api");
+    s.ok(&[
+        "cert",
+        "issue",
+        "esc",
+        "--san",
+        "esc.example.test",
+        "--subject",
+        r"O=Foo\, Inc., OU=a/b, CN=x",
+    ]);
+    assert_eq!(
+        x509(&s, "esc.crt", &["-subject", "-nameopt", "RFC2253"]).trim(),
+        r"subject=CN=x,OU=a/b,O=Foo\, Inc."
+    );
+    s.ok(&["cert", "issue", "slash", "--san", "s.example.test", "--subject", r"/O=a\/b/CN=y"]);
+    assert_eq!(x509(&s, "slash.crt", &["-subject"]).trim(), "subject=O = a/b, CN = y");
+
+    for (subject, reason) in [
+        ("/XX=1/CN=a", "unknown attribute \"XX\""),
+        ("/O=/CN=a", "O has an empty value"),
+        ("C=Netherlands, CN=a", "two-letter country code"),
+    ] {
+        let err =
+            s.fails(&["cert", "issue", "bad", "--san", "b.example.test", "--subject", subject]);
+        assert!(err.contains("--subject") && err.contains(reason), "{subject}: {err}");
+    }
+    assert!(!s.path("bad.crt").exists() && !s.path("bad.key").exists());
 }

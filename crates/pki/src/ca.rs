@@ -71,6 +71,9 @@ impl CaPaths {
 pub struct InitOptions {
     /// Root CA common name; the intermediate is named after it.
     pub name: String,
+    /// The root's subject; `name` is its CN unless it has one. The intermediate gets the same
+    /// attributes with its own CN.
+    pub subject: Option<Subject>,
     pub key_type: KeyType,
     /// Lifetime of the root (and of the intermediate).
     pub days: u32,
@@ -87,6 +90,7 @@ impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
             name: "certgate Root CA".into(),
+            subject: None,
             key_type: KeyType::EcP256,
             days: 3650,
             intermediate: true,
@@ -100,8 +104,10 @@ impl Default for InitOptions {
 /// A request for a new leaf certificate and key.
 #[derive(Debug, Clone)]
 pub struct IssueRequest {
-    /// Subject CN and inventory name.
+    /// Inventory name, and the subject's CN unless `subject` has one.
     pub name: String,
+    /// The subject, in encoding order; `None` is `CN=name`.
+    pub subject: Option<Subject>,
     /// SAN values, classified by [`San::parse`].
     pub sans: Vec<String>,
     /// Defaults to [`Profile::default_for`] the SANs.
@@ -114,6 +120,7 @@ impl IssueRequest {
     pub fn new(name: impl Into<String>, sans: Vec<String>) -> IssueRequest {
         IssueRequest {
             name: name.into(),
+            subject: None,
             sans,
             profile: None,
             validity: Validity::default(),
@@ -193,7 +200,9 @@ impl Authority {
         let (not_before, not_after) = Validity::Days(opts.days).window(now)?;
 
         let root_key = opts.key_type.generate()?;
-        let root_params = issue::root_params(&Subject::cn(&opts.name), not_before, not_after)?;
+        let root_subject = opts.subject.clone().unwrap_or_default().with_default_cn(&opts.name);
+        let root_cn = root_subject.common_name().unwrap_or(&opts.name).to_string();
+        let root_params = issue::root_params(&root_subject, not_before, not_after)?;
         let root_cert = root_params.self_signed(&root_key)?;
         let root_issuer = Issuer::new(root_params, &root_key);
 
@@ -216,7 +225,7 @@ impl Authority {
         if opts.intermediate {
             let int_key = opts.key_type.generate()?;
             let mut int_params = issue::intermediate_params(
-                &Subject::cn(intermediate_name(&opts.name)),
+                &root_subject.clone().with_cn(&intermediate_name(&root_cn)),
                 0,
                 not_before,
                 not_after,
@@ -365,7 +374,7 @@ impl Authority {
         };
         require_server_san(profile, &sans)?;
         let key = req.key_type.generate()?;
-        let subject = Subject::cn(&req.name);
+        let subject = req.subject.clone().unwrap_or_default().with_default_cn(&req.name);
         let issued = self.sign(
             &req.name,
             &subject,
@@ -409,7 +418,9 @@ impl Authority {
         require_server_san(profile, &sans)?;
         let name = name
             .map(str::to_string)
-            .or_else(|| csr.subject.common_name.clone().into_non_empty())
+            .or_else(|| {
+                csr.subject.common_name().map(str::to_string).and_then(NonEmpty::into_non_empty)
+            })
             .or_else(|| sans.first().map(San::value))
             .ok_or_else(|| PkiError::CsrRejected {
                 source_name: csr.source_name.clone(),
@@ -453,15 +464,7 @@ impl Authority {
         }
         let (_, cert) = X509Certificate::from_der(&old.der)
             .map_err(|e| PkiError::bad_file(self.store.path(), format!("stored cert: {e}")))?;
-        let subject = Subject {
-            common_name: dn::attribute_values(cert.subject(), dn::OID_CN)
-                .into_iter()
-                .next()
-                .unwrap_or_else(|| old.name.clone()),
-            organization: dn::attribute_values(cert.subject(), dn::OID_O).into_iter().next(),
-            org_unit: dn::attribute_values(cert.subject(), dn::OID_OU).into_iter().next(),
-            extra: vec![],
-        };
+        let subject = Subject::from_name(cert.subject(), |_| {});
         let sans = stored_sans(&old.sans)?;
         let profile: Profile = old.profile.parse()?;
         let lifetime = old.not_after - old.not_before - crate::validity::BACKDATE;

@@ -5,10 +5,10 @@
 //! decided by the CA, and a request to be a CA is refused.
 
 use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
-use rcgen::DnType;
 use x509_parser::prelude::*;
 
 use crate::PkiError;
+use crate::dn::Attribute;
 use crate::issue::Subject;
 use crate::names::San;
 
@@ -89,7 +89,9 @@ pub fn parse(bytes: &[u8], source_name: &str) -> Result<Csr, PkiError> {
         }
     }
     let cn_san = if sans.is_empty() {
-        San::parse(&subject.common_name).ok().filter(|s| matches!(s, San::Dns(_) | San::Ip(_)))
+        San::parse(subject.common_name().unwrap_or_default())
+            .ok()
+            .filter(|s| matches!(s, San::Dns(_) | San::Ip(_)))
     } else {
         None
     };
@@ -150,27 +152,19 @@ fn verify_signature(csr: &X509CertificationRequest<'_>) -> Result<(), String> {
         })
 }
 
+/// The subject attributes a CA copies from a request, in the request's order.
 fn reduce_subject(name: &X509Name<'_>, ignored: &mut Vec<String>) -> Subject {
-    let mut subject = Subject::default();
-    for atv in name.iter_attributes() {
-        let Ok(value) = atv.as_str() else {
-            ignored.push("a subject attribute that is not a string".into());
-            continue;
-        };
-        let value = value.to_string();
-        match atv.attr_type().to_id_string().as_str() {
-            crate::dn::OID_CN => subject.common_name = value,
-            crate::dn::OID_O => subject.organization = Some(value),
-            crate::dn::OID_OU => subject.org_unit = Some(value),
-            "2.5.4.6" => subject.extra.push((DnType::CountryName, value)),
-            "2.5.4.8" => subject.extra.push((DnType::StateOrProvinceName, value)),
-            "2.5.4.7" => subject.extra.push((DnType::LocalityName, value)),
-            "1.2.840.113549.1.9.1" => {
-                subject.extra.push((DnType::CustomDnType(vec![1, 2, 840, 113549, 1, 9, 1]), value));
-            }
-            other => ignored.push(format!("subject attribute {other}={value}")),
-        }
-    }
+    let mut subject = Subject::from_name(name, |note| ignored.push(note));
+    let copied = [
+        Attribute::CN,
+        Attribute::O,
+        Attribute::OU,
+        Attribute::C,
+        Attribute::ST,
+        Attribute::L,
+        Attribute::EMAIL,
+    ];
+    subject.retain(|a| copied.contains(&a), |note| ignored.push(note));
     subject
 }
 
@@ -202,8 +196,8 @@ mod tests {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(sans).unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CountryName, "US");
-        params.distinguished_name.push(DnType::CommonName, "svc");
+        params.distinguished_name.push(rcgen::DnType::CountryName, "US");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "svc");
         if ca {
             params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         }
@@ -215,7 +209,7 @@ mod tests {
     fn csr_subject_and_sans_are_kept() {
         let csr =
             parse(csr_pem(vec!["svc.example.test".into()], false).as_bytes(), "svc.csr").unwrap();
-        assert_eq!(csr.subject.common_name, "svc");
+        assert_eq!(csr.subject.common_name(), Some("svc"));
         assert_eq!(csr.subject_dn, "CN=svc,C=US");
         assert_eq!(csr.sans, vec![San::Dns("svc.example.test".into())]);
     }

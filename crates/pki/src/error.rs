@@ -48,6 +48,8 @@ pub enum PkiError {
         server.join(", ")
     )]
     AmbiguousProfile { client: Vec<String>, server: Vec<String> },
+    #[error("invalid subject {value:?}: {reason}")]
+    InvalidSubject { value: String, reason: String },
     #[error("invalid name {value:?}: {reason}")]
     InvalidName { value: String, reason: &'static str },
     #[error("invalid CRL URL {value:?}: {reason}")]

@@ -14,6 +14,7 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::ca::{Authority, InitOptions};
+use crate::issue::Subject;
 use crate::names::San;
 use crate::profile::Profile;
 use crate::testkit::TestPki;
@@ -106,6 +107,44 @@ fn check_csr(data: &[u8]) {
     };
     assert_eq!(sans, expected, "the certificate's SANs differ from the CSR's reduced SANs");
     assert_eq!(issued.sans, expected);
+}
+
+/// Subject parsing (`--subject`): text that parses is encoded into a certificate whose
+/// subject holds exactly the parsed attributes, one per RDN, in the order written, each with
+/// its OID and value; and the comma form of the result parses back to the same attributes.
+pub fn subject(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(subject) = Subject::parse(text) else { return };
+    assert!(!subject.attributes().is_empty(), "a subject parsed to no attributes: {text:?}");
+    let comma = subject.to_string();
+    let reread = Subject::parse(&comma).expect("the comma form of a parsed subject reads back");
+    assert_eq!(reread, subject, "{text:?} printed as {comma:?} reads back differently");
+    let now = ::time::OffsetDateTime::now_utc();
+    let params = crate::issue::leaf_params(
+        &subject,
+        &[],
+        Profile::Client,
+        false,
+        now,
+        now + ::time::Duration::days(1),
+    )
+    .expect("a parsed subject encodes");
+    static KEY: OnceLock<rcgen::KeyPair> = OnceLock::new();
+    let key = KEY.get_or_init(|| rcgen::KeyPair::generate().expect("key"));
+    let der = params.self_signed(key).expect("a parsed subject signs").der().to_vec();
+    let (_, cert) = X509Certificate::from_der(&der).expect("the certificate parses");
+    let encoded: Vec<(String, String)> = cert
+        .subject()
+        .iter_rdn()
+        .map(|rdn| {
+            assert_eq!(rdn.iter().count(), 1, "one attribute per RDN");
+            let atv = rdn.iter().next().expect("one attribute");
+            (atv.attr_type().to_id_string(), atv.as_str().expect("a string value").to_string())
+        })
+        .collect();
+    let written: Vec<(String, String)> =
+        subject.attributes().iter().map(|(a, v)| (a.oid_string(), v.clone())).collect();
+    assert_eq!(encoded, written, "{text:?} is not encoded as written");
 }
 
 /// Certificate loading and inspection: the PEM readers, `inspect`, `PeerIdentity`, and a

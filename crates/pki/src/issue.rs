@@ -3,43 +3,134 @@
 //! test PKI, so tests exercise the very certificates users get.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, IsCa, KeyUsagePurpose,
     SerialNumber,
 };
 use time::OffsetDateTime;
+use x509_parser::x509::X509Name;
 
 use crate::PkiError;
+use crate::dn::{self, Attribute, StringType};
 use crate::names::San;
 use crate::profile::Profile;
 
-/// A subject name: CN plus optional O and OU, and other attributes kept from a CSR
-/// (country, state, locality, email) in their original order.
+/// A subject name: its attributes in encoding order (the first is the first RDN, which
+/// RFC 4514 strings print last), one attribute per RDN.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subject {
-    pub common_name: String,
-    pub organization: Option<String>,
-    pub org_unit: Option<String>,
-    pub extra: Vec<(DnType, String)>,
+    attributes: Vec<(Attribute, String)>,
 }
 
 impl Subject {
     pub fn cn(common_name: impl Into<String>) -> Self {
-        Subject { common_name: common_name.into(), ..Subject::default() }
+        Subject { attributes: vec![(Attribute::CN, common_name.into())] }
     }
 
-    fn to_dn(&self) -> DistinguishedName {
+    /// A subject as users write it for openssl (see [`dn::parse`]).
+    pub fn parse(text: &str) -> Result<Self, PkiError> {
+        Ok(Subject { attributes: dn::parse(text)? })
+    }
+
+    /// The attributes of `name` that certgate writes, in order; others are passed to
+    /// `skipped` as `OID=value` or a reason.
+    pub fn from_name(name: &X509Name<'_>, mut skipped: impl FnMut(String)) -> Self {
+        let mut subject = Subject::default();
+        for atv in name.iter_attributes() {
+            let oid = atv.attr_type().to_id_string();
+            let Ok(value) = atv.as_str() else {
+                skipped(format!("a subject attribute {oid} that is not a string"));
+                continue;
+            };
+            match Attribute::with_oid(&oid) {
+                Some(attribute) => match attribute.check(value) {
+                    _ if subject.attributes.iter().any(|(a, _)| *a == attribute) => {
+                        skipped(format!("subject attribute {}={value} (repeated)", attribute.short))
+                    }
+                    Ok(()) => subject.push(attribute, value),
+                    Err(reason) => skipped(format!("subject attribute {reason}")),
+                },
+                None => skipped(format!("subject attribute {oid}={value}")),
+            }
+        }
+        subject
+    }
+
+    pub fn push(&mut self, attribute: Attribute, value: impl Into<String>) {
+        self.attributes.push((attribute, value.into()));
+    }
+
+    /// Keeps only the attributes `keep` allows, passing the others to `dropped`.
+    pub fn retain(&mut self, keep: impl Fn(Attribute) -> bool, mut dropped: impl FnMut(String)) {
+        self.attributes.retain(|(attribute, value)| {
+            let kept = keep(*attribute);
+            if !kept {
+                dropped(format!("subject attribute {}={value}", attribute.short));
+            }
+            kept
+        });
+    }
+
+    pub fn attributes(&self) -> &[(Attribute, String)] {
+        &self.attributes
+    }
+
+    /// The first CN, if any.
+    pub fn common_name(&self) -> Option<&str> {
+        self.attributes.iter().find(|(a, _)| *a == Attribute::CN).map(|(_, v)| v.as_str())
+    }
+
+    /// This subject with CN `name` added last when it has no CN.
+    pub fn with_default_cn(mut self, name: &str) -> Self {
+        if self.common_name().is_none() {
+            self.push(Attribute::CN, name);
+        }
+        self
+    }
+
+    /// This subject with every CN replaced by `name` (or `name` added last).
+    pub fn with_cn(mut self, name: &str) -> Self {
+        self.attributes.retain(|(a, _)| *a != Attribute::CN);
+        self.push(Attribute::CN, name);
+        self
+    }
+
+    /// The rcgen name. Values are not checked again here (tests write hostile ones on
+    /// purpose); only a value its string type cannot hold is refused.
+    fn to_dn(&self) -> Result<DistinguishedName, PkiError> {
         let mut dn = DistinguishedName::new();
-        for (kind, value) in &self.extra {
-            dn.push(kind.clone(), value.as_str());
+        for (attribute, value) in &self.attributes {
+            let invalid = |reason: String| PkiError::InvalidSubject {
+                value: dn::comma_form(&self.attributes),
+                reason,
+            };
+            let kind = match *attribute {
+                Attribute::CN => DnType::CommonName,
+                Attribute::C => DnType::CountryName,
+                Attribute::ST => DnType::StateOrProvinceName,
+                Attribute::L => DnType::LocalityName,
+                Attribute::O => DnType::OrganizationName,
+                Attribute::OU => DnType::OrganizationalUnitName,
+                other => DnType::CustomDnType(other.oid.to_vec()),
+            };
+            let encoded = match attribute.string {
+                StringType::Utf8 => DnValue::Utf8String(value.clone()),
+                StringType::Printable => DnValue::PrintableString(
+                    value.as_str().try_into().map_err(|_| invalid("not printable".into()))?,
+                ),
+                StringType::Ia5 => DnValue::Ia5String(
+                    value.as_str().try_into().map_err(|_| invalid("not ASCII".into()))?,
+                ),
+            };
+            dn.push(kind, encoded);
         }
-        if let Some(o) = &self.organization {
-            dn.push(DnType::OrganizationName, o.as_str());
-        }
-        if let Some(ou) = &self.org_unit {
-            dn.push(DnType::OrganizationalUnitName, ou.as_str());
-        }
-        dn.push(DnType::CommonName, self.common_name.as_str());
-        dn
+        Ok(dn)
+    }
+}
+
+/// The comma form, in encoding order: `C=NL, O=Foo, CN=Bar`.
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&dn::comma_form(&self.attributes))
     }
 }
 
@@ -83,7 +174,7 @@ fn ca_params(
     not_after: OffsetDateTime,
 ) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
-    params.distinguished_name = subject.to_dn();
+    params.distinguished_name = subject.to_dn()?;
     params.is_ca = IsCa::Ca(constraints);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -106,7 +197,7 @@ pub fn leaf_params(
     not_after: OffsetDateTime,
 ) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
-    params.distinguished_name = subject.to_dn();
+    params.distinguished_name = subject.to_dn()?;
     params.subject_alt_names = sans.iter().map(San::to_rcgen).collect::<Result<_, _>>()?;
     profile.apply(&mut params, rsa_key);
     params.not_before = not_before;

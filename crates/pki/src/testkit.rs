@@ -164,12 +164,14 @@ impl TestPki {
         let not_after = spec.not_after.unwrap_or(now + Duration::days(1));
         let sans: Vec<San> =
             spec.sans.iter().map(|s| San::parse(s).expect("valid test SAN")).collect();
-        let subject = Subject {
-            common_name: spec.cn.clone(),
-            organization: spec.subject_o.clone(),
-            org_unit: spec.subject_ou.clone(),
-            extra: vec![],
-        };
+        let mut subject = Subject::default();
+        if let Some(o) = &spec.subject_o {
+            subject.push(crate::dn::Attribute::O, o);
+        }
+        if let Some(ou) = &spec.subject_ou {
+            subject.push(crate::dn::Attribute::OU, ou);
+        }
+        subject.push(crate::dn::Attribute::CN, &spec.cn);
         let params = issue::leaf_params(
             &subject,
             &sans,
@@ -289,12 +291,10 @@ impl TestPki {
 }
 
 fn ca_subject(prefix: &str, what: &str) -> Subject {
-    Subject {
-        common_name: format!("{prefix} {what}"),
-        organization: Some("certgate tests".into()),
-        org_unit: None,
-        extra: vec![],
-    }
+    let mut subject = Subject::default();
+    subject.push(crate::dn::Attribute::O, "certgate tests");
+    subject.push(crate::dn::Attribute::CN, format!("{prefix} {what}"));
+    subject
 }
 
 fn ca_window() -> (OffsetDateTime, OffsetDateTime) {

@@ -30,3 +30,9 @@ fn cert_load_corpus_never_panics() {
 fn crl_load_corpus_never_panics() {
     replay("crl_load", fuzz::crl_load);
 }
+
+/// A `--subject` that parses is encoded as written and its comma form reads back.
+#[test]
+fn subject_corpus_encodes_as_written() {
+    replay("subject", fuzz::subject);
+}

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use certgate_pki::ca::{Authority, InitOptions};
+use certgate_pki::issue::Subject;
 use certgate_pki::keys::KeyType;
 use clap::{Args, Subcommand};
 
@@ -24,6 +25,12 @@ pub struct InitArgs {
     /// Root CA common name (the intermediate is named after it).
     #[arg(long, default_value = "certgate Root CA")]
     pub name: String,
+    /// The root's subject, in the order written: `/C=US/O=Example/CN=Example Root CA` (openssl
+    /// req -subj) or `C=US, O=Example, CN=Example Root CA` (as openssl x509 -subject prints
+    /// it). Without CN, --name is the CN. The intermediate gets the same attributes and its
+    /// own CN.
+    #[arg(long, value_parser = parse_subject, value_name = "SUBJECT")]
+    pub subject: Option<Subject>,
     /// Key type of the CA keys.
     #[arg(long, default_value = "ec-p256", value_parser = parse_key_type)]
     pub key_type: KeyType,
@@ -46,6 +53,10 @@ pub struct InitArgs {
     pub force: bool,
 }
 
+pub fn parse_subject(s: &str) -> Result<Subject, String> {
+    Subject::parse(s).map_err(|e| e.to_string())
+}
+
 pub fn parse_key_type(s: &str) -> Result<KeyType, String> {
     s.parse().map_err(|e: certgate_pki::PkiError| e.to_string())
 }
@@ -59,6 +70,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
 fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     let opts = InitOptions {
         name: args.name,
+        subject: args.subject,
         key_type: args.key_type,
         days: args.days,
         intermediate: !args.no_intermediate,

@@ -69,6 +69,11 @@ impl ValidityArgs {
 pub struct IssueArgs {
     /// Subject CN, inventory name and file name (NAME.crt, NAME.key).
     pub name: String,
+    /// The subject, in the order written: `/C=US/O=Example/CN=api` (openssl req -subj) or
+    /// `C=US, O=Example, CN=api` (as openssl x509 -subject prints it). Without CN, NAME is
+    /// the CN.
+    #[arg(long, value_parser = super::ca::parse_subject, value_name = "SUBJECT")]
+    pub subject: Option<certgate_pki::issue::Subject>,
     /// Subject alternative name: an IP, a URI (spiffe://...), an email, or a DNS name.
     #[arg(long = "san", value_name = "VALUE")]
     pub sans: Vec<String>,
@@ -249,6 +254,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     let mut authority = a.ca.open()?;
     let req = IssueRequest {
         name: a.name.clone(),
+        subject: a.subject.clone(),
         sans: a.sans.clone(),
         profile: a.profile,
         validity,
@@ -288,7 +294,7 @@ fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
             Some(san) => writeln!(
                 stdout,
                 "note: no SAN requested; the CN {} was added as {san}",
-                csr.subject.common_name
+                csr.subject.common_name().unwrap_or_default()
             )?,
             None => writeln!(
                 stdout,
