@@ -194,3 +194,120 @@ fn subjects_are_encoded_in_the_order_written() {
     }
     assert!(!s.path("bad.crt").exists() && !s.path("bad.key").exists());
 }
+
+/// Signs `name.csr` with the intermediate's key by openssl itself (outside certgate's checks)
+/// into `name.crt`, followed by the intermediate, with the extensions in `ext`.
+fn openssl_signed_leaf(s: &Scratch, name: &str, ext: &str) {
+    std::fs::write(s.path(&format!("{name}.ext")), ext).unwrap();
+    let (csr, crt, extfile) = (format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
+    let out = s.openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        "ca/intermediate.crt",
+        "-CAkey",
+        "ca/intermediate.key",
+        "-days",
+        "1",
+        "-out",
+        &crt,
+        "-extfile",
+        &extfile,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut chain = s.read(&crt);
+    chain.extend(s.read("ca/intermediate.crt"));
+    std::fs::write(s.path(&crt), chain).unwrap();
+}
+
+/// `ca init --permit-dns/--permit-ip` puts critical name constraints on the intermediate:
+/// certgate issues only inside them, and a certificate made outside them (by openssl, with the
+/// intermediate's key) is refused by `certgate verify` and by `openssl verify`, also when its
+/// host-like CN is the only name. `--pathlen` sets the root's limit.
+#[test]
+fn certificates_outside_name_constraints_are_refused() {
+    let s = Scratch::with_ca(&[
+        "--permit-dns",
+        "example.com",
+        "--permit-ip",
+        "10.0.0.0/8",
+        "--pathlen",
+        "1",
+    ]);
+    let nc = x509(&s, "ca/intermediate.crt", &["-ext", "nameConstraints"]);
+    assert!(nc.contains("critical") && nc.contains("DNS:example.com"), "{nc}");
+    assert!(nc.contains("IP:10.0.0.0/255.0.0.0"), "{nc}");
+    assert!(x509(&s, "ca/root.crt", &["-ext", "basicConstraints"]).contains("CA:TRUE, pathlen:1"));
+
+    s.ok(&["cert", "issue", "api", "--san", "api.example.com", "--san", "10.1.2.3"]);
+    assert!(openssl_verify(&s, "api.crt", "sslserver").status.success());
+    s.ok(&["verify", "api.crt", "--purpose", "server", "--name", "api.example.com"]);
+    s.ok(&["cert", "issue", "joe", "--san", "spiffe://example.com/joe"]);
+    assert!(openssl_verify(&s, "joe.crt", "sslclient").status.success());
+    s.ok(&["verify", "joe.crt", "--purpose", "client"]);
+
+    let err = s.fails(&["cert", "issue", "evil", "--san", "evil.test"]);
+    assert!(err.contains("outside the name constraints") && err.contains("DNS:evil.test"), "{err}");
+    assert!(!s.path("evil.crt").exists() && !s.path("evil.key").exists());
+
+    openssl_csr(&s, "evil", "/CN=evil", &[]);
+    openssl_signed_leaf(
+        &s,
+        "evil",
+        "subjectAltName=DNS:evil.test\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n",
+    );
+    let out = s.run(&["verify", "evil.crt", "--purpose", "server"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let refused = text(&out);
+    assert!(
+        refused.contains("outside the name constraints of CN=certgate Intermediate CA")
+            && refused.contains("DNS:evil.test")
+            && refused.contains("permitted: DNS:example.com, IP:10.0.0.0/8"),
+        "{refused}"
+    );
+    let openssl = openssl_verify(&s, "evil.crt", "sslserver");
+    assert!(!openssl.status.success());
+    assert!(text(&openssl).contains("permitted subtree violation"), "{}", text(&openssl));
+
+    openssl_csr(&s, "hostcn", "/CN=x.evil.test", &[]);
+    openssl_signed_leaf(
+        &s,
+        "hostcn",
+        "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n",
+    );
+    let out = s.run(&["verify", "hostcn.crt", "--purpose", "client"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("CN=x.evil.test (a host name, no DNS SAN)"), "{}", text(&out));
+    assert!(!openssl_verify(&s, "hostcn.crt", "sslclient").status.success());
+}
+
+/// Seed 004's single root with `pathlen:0` signs leaves directly; `--pathlen 0` with an
+/// intermediate, and name constraints without one, are refused before anything is written.
+#[test]
+fn single_root_with_pathlen_zero_signs_leaves() {
+    let s = Scratch::with_ca(&["--no-intermediate", "--pathlen", "0"]);
+    let bc = x509(&s, "ca/root.crt", &["-ext", "basicConstraints"]);
+    assert!(bc.contains("critical") && bc.contains("CA:TRUE, pathlen:0"), "{bc}");
+    s.ok(&["cert", "issue", "client", "--san", "client@example.test"]);
+    let verify =
+        s.openssl(&["verify", "-CAfile", "ca/root.crt", "-purpose", "sslclient", "client.crt"]);
+    assert!(verify.status.success(), "{}", text(&verify));
+
+    let err = s.fails(&["ca", "init", "--ca-dir", "other", "--pathlen", "0"]);
+    assert!(err.contains("--pathlen 0") && err.contains("--no-intermediate"), "{err}");
+    let err = s.fails(&[
+        "ca",
+        "init",
+        "--ca-dir",
+        "other",
+        "--no-intermediate",
+        "--permit-dns",
+        "example.com",
+    ]);
+    assert!(err.contains("go on the intermediate"), "{err}");
+    let err = s.fails(&["ca", "init", "--ca-dir", "other", "--permit-ip", "10.0.0.1/8"]);
+    assert!(err.contains("write 10.0.0.0/8"), "{err}");
+    assert!(!s.path("other").exists());
+}

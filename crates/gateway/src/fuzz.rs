@@ -298,6 +298,7 @@ fn header_issuer() -> &'static HeaderIssuer {
         let subject = certgate_pki::issue::Subject::cn("certgate fuzz CA");
         let params = certgate_pki::issue::root_params(
             &subject,
+            None,
             now - time::Duration::days(1),
             now + time::Duration::days(365),
         )

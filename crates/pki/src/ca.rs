@@ -27,10 +27,11 @@ use crate::crl::{CrlIssuer, Reason};
 use crate::fs::{FileSet, Mode, Overwrite};
 use crate::issue::{self, Subject};
 use crate::keys::KeyType;
-use crate::names::San;
+use crate::names::{Permit, San};
 use crate::profile::Profile;
 use crate::store::{Record, Store};
 use crate::validity::{Validity, checked_after};
+use crate::verify::{Purpose, TrustStore, VerifyError, VerifyPolicy};
 use crate::{PkiError, dn};
 
 /// Where each file of a CA directory lives.
@@ -78,6 +79,11 @@ pub struct InitOptions {
     /// Lifetime of the root (and of the intermediate).
     pub days: u32,
     pub intermediate: bool,
+    /// The root's pathlen: how many CAs may be below it (`None`: no limit). With an
+    /// intermediate it must be at least 1.
+    pub root_path_len: Option<u8>,
+    /// Permitted subtrees (name constraints) of the intermediate; needs one.
+    pub permits: Vec<Permit>,
     /// Encrypts the CA keys (PKCS#8, PBES2) when set.
     pub password: Option<Vec<u8>>,
     /// Base URL of the CRLs: certificates then carry the CRL distribution point
@@ -94,6 +100,8 @@ impl Default for InitOptions {
             key_type: KeyType::EcP256,
             days: 3650,
             intermediate: true,
+            root_path_len: None,
+            permits: vec![],
             password: None,
             crl_url: None,
             force: false,
@@ -163,6 +171,9 @@ pub struct Authority {
     intermediates: Vec<CertificateDer<'static>>,
     /// The `--crl-url` base, when the CA was made with one.
     crl_url: Option<String>,
+    /// Whether a CA certificate carries name constraints: then every new certificate is
+    /// verified against them before it is handed out.
+    constrained: bool,
     password: Option<Vec<u8>>,
 }
 
@@ -195,6 +206,7 @@ impl Authority {
                 reason: "the CA name may not be empty",
             });
         }
+        check_constraints(opts)?;
         create_private_dir(dir)?;
         let now = OffsetDateTime::now_utc();
         let (not_before, not_after) = Validity::Days(opts.days).window(now)?;
@@ -202,7 +214,8 @@ impl Authority {
         let root_key = opts.key_type.generate()?;
         let root_subject = opts.subject.clone().unwrap_or_default().with_default_cn(&opts.name);
         let root_cn = root_subject.common_name().unwrap_or(&opts.name).to_string();
-        let root_params = issue::root_params(&root_subject, not_before, not_after)?;
+        let root_params =
+            issue::root_params(&root_subject, opts.root_path_len, not_before, not_after)?;
         let root_cert = root_params.self_signed(&root_key)?;
         let root_issuer = Issuer::new(root_params, &root_key);
 
@@ -227,6 +240,7 @@ impl Authority {
             let mut int_params = issue::intermediate_params(
                 &root_subject.clone().with_cn(&intermediate_name(&root_cn)),
                 0,
+                &opts.permits,
                 not_before,
                 not_after,
             )?;
@@ -310,6 +324,7 @@ impl Authority {
         let (_, parsed) = X509Certificate::from_der(&issuing_der)
             .map_err(|e| PkiError::bad_file(&issuing_key_path, format!("not X.509: {e}")))?;
         let issuing_subject = dn::rfc4514(parsed.subject());
+        let constrained = has_name_constraints(&root_der) || has_name_constraints(&issuing_der);
         let issuing_not_after = parsed.validity().not_after.to_datetime();
         drop(parsed);
         if !issuing_key_path.exists() {
@@ -330,6 +345,7 @@ impl Authority {
             root_subject,
             intermediates,
             crl_url,
+            constrained,
             password,
         })
     }
@@ -697,6 +713,9 @@ impl Authority {
             .map_err(|e| PkiError::bad_file("<new certificate>", e.to_string()))?;
         let mut chain = vec![der.clone()];
         chain.extend(self.intermediates.iter().cloned());
+        if self.constrained {
+            self.check_name_constraints(&chain, profile)?;
+        }
         let record = Record {
             serial: crate::identity::hex(parsed.raw_serial()),
             name: name.to_string(),
@@ -721,6 +740,32 @@ impl Authority {
             sans: sans.to_vec(),
             profile,
         })
+    }
+
+    /// Refuses a new certificate that the CA's name constraints exclude: every verifier
+    /// would refuse it, so it is not handed out. Other verification results are not judged
+    /// here.
+    fn check_name_constraints(
+        &self,
+        chain: &[CertificateDer<'static>],
+        profile: Profile,
+    ) -> Result<(), PkiError> {
+        let store = TrustStore::from_der(vec![self.root_der.clone()], vec![])?;
+        let purpose = match profile {
+            Profile::Client => Purpose::ClientAuth,
+            Profile::Server | Profile::Dual => Purpose::ServerAuth,
+        };
+        let policy = VerifyPolicy { purpose, ..VerifyPolicy::client() };
+        match store.verify(chain, &policy, rustls_pki_types::UnixTime::now()) {
+            Err(e @ VerifyError::NameConstraints { .. }) => {
+                let VerifyError::NameConstraints { names, .. } = &e else { return Ok(()) };
+                Err(PkiError::OutsideNameConstraints {
+                    names: names.clone(),
+                    reason: e.to_string(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn record(
@@ -859,11 +904,34 @@ fn remove_stale(path: &Path) -> Result<(), PkiError> {
     }
 }
 
+/// Refuses constraints that contradict the CA's shape before anything is generated.
+fn check_constraints(opts: &InitOptions) -> Result<(), PkiError> {
+    if opts.intermediate && opts.root_path_len == Some(0) {
+        return Err(PkiError::InvalidCaOption {
+            reason: "--pathlen 0 forbids CAs below the root, so it could not sign the \
+                     intermediate; use --pathlen 1 or more, or --no-intermediate",
+        });
+    }
+    if !opts.intermediate && !opts.permits.is_empty() {
+        return Err(PkiError::InvalidCaOption {
+            reason: "name constraints (--permit-dns, --permit-ip) go on the intermediate; \
+                     drop --no-intermediate",
+        });
+    }
+    Ok(())
+}
+
 fn intermediate_name(root: &str) -> String {
     match root.strip_suffix("Root CA") {
         Some(prefix) => format!("{prefix}Intermediate CA"),
         None => format!("{root} Intermediate CA"),
     }
+}
+
+fn has_name_constraints(der: &[u8]) -> bool {
+    X509Certificate::from_der(der)
+        .ok()
+        .is_some_and(|(_, cert)| cert.name_constraints().ok().flatten().is_some())
 }
 
 fn first_cert(path: &Path) -> Result<CertificateDer<'static>, PkiError> {
@@ -1036,5 +1104,120 @@ mod tests {
         assert!(matches!(none.issue(&req, |_| Ok(())), Err(PkiError::PasswordNeeded { .. })));
         let mut right = Authority::open(&path, Some(b"pw".to_vec())).unwrap();
         right.issue(&req, |_| Ok(())).unwrap();
+    }
+
+    fn constrained_ca(dir: &Path) -> Authority {
+        let opts = InitOptions {
+            permits: vec![Permit::dns("example.com").unwrap(), Permit::ip("10.0.0.0/8").unwrap()],
+            ..InitOptions::default()
+        };
+        Authority::init(dir, &opts).unwrap()
+    }
+
+    /// A leaf signed by the intermediate's key outside the issuance checks, as another tool
+    /// would make it.
+    fn signed_by_intermediate(
+        ca: &Authority,
+        subject: &Subject,
+        sans: &[&str],
+    ) -> Vec<CertificateDer<'static>> {
+        let sans: Vec<San> = sans.iter().map(|s| San::parse(s).unwrap()).collect();
+        let now = OffsetDateTime::now_utc();
+        let profile =
+            if sans.is_empty() { Profile::Client } else { Profile::default_for(&sans).unwrap() };
+        let params = issue::leaf_params(
+            subject,
+            &sans,
+            profile,
+            false,
+            now - Duration::minutes(1),
+            now + Duration::days(1),
+        )
+        .unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca.signer().unwrap()).unwrap();
+        vec![cert.der().clone(), ca.intermediates()[0].clone()]
+    }
+
+    /// Names inside the intermediate's constraints are issued and verify; names outside are
+    /// not issued, and a certificate made outside certgate is refused by the verifier, also
+    /// for a host-like CN without DNS SANs (as OpenSSL does).
+    #[test]
+    fn name_constraints_are_enforced_at_issuance_and_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = constrained_ca(&dir.path().join("ca"));
+        let store = TrustStore::from_der(vec![ca.root_der().clone()], vec![]).unwrap();
+        let now = rustls_pki_types::UnixTime::now();
+        let server = VerifyPolicy { purpose: Purpose::ServerAuth, ..VerifyPolicy::client() };
+
+        let inside = IssueRequest::new("api", vec!["api.example.com".into(), "10.1.2.3".into()]);
+        let issued = ca.issue(&inside, |_| Ok(())).unwrap();
+        let chain = crate::pem::certs_from_bytes(issued.chain_pem.as_bytes()).unwrap();
+        store.verify(&chain, &server, now).unwrap();
+        let joe = IssueRequest::new("joe", vec!["spiffe://elsewhere.test/joe".into()]);
+        ca.issue(&joe, |_| Ok(())).unwrap();
+
+        for sans in
+            [vec!["evil.test".to_string()], vec!["api.example.com".into(), "192.0.2.1".into()]]
+        {
+            let err = ca.issue(&IssueRequest::new("evil", sans), |_| Ok(())).unwrap_err();
+            assert!(matches!(err, PkiError::OutsideNameConstraints { .. }), "{err}");
+        }
+        assert!(ca.store().find("evil").is_err(), "a refused certificate is not recorded");
+
+        let outside = signed_by_intermediate(&ca, &Subject::cn("evil"), &["evil.test"]);
+        let err = store.verify(&outside, &server, now).unwrap_err();
+        assert_eq!(err.code(), "name_constraints");
+        let text = err.to_string();
+        assert!(
+            text.contains("DNS:evil.test")
+                && text.contains("permitted: DNS:example.com, IP:10.0.0.0/8")
+                && text.contains("CN=certgate Intermediate CA"),
+            "{text}"
+        );
+
+        let host_cn = signed_by_intermediate(&ca, &Subject::cn("x.evil.test"), &[]);
+        let err = store.verify(&host_cn, &VerifyPolicy::client(), now).unwrap_err();
+        assert!(err.to_string().contains("CN=x.evil.test (a host name, no DNS SAN)"), "{err}");
+        let inside_cn = signed_by_intermediate(&ca, &Subject::cn("x.example.com"), &[]);
+        store.verify(&inside_cn, &VerifyPolicy::client(), now).unwrap();
+        let plain_cn = signed_by_intermediate(&ca, &Subject::cn("joe"), &[]);
+        store.verify(&plain_cn, &VerifyPolicy::client(), now).unwrap();
+    }
+
+    /// The root's pathlen is what was asked for; pathlen 0 needs --no-intermediate, and name
+    /// constraints need an intermediate.
+    #[test]
+    fn root_pathlen_and_constraint_options_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let single =
+            InitOptions { intermediate: false, root_path_len: Some(0), ..InitOptions::default() };
+        let mut ca = Authority::init(&dir.path().join("single"), &single).unwrap();
+        let (_, root) = X509Certificate::from_der(ca.root_der()).unwrap();
+        let bc = root.basic_constraints().unwrap().unwrap().value;
+        assert_eq!((bc.ca, bc.path_len_constraint), (true, Some(0)));
+        let issued = ca
+            .issue(&IssueRequest::new("joe", vec!["joe@example.test".into()]), |_| Ok(()))
+            .unwrap();
+        let store = TrustStore::from_der(vec![ca.root_der().clone()], vec![]).unwrap();
+        let chain = crate::pem::certs_from_bytes(issued.chain_pem.as_bytes()).unwrap();
+        store.verify(&chain, &VerifyPolicy::client(), rustls_pki_types::UnixTime::now()).unwrap();
+
+        for (opts, fragment) in [
+            (InitOptions { root_path_len: Some(0), ..InitOptions::default() }, "--pathlen 0"),
+            (
+                InitOptions {
+                    intermediate: false,
+                    permits: vec![Permit::dns("example.com").unwrap()],
+                    ..InitOptions::default()
+                },
+                "go on the intermediate",
+            ),
+        ] {
+            let path = dir.path().join("refused");
+            let err = Authority::init(&path, &opts).err().unwrap();
+            assert!(err.to_string().contains(fragment), "{err}");
+            assert!(!path.exists(), "a refused init creates nothing");
+        }
     }
 }

@@ -48,6 +48,12 @@ pub enum PkiError {
         server.join(", ")
     )]
     AmbiguousProfile { client: Vec<String>, server: Vec<String> },
+    #[error("invalid name constraint {value:?}: {reason}")]
+    InvalidNameConstraint { value: String, reason: String },
+    #[error("{reason}; not issued, since every verifier would refuse it")]
+    OutsideNameConstraints { names: Vec<String>, reason: String },
+    #[error("invalid CA option: {reason}")]
+    InvalidCaOption { reason: &'static str },
     #[error("invalid subject {value:?}: {reason}")]
     InvalidSubject { value: String, reason: String },
     #[error("invalid name {value:?}: {reason}")]

@@ -11,7 +11,7 @@ use x509_parser::x509::X509Name;
 
 use crate::PkiError;
 use crate::dn::{self, Attribute, StringType};
-use crate::names::San;
+use crate::names::{Permit, San};
 use crate::profile::Profile;
 
 /// A subject name: its attributes in encoding order (the first is the first RDN, which
@@ -145,25 +145,40 @@ pub fn random_serial() -> Result<SerialNumber, PkiError> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
-/// A self-signed root CA: no path length limit, signs certificates and CRLs.
+/// A self-signed root CA that signs certificates and CRLs, with at most `path_len` CAs below
+/// it (`None`: no limit; `Some(0)`: it signs only leaves).
 pub fn root_params(
     subject: &Subject,
+    path_len: Option<u8>,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
 ) -> Result<CertificateParams, PkiError> {
-    ca_params(subject, BasicConstraints::Unconstrained, not_before, not_after)
+    let constraints = match path_len {
+        Some(n) => BasicConstraints::Constrained(n),
+        None => BasicConstraints::Unconstrained,
+    };
+    ca_params(subject, constraints, not_before, not_after)
 }
 
-/// An intermediate CA limited to `path_len` further CAs below it (0: it signs only leaves).
+/// An intermediate CA limited to `path_len` further CAs below it (0: it signs only leaves),
+/// and, when `permits` is not empty, to names inside them (a critical nameConstraints
+/// extension with these permitted subtrees).
 pub fn intermediate_params(
     subject: &Subject,
     path_len: u8,
+    permits: &[Permit],
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
 ) -> Result<CertificateParams, PkiError> {
     let mut params =
         ca_params(subject, BasicConstraints::Constrained(path_len), not_before, not_after)?;
     params.use_authority_key_identifier_extension = true;
+    if !permits.is_empty() {
+        params.name_constraints = Some(rcgen::NameConstraints {
+            permitted_subtrees: permits.iter().map(Permit::to_rcgen).collect(),
+            excluded_subtrees: vec![],
+        });
+    }
     Ok(params)
 }
 

@@ -113,6 +113,91 @@ impl San {
     }
 }
 
+/// A permitted subtree of an intermediate's name constraints (`ca init --permit-dns`,
+/// `--permit-ip`): certificates below it may name only hosts inside these. A DNS subtree
+/// `example.com` covers `example.com` and every name under it; an IP subtree is a CIDR block.
+/// Name forms without a subtree (URI, email) are not constrained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Permit {
+    Dns(String),
+    Ip { addr: IpAddr, prefix: u8 },
+}
+
+impl Permit {
+    /// A DNS subtree: a DNS name without wildcard or leading dot, stored lowercase.
+    pub fn dns(value: &str) -> Result<Permit, PkiError> {
+        let invalid = |reason: &str| PkiError::InvalidNameConstraint {
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        let v = value.trim();
+        if v.starts_with('.') || v.starts_with("*.") {
+            return Err(invalid(
+                "write the domain itself (example.com): it covers every name under it",
+            ));
+        }
+        validate_dns(v, false).map_err(invalid)?;
+        Ok(Permit::Dns(v.strip_suffix('.').unwrap_or(v).to_ascii_lowercase()))
+    }
+
+    /// An IP subtree in CIDR form (`10.0.0.0/8`, `fd00::/8`); a bare address is a /32 or /128.
+    pub fn ip(value: &str) -> Result<Permit, PkiError> {
+        let invalid =
+            |reason: String| PkiError::InvalidNameConstraint { value: value.to_string(), reason };
+        let v = value.trim();
+        let (addr_text, prefix_text) = v.split_once('/').map_or((v, None), |(a, p)| (a, Some(p)));
+        let addr: IpAddr = addr_text
+            .parse()
+            .map_err(|_| invalid("not an IP address block such as 10.0.0.0/8".into()))?;
+        let bits: u8 = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix_text {
+            None => bits,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= bits).ok_or_else(|| {
+                invalid(format!("the prefix length is a number from 0 to {bits}"))
+            })?,
+        };
+        let network = mask(addr, prefix);
+        if network != addr {
+            return Err(invalid(format!(
+                "the address has bits set past the /{prefix} prefix; write {network}/{prefix}"
+            )));
+        }
+        Ok(Permit::Ip { addr, prefix })
+    }
+
+    pub(crate) fn to_rcgen(&self) -> rcgen::GeneralSubtree {
+        match self {
+            Permit::Dns(d) => rcgen::GeneralSubtree::DnsName(d.clone()),
+            Permit::Ip { addr, prefix } => rcgen::GeneralSubtree::IpAddress(
+                rcgen::CidrSubnet::from_addr_prefix(*addr, *prefix),
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Permit::Dns(d) => write!(f, "DNS:{d}"),
+            Permit::Ip { addr, prefix } => write!(f, "IP:{addr}/{prefix}"),
+        }
+    }
+}
+
+/// `addr` with the bits past `prefix` cleared.
+fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::from((u32::from(a) & m).to_be_bytes())
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::from((u128::from(a) & m).to_be_bytes())
+        }
+    }
+}
+
 /// Returns the scheme when `v` starts like a URI (`scheme://` or `urn:`).
 fn uri_scheme(v: &str) -> Option<&str> {
     let (scheme, rest) = v.split_once(':')?;
@@ -318,6 +403,32 @@ mod tests {
         ] {
             let err = San::parse(value).unwrap_err().to_string();
             assert!(err.contains(fragment), "{value:?}: {err}");
+        }
+    }
+
+    /// Name-constraint subtrees: a domain (not a wildcard or a dotted suffix) and a CIDR block
+    /// without host bits.
+    #[test]
+    fn permits_parse_and_refuse_with_reason() {
+        assert_eq!(Permit::dns("Example.COM").unwrap().to_string(), "DNS:example.com");
+        assert_eq!(Permit::ip("10.0.0.0/8").unwrap().to_string(), "IP:10.0.0.0/8");
+        assert_eq!(Permit::ip("fd00::/8").unwrap().to_string(), "IP:fd00::/8");
+        assert_eq!(Permit::ip("192.0.2.7").unwrap().to_string(), "IP:192.0.2.7/32");
+        for (value, fragment) in [
+            (".example.com", "covers every name"),
+            ("*.example.com", "covers every name"),
+            ("exa mple", "letters"),
+        ] {
+            let err = Permit::dns(value).unwrap_err().to_string();
+            assert!(err.contains(fragment), "{value}: {err}");
+        }
+        for (value, fragment) in [
+            ("10.0.0.1/8", "write 10.0.0.0/8"),
+            ("10.0.0.0/33", "0 to 32"),
+            ("example.com/8", "not an IP"),
+        ] {
+            let err = Permit::ip(value).unwrap_err().to_string();
+            assert!(err.contains(fragment), "{value}: {err}");
         }
     }
 }

@@ -112,10 +112,10 @@ impl TestPki {
     pub fn named(prefix: &str) -> TestPki {
         let (nb, na) = ca_window();
         let root_params =
-            issue::root_params(&ca_subject(prefix, "root CA"), nb, na).expect("root params");
+            issue::root_params(&ca_subject(prefix, "root CA"), None, nb, na).expect("root params");
         let root = CertifiedIssuer::self_signed(root_params, key()).expect("sign root");
         let int_params =
-            issue::intermediate_params(&ca_subject(prefix, "intermediate CA"), 0, nb, na)
+            issue::intermediate_params(&ca_subject(prefix, "intermediate CA"), 0, &[], nb, na)
                 .expect("intermediate params");
         let int = CertifiedIssuer::signed_by(int_params, key(), &root).expect("sign intermediate");
         TestPki { root, intermediates: vec![int] }
@@ -126,13 +126,15 @@ impl TestPki {
         let prefix = "certgate test";
         let (nb, na) = ca_window();
         let root_params =
-            issue::root_params(&ca_subject(prefix, "root CA"), nb, na).expect("root params");
+            issue::root_params(&ca_subject(prefix, "root CA"), None, nb, na).expect("root params");
         let root = CertifiedIssuer::self_signed(root_params, key()).expect("sign root");
-        let p1 = issue::intermediate_params(&ca_subject(prefix, "intermediate CA 1"), 1, nb, na)
-            .expect("params");
+        let p1 =
+            issue::intermediate_params(&ca_subject(prefix, "intermediate CA 1"), 1, &[], nb, na)
+                .expect("params");
         let i1 = CertifiedIssuer::signed_by(p1, key(), &root).expect("sign intermediate 1");
-        let p2 = issue::intermediate_params(&ca_subject(prefix, "intermediate CA 2"), 0, nb, na)
-            .expect("params");
+        let p2 =
+            issue::intermediate_params(&ca_subject(prefix, "intermediate CA 2"), 0, &[], nb, na)
+                .expect("params");
         let i2 = CertifiedIssuer::signed_by(p2, key(), &i1).expect("sign intermediate 2");
         TestPki { root, intermediates: vec![i1, i2] }
     }

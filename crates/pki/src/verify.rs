@@ -5,6 +5,12 @@
 //! rustls-webpki (the engine rustls itself uses). This module adds what webpki leaves out: a
 //! maximum chain depth with OpenSSL's meaning, and a reason for every refusal that names the
 //! certificate, the date, the missing usage or the revocation entry.
+//!
+//! Name constraints: webpki checks the SANs against DNS and IP subtrees and refuses URI,
+//! email and directory-name subtrees whenever a name of that form is present (it does not
+//! evaluate them: fail closed). It ignores the subject, which OpenSSL does not: a leaf
+//! without DNS SANs whose CN looks like a host name has the CN checked against the DNS
+//! subtrees, and a subject emailAddress under an email constraint is refused (not evaluated).
 
 use std::cell::Cell;
 use std::fmt;
@@ -148,6 +154,20 @@ pub enum VerifyError {
     ChainTooDeep { depth: usize, max: u8 },
     #[error("bad signature: {subject} is not signed by the key of its issuer {issuer}")]
     BadSignature { subject: String, issuer: String },
+    #[error(
+        "certificate {subject} is outside the name constraints of {ca}: {} (permitted: {}; \
+         excluded: {})",
+        list_or_none(names),
+        list_or_none(permitted),
+        list_or_none(excluded)
+    )]
+    NameConstraints {
+        subject: String,
+        ca: String,
+        names: Vec<String>,
+        permitted: Vec<String>,
+        excluded: Vec<String>,
+    },
     #[error("malformed certificate: {reason}")]
     Malformed { reason: String },
     #[error("no CRL from {issuer} is loaded, so the revocation status of {subject} is unknown")]
@@ -173,6 +193,7 @@ impl VerifyError {
             VerifyError::NameMismatch { .. } => "name_mismatch",
             VerifyError::ChainTooDeep { .. } => "chain_too_deep",
             VerifyError::BadSignature { .. } => "bad_signature",
+            VerifyError::NameConstraints { .. } => "name_constraints",
             VerifyError::Malformed { .. } => "malformed",
             VerifyError::UnknownRevocationStatus { .. } => "unknown_revocation_status",
             VerifyError::CrlExpired { .. } => "crl_expired",
@@ -220,6 +241,8 @@ struct Inner {
     anchor_names: Vec<String>,
     /// Full DER subject name of each anchor, same order as `anchors`.
     anchor_subjects: Vec<Vec<u8>>,
+    /// The name constraints of each anchor that has them, same order as `anchors`.
+    anchor_constraints: Vec<Option<Constraints>>,
     crls: Vec<CertRevocationList<'static>>,
     /// The full DER issuer name of each CRL, same order as `crls`.
     crl_issuers: Vec<Vec<u8>>,
@@ -270,6 +293,7 @@ impl TrustStore {
         let mut anchors = Vec::with_capacity(anchor_certs.len());
         let mut anchor_names = Vec::with_capacity(anchor_certs.len());
         let mut anchor_subjects = Vec::with_capacity(anchor_certs.len());
+        let mut anchor_constraints = Vec::with_capacity(anchor_certs.len());
         for (i, der) in anchor_certs.iter().enumerate() {
             let bad = |reason: String| {
                 PkiError::bad_file("<trust anchors>", format!("certificate #{}: {reason}", i + 1))
@@ -277,6 +301,7 @@ impl TrustStore {
             let (_, parsed) = X509Certificate::from_der(der).map_err(|e| bad(e.to_string()))?;
             anchor_names.push(dn::rfc4514(parsed.subject()));
             anchor_subjects.push(parsed.subject().as_raw().to_vec());
+            anchor_constraints.push(Constraints::of(&parsed));
             let anchor =
                 webpki::anchor_from_trusted_cert(der).map_err(|e| bad(format!("{e:?}")))?;
             anchors.push(anchor.to_owned());
@@ -300,6 +325,7 @@ impl TrustStore {
                 anchors,
                 anchor_names,
                 anchor_subjects,
+                anchor_constraints,
                 crls,
                 crl_issuers,
                 crls_next_update,
@@ -433,21 +459,27 @@ impl TrustStore {
         let path: Vec<CertificateDer<'_>> = std::iter::once(leaf.clone())
             .chain(verified.intermediate_certificates().map(|c| c.der()))
             .collect();
-        for der in &path {
+        let mut constraints: Vec<Constraints> = Vec::new();
+        for (i, der) in path.iter().enumerate() {
             let (_, cert) = X509Certificate::from_der(der)
                 .map_err(|e| VerifyError::Malformed { reason: e.to_string() })?;
+            if i > 0 {
+                constraints.extend(Constraints::of(&cert));
+            }
             subjects.push(dn::rfc4514(cert.subject()));
             valid_from = valid_from.max(unix_time(cert.validity().not_before.to_datetime()));
             valid_until = valid_until.min(unix_time(cert.validity().not_after.to_datetime()));
         }
         let anchor = verified.anchor();
-        let anchor_name = self
-            .inner
-            .anchors
-            .iter()
-            .position(|a| a.subject == anchor.subject)
-            .and_then(|i| self.inner.anchor_names.get(i).cloned())
-            .unwrap_or_default();
+        let anchor_index = self.inner.anchors.iter().position(|a| a.subject == anchor.subject);
+        let anchor_name =
+            anchor_index.and_then(|i| self.inner.anchor_names.get(i).cloned()).unwrap_or_default();
+        constraints.extend(
+            anchor_index.and_then(|i| self.inner.anchor_constraints.get(i).cloned().flatten()),
+        );
+        if !constraints.is_empty() {
+            check_subject_names(leaf, &constraints)?;
+        }
         subjects.push(anchor_name);
         Ok(VerifiedChain { subjects, valid_from, valid_until, intermediates: on_path })
     }
@@ -554,6 +586,29 @@ impl TrustStore {
                 name: server_name_text(&ctx.expected),
                 valid_for: ctx.presented,
             },
+            webpki::Error::NameConstraintViolation => {
+                let issuer_raw = top_of_presented_chain(&parsed).issuer().as_raw();
+                let constraints = parsed
+                    .iter()
+                    .skip(1)
+                    .find_map(Constraints::of)
+                    .or_else(|| {
+                        self.inner
+                            .anchor_subjects
+                            .iter()
+                            .zip(&self.inner.anchor_constraints)
+                            .find(|(s, c)| s.as_slice() == issuer_raw && c.is_some())
+                            .and_then(|(_, c)| c.clone())
+                    })
+                    .unwrap_or_default();
+                VerifyError::NameConstraints {
+                    subject: dn::rfc4514(leaf.subject()),
+                    ca: constraints.ca,
+                    names: crate::identity::Sans::of(leaf).labelled(),
+                    permitted: constraints.permitted,
+                    excluded: constraints.excluded,
+                }
+            }
             webpki::Error::CaUsedAsEndEntity => VerifyError::Malformed {
                 reason: format!("{} is a CA certificate, not a leaf", dn::rfc4514(leaf.subject())),
             },
@@ -588,6 +643,132 @@ impl TrustStore {
             .unwrap_or_default();
         VerifyError::Revoked { subject, serial, reason: None, revoked_at: None }
     }
+}
+
+/// The name constraints of one CA certificate, as text for messages plus what the subject
+/// checks need.
+#[derive(Debug, Clone, Default)]
+struct Constraints {
+    /// The CA's subject (RFC 4514).
+    ca: String,
+    permitted: Vec<String>,
+    excluded: Vec<String>,
+    permitted_dns: Vec<String>,
+    excluded_dns: Vec<String>,
+    /// Whether any subtree is an email (rfc822Name) one.
+    email: bool,
+}
+
+impl Constraints {
+    /// `None` when the certificate has no (readable) nameConstraints extension.
+    fn of(cert: &X509Certificate<'_>) -> Option<Constraints> {
+        let ext = cert.name_constraints().ok()??;
+        let mut c = Constraints { ca: dn::rfc4514(cert.subject()), ..Constraints::default() };
+        let trees = [(&ext.value.permitted_subtrees, true), (&ext.value.excluded_subtrees, false)];
+        for (subtrees, permitted) in trees {
+            for subtree in subtrees.iter().flatten() {
+                let text = match &subtree.base {
+                    GeneralName::DNSName(d) => {
+                        let list =
+                            if permitted { &mut c.permitted_dns } else { &mut c.excluded_dns };
+                        list.push(d.to_ascii_lowercase());
+                        format!("DNS:{d}")
+                    }
+                    GeneralName::IPAddress(b) => format!("IP:{}", ip_block(b)),
+                    GeneralName::RFC822Name(e) => {
+                        c.email = true;
+                        format!("email:{e}")
+                    }
+                    GeneralName::URI(u) => format!("URI:{u}"),
+                    other => other.to_string(),
+                };
+                if permitted { c.permitted.push(text) } else { c.excluded.push(text) }
+            }
+        }
+        Some(c)
+    }
+}
+
+/// An IP subtree (address then mask, 8 or 32 bytes) as `10.0.0.0/8`.
+fn ip_block(bytes: &[u8]) -> String {
+    let (addr, mask) = bytes.split_at(bytes.len() / 2);
+    match crate::identity::ip_from_bytes(addr) {
+        Some(ip) => {
+            let prefix: u32 = mask.iter().map(|b| b.count_ones()).sum();
+            format!("{ip}/{prefix}")
+        }
+        None => format!("{bytes:02x?}"),
+    }
+}
+
+/// What webpki leaves out of name constraints and OpenSSL checks: a leaf without DNS SANs has
+/// a CN that looks like a host name checked against the DNS subtrees; and a subject
+/// emailAddress under email subtrees is refused, since certgate does not evaluate those.
+fn check_subject_names(
+    leaf: &CertificateDer<'_>,
+    constraints: &[Constraints],
+) -> Result<(), VerifyError> {
+    let (_, cert) = X509Certificate::from_der(leaf)
+        .map_err(|e| VerifyError::Malformed { reason: e.to_string() })?;
+    let has_dns_san = cert.subject_alternative_name().ok().flatten().is_some_and(|san| {
+        san.value.general_names.iter().any(|n| matches!(n, GeneralName::DNSName(_)))
+    });
+    let refuse = |c: &Constraints, name: String| VerifyError::NameConstraints {
+        subject: dn::rfc4514(cert.subject()),
+        ca: c.ca.clone(),
+        names: vec![name],
+        permitted: c.permitted.clone(),
+        excluded: c.excluded.clone(),
+    };
+    for c in constraints {
+        if !has_dns_san {
+            for cn in dn::attribute_values(cert.subject(), dn::OID_CN) {
+                if !looks_like_host_name(&cn) {
+                    continue;
+                }
+                let host = cn.to_ascii_lowercase();
+                let permitted = c.permitted_dns.is_empty()
+                    || c.permitted_dns.iter().any(|base| dns_in_subtree(&host, base));
+                let excluded = c.excluded_dns.iter().any(|base| dns_in_subtree(&host, base));
+                if !permitted || excluded {
+                    return Err(refuse(c, format!("CN={cn} (a host name, no DNS SAN)")));
+                }
+            }
+        }
+        let email = dn::attribute_values(cert.subject(), OID_EMAIL).into_iter().next();
+        if let Some(email) = email.filter(|_| c.email) {
+            return Err(refuse(
+                c,
+                format!("emailAddress={email} (email constraints are not evaluated)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+const OID_EMAIL: &str = "1.2.840.113549.1.9.1";
+
+/// OpenSSL's test for a CN that names a host: at least two labels of letters, digits, `-`
+/// and `_`, none empty.
+fn looks_like_host_name(cn: &str) -> bool {
+    cn.contains('.')
+        && cn.split('.').all(|label| {
+            !label.is_empty()
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+/// RFC 5280 DNS subtree matching: `example.com` covers itself and every name below it; a
+/// leading dot (`.example.com`) only the names below; an empty base everything.
+fn dns_in_subtree(host: &str, base: &str) -> bool {
+    let base = base.to_ascii_lowercase();
+    if base.is_empty() {
+        return true;
+    }
+    if base.starts_with('.') {
+        return host.ends_with(&base);
+    }
+    host == base || host.ends_with(&format!(".{base}"))
 }
 
 /// Refuses a leaf whose keyUsage extension leaves out what the purpose needs, as OpenSSL's

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use certgate_pki::ca::{Authority, InitOptions};
 use certgate_pki::issue::Subject;
 use certgate_pki::keys::KeyType;
+use certgate_pki::names::Permit;
 use clap::{Args, Subcommand};
 
 use super::CaDir;
@@ -40,6 +41,20 @@ pub struct InitArgs {
     /// Sign leaves with the root itself (no intermediate).
     #[arg(long)]
     pub no_intermediate: bool,
+    /// The root's pathlen: how many CAs may sit below it. `--no-intermediate --pathlen 0`
+    /// makes a root that signs only leaves (openssl's `CA:true, pathlen:0`); with an
+    /// intermediate it is at least 1. Default: no limit.
+    #[arg(long, value_name = "N")]
+    pub pathlen: Option<u8>,
+    /// Limit the intermediate to DNS names in this domain and below it (repeatable), e.g.
+    /// `--permit-dns example.com`. A critical nameConstraints extension: certgate, OpenSSL,
+    /// browsers and curl refuse certificates for other DNS names.
+    #[arg(long = "permit-dns", value_name = "DOMAIN", value_parser = parse_permit_dns)]
+    pub permit_dns: Vec<Permit>,
+    /// Limit the intermediate to IP addresses in this block (repeatable), e.g.
+    /// `--permit-ip 10.0.0.0/8`. URI and email SANs stay unconstrained.
+    #[arg(long = "permit-ip", value_name = "CIDR", value_parser = parse_permit_ip)]
+    pub permit_ip: Vec<Permit>,
     /// Encrypt the CA keys with the password in this file (first line).
     #[arg(long, env = "CERTGATE_CA_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
@@ -51,6 +66,14 @@ pub struct InitArgs {
     /// Replace an existing CA in the directory (its inventory is kept aside).
     #[arg(long)]
     pub force: bool,
+}
+
+fn parse_permit_dns(s: &str) -> Result<Permit, String> {
+    Permit::dns(s).map_err(|e| e.to_string())
+}
+
+fn parse_permit_ip(s: &str) -> Result<Permit, String> {
+    Permit::ip(s).map_err(|e| e.to_string())
 }
 
 pub fn parse_subject(s: &str) -> Result<Subject, String> {
@@ -74,6 +97,8 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         key_type: args.key_type,
         days: args.days,
         intermediate: !args.no_intermediate,
+        root_path_len: args.pathlen,
+        permits: args.permit_dns.into_iter().chain(args.permit_ip).collect(),
         password: super::ca_password(args.password_file.as_ref())?,
         crl_url: args.crl_url,
         force: args.force,
@@ -82,9 +107,10 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     let p = ca.paths();
     let mut stdout = Out::lock();
     writeln!(stdout, "created CA in {}", p.dir.display())?;
+    let pathlen = opts.root_path_len.map(|n| format!(", pathlen {n}")).unwrap_or_default();
     writeln!(
         stdout,
-        "  root          {}  ({}, {} days)",
+        "  root          {}  ({}, {} days{pathlen})",
         p.root_crt.display(),
         opts.key_type,
         opts.days
@@ -95,6 +121,10 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
             "  intermediate  {}  (issues certificates, pathlen 0)",
             p.intermediate_crt.display()
         )?;
+    }
+    if !opts.permits.is_empty() {
+        let permits: Vec<String> = opts.permits.iter().map(ToString::to_string).collect();
+        writeln!(stdout, "  permitted     {} (name constraints)", permits.join(", "))?;
     }
     let encrypted = if opts.password.is_some() { ", encrypted" } else { "" };
     writeln!(stdout, "  keys          mode 0600{encrypted}")?;

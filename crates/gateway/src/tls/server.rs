@@ -313,7 +313,9 @@ fn certificate_error(reason: &VerifyError) -> CertificateError {
             CertificateError::InvalidPurpose
         }
         VerifyError::Revoked { .. } => CertificateError::Revoked,
-        VerifyError::NameMismatch { .. } => CertificateError::NotValidForName,
+        VerifyError::NameMismatch { .. } | VerifyError::NameConstraints { .. } => {
+            CertificateError::NotValidForName
+        }
         VerifyError::BadSignature { .. } => CertificateError::BadSignature,
         VerifyError::UnknownRevocationStatus { .. } => CertificateError::UnknownRevocationStatus,
         VerifyError::CrlExpired { .. } => CertificateError::ExpiredRevocationList,
