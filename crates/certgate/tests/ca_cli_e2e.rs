@@ -311,3 +311,115 @@ fn single_root_with_pathlen_zero_signs_leaves() {
     assert!(err.contains("write 10.0.0.0/8"), "{err}");
     assert!(!s.path("other").exists());
 }
+
+/// `cert issue --cert-out/--key-out` writes where step users expect (key 0600, nothing
+/// replaced without --force); `cert p12 --cert/--key` exports files with other names (seed
+/// 004's `client_certificate.pem`); `ca root` prints or writes the trust anchor.
+#[test]
+fn output_and_input_file_names_can_be_chosen() {
+    let s = Scratch::with_ca(&[]);
+    let out = s.ok(&[
+        "cert",
+        "issue",
+        "client",
+        "--san",
+        "spiffe://example.test/client",
+        "--cert-out",
+        "certs/client_certificate.pem",
+        "--key-out",
+        "keys/client_private_key.pem",
+    ]);
+    assert!(out.contains("certs/client_certificate.pem"), "{out}");
+    assert!(!s.path("client.crt").exists() && !s.path("client.key").exists());
+    assert_eq!(mode(&s.path("keys/client_private_key.pem")), 0o600);
+    assert!(openssl_verify(&s, "certs/client_certificate.pem", "sslclient").status.success());
+    let before = s.read("keys/client_private_key.pem");
+    let err = s.fails(&[
+        "cert",
+        "issue",
+        "client2",
+        "--san",
+        "spiffe://example.test/c2",
+        "--key-out",
+        "keys/client_private_key.pem",
+    ]);
+    assert!(err.contains("keys/client_private_key.pem") && err.contains("--force"), "{err}");
+    assert_eq!(s.read("keys/client_private_key.pem"), before);
+    assert!(!s.path("client2.crt").exists());
+
+    // Seed 004: the key and CSR come from openssl, the certificate from `cert sign`.
+    openssl_csr(&s, "foo", "/C=NL/O=Bytle/CN=foo", &[]);
+    s.ok(&[
+        "cert",
+        "sign",
+        "--csr",
+        "foo.csr",
+        "--profile",
+        "client",
+        "--out",
+        "client_certificate.pem",
+    ]);
+    std::fs::write(s.path("p12.pass"), "a long passphrase\n").unwrap();
+    let out = s.ok(&[
+        "cert",
+        "p12",
+        "foo",
+        "--cert",
+        "client_certificate.pem",
+        "--key",
+        "foo.key",
+        "--password-file",
+        "p12.pass",
+        "--out",
+        "client_certificate.p12",
+    ]);
+    assert!(out.contains("including the root"), "{out}");
+    let info = s.openssl(&[
+        "pkcs12",
+        "-in",
+        "client_certificate.p12",
+        "-passin",
+        "file:p12.pass",
+        "-nodes",
+        "-info",
+    ]);
+    let info_text = text(&info);
+    assert!(info.status.success(), "{info_text}");
+    assert!(info_text.contains("subject=C = NL, O = Bytle, CN = foo"), "{info_text}");
+    assert!(info_text.contains("PRIVATE KEY"), "{info_text}");
+    let err = s.fails(&[
+        "cert",
+        "p12",
+        "foo",
+        "--cert",
+        "client_certificate.pem",
+        "--key",
+        "keys/client_private_key.pem",
+        "--password-file",
+        "p12.pass",
+        "--out",
+        "mismatch.p12",
+    ]);
+    assert!(
+        err.contains("keys/client_private_key.pem") && err.contains("does not belong"),
+        "{err}"
+    );
+
+    assert_eq!(s.ok(&["ca", "root"]).as_bytes(), s.read("ca/root.crt").as_slice());
+    let out = s.ok(&["ca", "root", "--out", "root_certificate.pem"]);
+    assert!(out.contains("wrote root_certificate.pem (CN=certgate Root CA)"), "{out}");
+    assert_eq!(s.read("root_certificate.pem"), s.read("ca/root.crt"));
+    assert!(s.fails(&["ca", "root", "--out", "root_certificate.pem"]).contains("--force"));
+    s.ok(&["ca", "root", "--out", "root_certificate.pem", "--force"]);
+    let verify = s.openssl(&[
+        "verify",
+        "-CAfile",
+        "root_certificate.pem",
+        "-untrusted",
+        "client_certificate.pem",
+        "-purpose",
+        "sslclient",
+        "client_certificate.pem",
+    ]);
+    assert!(verify.status.success(), "{}", text(&verify));
+}

@@ -794,17 +794,29 @@ pub fn write_leaf_files(
 ) -> Result<(PathBuf, Option<PathBuf>), PkiError> {
     let (crt, key) = leaf_file_paths(dir, name);
     let overwrite = Overwrite::from_force(force);
+    write_leaf_files_at(&crt, &key, issued, overwrite, overwrite)
+}
+
+/// Writes the chain to `crt` and, when the CA made the key, the key (0600) to `key`, all or
+/// nothing, each replacing an existing file only as its `Overwrite` allows.
+pub fn write_leaf_files_at(
+    crt: &Path,
+    key: &Path,
+    issued: &Issued,
+    crt_overwrite: Overwrite,
+    key_overwrite: Overwrite,
+) -> Result<(PathBuf, Option<PathBuf>), PkiError> {
     let mut files = FileSet::new();
     let key_written = match &issued.key_pem {
         Some(pem) => {
-            files.write(&key, pem.as_bytes(), Mode::Secret, overwrite)?;
-            Some(key)
+            files.write(key, pem.as_bytes(), Mode::Secret, key_overwrite)?;
+            Some(key.to_path_buf())
         }
         None => None,
     };
-    files.write(&crt, issued.chain_pem.as_bytes(), Mode::Public, overwrite)?;
+    files.write(crt, issued.chain_pem.as_bytes(), Mode::Public, crt_overwrite)?;
     files.commit();
-    Ok((crt, key_written))
+    Ok((crt.to_path_buf(), key_written))
 }
 
 /// `DIR/NAME.crt` and `DIR/NAME.key`.

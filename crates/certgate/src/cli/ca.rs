@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use certgate_pki::ca::{Authority, InitOptions};
+use certgate_pki::fs::{Mode, Overwrite};
 use certgate_pki::issue::Subject;
 use certgate_pki::keys::KeyType;
 use certgate_pki::names::Permit;
@@ -17,6 +18,22 @@ pub enum CaCommand {
     /// Create a root CA and, unless --no-intermediate, an intermediate (pathlen 0) that signs
     /// day-to-day certificates. Writes root.crt: the trust anchor for clients and gateways.
     Init(InitArgs),
+    /// Print the trust anchor (root.crt) as PEM, or write it to --out: what clients
+    /// (`curl --cacert`), browsers and gateways need to trust this CA.
+    Root(RootArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RootArgs {
+    #[command(flatten)]
+    pub dir: CaDir,
+    /// Write the root certificate to this file instead of printing it, e.g. `--out
+    /// root_certificate.pem`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Overwrite an existing --out file.
+    #[arg(long, requires = "out")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +104,7 @@ pub fn parse_key_type(s: &str) -> Result<KeyType, String> {
 pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CaCommand::Init(args) => init(args),
+        CaCommand::Root(args) => root(args),
     }
 }
 
@@ -137,5 +155,24 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     }
     writeln!(stdout)?;
     writeln!(stdout, "Hand {} to clients and gateways as the trust anchor.", p.root_crt.display())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn root(args: RootArgs) -> anyhow::Result<ExitCode> {
+    let ca = Authority::open(&args.dir.ca_dir, None)?;
+    let pem = ca.root_pem();
+    match &args.out {
+        None => write!(Out::lock(), "{pem}")?,
+        Some(path) => {
+            certgate_pki::fs::write_atomic(
+                path,
+                pem.as_bytes(),
+                Mode::Public,
+                Overwrite::from_force(args.force),
+            )?;
+            let subject = certgate_pki::inspect::cert_info(ca.root_der())?.subject;
+            writeln!(Out::lock(), "wrote {} ({subject})", path.display())?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

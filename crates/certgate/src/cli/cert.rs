@@ -89,7 +89,15 @@ pub struct IssueArgs {
     /// Directory for NAME.crt and NAME.key.
     #[arg(long, default_value = ".")]
     pub out_dir: PathBuf,
-    /// Overwrite existing NAME.crt / NAME.key.
+    /// Write the certificate chain here instead of OUT_DIR/NAME.crt, e.g. `--cert-out
+    /// client.crt` (step's file names).
+    #[arg(long, value_name = "FILE")]
+    pub cert_out: Option<PathBuf>,
+    /// Write the private key (0600) here instead of OUT_DIR/NAME.key, e.g. `--key-out
+    /// client.key`.
+    #[arg(long, value_name = "FILE")]
+    pub key_out: Option<PathBuf>,
+    /// Overwrite existing NAME.crt / NAME.key (or the --cert-out / --key-out files).
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
@@ -141,11 +149,19 @@ pub struct SignArgs {
 
 #[derive(Debug, Args)]
 pub struct P12Args {
-    /// Reads NAME.crt and NAME.key.
+    /// Reads NAME.crt and NAME.key; NAME is also the friendly name in the file.
     pub name: String,
     /// Directory holding NAME.crt and NAME.key.
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
+    /// Read the certificate (and chain) from this file instead of DIR/NAME.crt, e.g. `--cert
+    /// client_certificate.pem`.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Read the private key from this file instead of DIR/NAME.key, e.g. `--key
+    /// client_private_key.pem`.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
     /// Password for the PKCS#12 file (first line of this file).
     #[arg(long)]
     pub password_file: Option<PathBuf>,
@@ -245,12 +261,22 @@ pub fn run(cmd: CertCommand) -> anyhow::Result<ExitCode> {
 fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     ca::check_file_name(&a.name)?;
     let validity = a.validity.validity()?;
-    let (crt, key) = ca::leaf_file_paths(&a.out_dir, &a.name);
+    let (default_crt, default_key) = ca::leaf_file_paths(&a.out_dir, &a.name);
+    let crt = a.cert_out.clone().unwrap_or(default_crt);
+    let key = a.key_out.clone().unwrap_or(default_key);
+    if crt == key {
+        anyhow::bail!(
+            "--cert-out and --key-out are both {}; the certificate and the key need two files",
+            crt.display()
+        );
+    }
     certgate_pki::fs::ensure_absent(
         [crt.as_path(), key.as_path()],
         Overwrite::from_force(a.force),
     )?;
-    create_dir(&a.out_dir)?;
+    for file in [&crt, &key] {
+        create_dir(file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
+    }
     let mut authority = a.ca.open()?;
     let req = IssueRequest {
         name: a.name.clone(),
@@ -262,7 +288,8 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     };
     let mut written = None;
     let issued = authority.issue(&req, |issued| {
-        written = Some(ca::write_leaf_files(&a.out_dir, &a.name, issued, a.force)?);
+        let overwrite = Overwrite::from_force(a.force);
+        written = Some(ca::write_leaf_files_at(&crt, &key, issued, overwrite, overwrite)?);
         Ok(())
     })?;
     print_issued(&mut Out::lock(), "issued", &issued, written)?;
@@ -307,7 +334,9 @@ fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn p12(a: P12Args) -> anyhow::Result<ExitCode> {
-    let (crt, key) = ca::leaf_file_paths(&a.dir, &a.name);
+    let (default_crt, default_key) = ca::leaf_file_paths(&a.dir, &a.name);
+    let crt = a.cert.clone().unwrap_or(default_crt);
+    let key = a.key.clone().unwrap_or(default_key);
     let out = a.out.clone().unwrap_or_else(|| a.dir.join(format!("{}.p12", a.name)));
     let password = match (&a.password_file, a.insecure_no_password) {
         (Some(path), _) => {
