@@ -423,3 +423,75 @@ fn output_and_input_file_names_can_be_chosen() {
     ]);
     assert!(verify.status.success(), "{}", text(&verify));
 }
+
+/// Serials of the certificates named `name` with `status`, from `cert list --json`.
+fn serials(s: &Scratch, name: &str, status: &str) -> Vec<String> {
+    let json: serde_json::Value = serde_json::from_str(&s.ok(&["cert", "list", "--json"])).unwrap();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"] == name && r["status"] == status)
+        .map(|r| r["serial"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `cert renew NAME` in the README's order replaces NAME.crt and NAME.key because they hold
+/// the certificate it renews; `cert issue NAME --force` supersedes the earlier certificate,
+/// so a name has one current certificate; renewing a superseded or revoked one says so.
+#[test]
+fn reissue_supersedes_and_renew_replaces_only_its_own_files() {
+    let s = Scratch::with_ca(&[]);
+    s.ok(&["cert", "issue", "api", "--san", "api.example.com"]);
+    let (crt1, key1) = (s.read("api.crt"), s.read("api.key"));
+    let first = serials(&s, "api", "valid");
+    let out = s.ok(&["cert", "renew", "api"]);
+    assert!(out.contains(&format!("replaces   serial {}", first[0])), "{out}");
+    assert_ne!(s.read("api.crt"), crt1);
+    assert_ne!(s.read("api.key"), key1);
+    assert_eq!(mode(&s.path("api.key")), 0o600);
+    assert!(openssl_verify(&s, "api.crt", "sslserver").status.success());
+    let key_pub = text(&s.openssl(&["pkey", "-in", "api.key", "-pubout"]));
+    assert_eq!(key_pub, x509(&s, "api.crt", &["-pubkey"]), "the new key belongs to the new cert");
+    assert_eq!(serials(&s, "api", "superseded"), first);
+
+    let renewed = serials(&s, "api", "valid");
+    let out = s.ok(&["cert", "issue", "api", "--san", "api.example.com", "--force"]);
+    assert!(out.contains(&format!("replaces   serial {} (now superseded", renewed[0])), "{out}");
+    let current = serials(&s, "api", "valid");
+    assert_eq!(current.len(), 1, "one current certificate per name");
+    assert!(s.ok(&["cert", "show", "api"]).contains(&current[0]));
+    assert_eq!(serials(&s, "api", "superseded").len(), 2);
+
+    let err = s.fails(&["cert", "renew", &first[0]]);
+    assert!(err.contains("already renewed") && !err.contains("invalid name"), "{err}");
+    let out = s.ok(&["cert", "revoke", "api"]);
+    assert!(out.contains(&format!("serial {}", current[0])), "{out}");
+    assert!(out.contains(&format!("earlier certificate of api, serial {}", renewed[0])), "{out}");
+    let err = s.fails(&["cert", "renew", "api"]);
+    assert!(
+        err.contains("is revoked and cannot be renewed") && !err.contains("invalid name"),
+        "{err}"
+    );
+
+    // A file renew did not write stays, unless --force.
+    s.ok(&["cert", "issue", "web", "--san", "web.example.com", "--out-dir", "w"]);
+    let web_key = s.read("w/web.key");
+    std::fs::write(s.path("w/web.crt"), s.read("api.crt")).unwrap();
+    let err = s.fails(&["cert", "renew", "web", "--out-dir", "w"]);
+    assert!(err.contains("w/web.crt does not hold the certificate being renewed"), "{err}");
+    assert_eq!(s.read("w/web.crt"), s.read("api.crt"));
+    s.ok(&["cert", "renew", "web", "--out-dir", "w", "--force"]);
+    std::fs::write(s.path("w/web.key"), s.read("api.key")).unwrap();
+    let err = s.fails(&["cert", "renew", "web", "--out-dir", "w"]);
+    assert!(err.contains("w/web.key does not hold the private key"), "{err}");
+    assert_eq!(s.read("w/web.key"), s.read("api.key"));
+    assert_ne!(s.read("w/web.key"), web_key);
+    std::fs::remove_file(s.path("w/web.key")).unwrap();
+    s.ok(&["cert", "renew", "web", "--out-dir", "w"]);
+    let key = s.read("w/web.key");
+    s.ok(&["cert", "renew", "web", "--out-dir", "w", "--reuse-key"]);
+    assert_eq!(s.read("w/web.key"), key, "--reuse-key leaves the key alone");
+    let key_pub = text(&s.openssl(&["pkey", "-in", "w/web.key", "-pubout"]));
+    assert_eq!(key_pub, x509(&s, "w/web.crt", &["-pubkey"]));
+    no_temp_files(&s.path("w"));
+}

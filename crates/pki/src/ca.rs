@@ -148,6 +148,8 @@ pub struct Issued {
     pub key_pem: Option<String>,
     pub sans: Vec<San>,
     pub profile: Profile,
+    /// Serials of earlier certificates of the same name that this one supersedes.
+    pub supersedes: Vec<String>,
 }
 
 impl Issued {
@@ -391,7 +393,7 @@ impl Authority {
         require_server_san(profile, &sans)?;
         let key = req.key_type.generate()?;
         let subject = req.subject.clone().unwrap_or_default().with_default_cn(&req.name);
-        let issued = self.sign(
+        let mut issued = self.sign(
             &req.name,
             &subject,
             &sans,
@@ -401,7 +403,7 @@ impl Authority {
             req.key_type.is_rsa(),
             Some(crate::keys::to_pem(&key)),
         )?;
-        self.record(&issued, None, deliver)?;
+        self.record(&mut issued, None, deliver)?;
         Ok(issued)
     }
 
@@ -448,7 +450,7 @@ impl Authority {
                 reason: format!("unsupported public key: {e}"),
             }
         })?;
-        let issued = self.sign(
+        let mut issued = self.sign(
             &name,
             &csr.subject,
             &sans,
@@ -458,8 +460,29 @@ impl Authority {
             csr.rsa_key,
             None,
         )?;
-        self.record(&issued, None, deliver)?;
+        self.record(&mut issued, None, deliver)?;
         Ok(issued)
+    }
+
+    /// The certificate `query` (serial or name) names, if it can be renewed: a revoked one
+    /// cannot ([`PkiError::RenewRevoked`]), nor one already renewed
+    /// ([`PkiError::RenewSuperseded`]).
+    pub fn renewable(&self, query: &str) -> Result<Record, PkiError> {
+        let old = self.store.find(query)?;
+        match old.status {
+            crate::store::Status::Valid => {}
+            crate::store::Status::Revoked => {
+                return Err(PkiError::RenewRevoked { serial: old.serial, name: old.name });
+            }
+            crate::store::Status::Superseded => {
+                return Err(PkiError::RenewSuperseded {
+                    serial: old.serial,
+                    name: old.name,
+                    by: old.superseded_by.unwrap_or_default(),
+                });
+            }
+        }
+        Ok(old)
     }
 
     /// Renews the certificate found by `query`: same subject, SANs and profile, a validity as
@@ -471,13 +494,7 @@ impl Authority {
         reuse_key: bool,
         deliver: impl FnOnce(&Issued) -> Result<(), PkiError>,
     ) -> Result<(Issued, Record), PkiError> {
-        let old = self.store.find(query)?;
-        if old.status == crate::store::Status::Revoked {
-            return Err(PkiError::InvalidName {
-                value: query.to_string(),
-                reason: "this certificate is revoked; issue a new one instead of renewing it",
-            });
-        }
+        let old = self.renewable(query)?;
         let (_, cert) = X509Certificate::from_der(&old.der)
             .map_err(|e| PkiError::bad_file(self.store.path(), format!("stored cert: {e}")))?;
         let subject = Subject::from_name(cert.subject(), |_| {});
@@ -492,7 +509,7 @@ impl Authority {
             Validity::Minutes(u32::try_from(lifetime.whole_minutes().max(1)).unwrap_or(60))
         };
         let rsa = cert.public_key().algorithm.algorithm.to_id_string() == "1.2.840.113549.1.1.1";
-        let issued = if reuse_key {
+        let mut issued = if reuse_key {
             let public_key = rcgen::SubjectPublicKeyInfo::from_der(cert.public_key().raw)?;
             self.sign(&old.name, &subject, &sans, profile, validity, &public_key, rsa, None)?
         } else {
@@ -510,7 +527,7 @@ impl Authority {
                 Some(pem),
             )?
         };
-        self.record(&issued, Some(&old.serial), deliver)?;
+        self.record(&mut issued, Some(&old.serial), deliver)?;
         Ok((issued, old))
     }
 
@@ -739,6 +756,7 @@ impl Authority {
             key_pem,
             sans: sans.to_vec(),
             profile,
+            supersedes: vec![],
         })
     }
 
@@ -768,17 +786,24 @@ impl Authority {
         }
     }
 
+    /// Records `issued`, marks every earlier valid certificate of its name (and `supersedes`,
+    /// the one renewed) as superseded by it, and calls `deliver`, all in one transaction.
+    /// A name thus has one current certificate, which `cert show NAME` and `cert revoke NAME`
+    /// find; the serials superseded are noted in `issued.supersedes`.
     fn record(
         &mut self,
-        issued: &Issued,
+        issued: &mut Issued,
         supersedes: Option<&str>,
         deliver: impl FnOnce(&Issued) -> Result<(), PkiError>,
     ) -> Result<(), PkiError> {
         self.store.transaction(|tx| {
-            tx.insert(&issued.record)?;
+            let new = issued.record.serial.clone();
             if let Some(old) = supersedes {
-                tx.supersede(old, &issued.record.serial)?;
+                tx.supersede(old, &new)?;
             }
+            let earlier = tx.supersede_name(&issued.record.name, &new)?;
+            tx.insert(&issued.record)?;
+            issued.supersedes = supersedes.map(str::to_string).into_iter().chain(earlier).collect();
             deliver(issued)
         })
     }
@@ -817,6 +842,50 @@ pub fn write_leaf_files_at(
     files.write(crt, issued.chain_pem.as_bytes(), Mode::Public, crt_overwrite)?;
     files.commit();
     Ok((crt.to_path_buf(), key_written))
+}
+
+/// How renewal may treat the existing files at `crt` and `key` (the key only when a new one
+/// is written): a file that holds the certificate being renewed, or its private key, is
+/// replaced, since renewing is what it is for; a missing file is created; any other file is
+/// refused with [`PkiError::NotRenewedFile`] unless `force`.
+pub fn renewal_overwrite(
+    old: &Record,
+    crt: &Path,
+    key: Option<&Path>,
+    force: bool,
+) -> Result<(Overwrite, Overwrite), PkiError> {
+    if force {
+        return Ok((Overwrite::Force, Overwrite::Force));
+    }
+    let foreign = |path: &Path, what| PkiError::NotRenewedFile {
+        path: path.to_path_buf(),
+        what,
+        serial: old.serial.clone(),
+    };
+    let crt_overwrite = if crt.exists() {
+        let first = crate::pem::read_certs(crt).ok().and_then(|c| c.into_iter().next());
+        if first.is_none_or(|der| der.as_ref() != old.der.as_slice()) {
+            return Err(foreign(crt, "the certificate"));
+        }
+        Overwrite::Force
+    } else {
+        Overwrite::Refuse
+    };
+    let key_overwrite = match key {
+        Some(key) if key.exists() => {
+            let (_, cert) = X509Certificate::from_der(&old.der)
+                .map_err(|e| PkiError::bad_file("<inventory certificate>", e.to_string()))?;
+            let public = cert.public_key().subject_public_key.data.to_vec();
+            let matches =
+                crate::keys::load(key, None).is_ok_and(|k| k.public_key_raw() == public.as_slice());
+            if !matches {
+                return Err(foreign(key, "the private key of the certificate"));
+            }
+            Overwrite::Force
+        }
+        _ => Overwrite::Refuse,
+    };
+    Ok((crt_overwrite, key_overwrite))
 }
 
 /// `DIR/NAME.crt` and `DIR/NAME.key`.
@@ -1231,5 +1300,26 @@ mod tests {
             assert!(err.to_string().contains(fragment), "{err}");
             assert!(!path.exists(), "a refused init creates nothing");
         }
+    }
+
+    /// Issuing a name again supersedes its earlier certificate, so the name has one current
+    /// certificate; a superseded or revoked one is refused for renewal with its own reason.
+    #[test]
+    fn reissue_supersedes_and_renewal_refuses_superseded_or_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = ca(&dir.path().join("ca"));
+        let req = IssueRequest::new("api", vec!["api.example.test".into()]);
+        let first = ca.issue(&req, |_| Ok(())).unwrap();
+        let second = ca.issue(&req, |_| Ok(())).unwrap();
+        assert_eq!(second.supersedes, vec![first.record.serial.clone()]);
+        let old = ca.store().find(&first.record.serial).unwrap();
+        assert_eq!(old.status, crate::store::Status::Superseded);
+        assert_eq!(old.superseded_by.as_deref(), Some(second.record.serial.as_str()));
+        let err = ca.renew(&first.record.serial, false, |_| Ok(())).err().unwrap();
+        assert!(matches!(err, PkiError::RenewSuperseded { .. }), "{err}");
+        ca.revoke("api", Reason::KeyCompromise).unwrap();
+        let err = ca.renew("api", false, |_| Ok(())).err().unwrap();
+        assert!(matches!(err, PkiError::RenewRevoked { .. }), "{err}");
+        assert!(err.to_string().contains("is revoked and cannot be renewed"), "{err}");
     }
 }

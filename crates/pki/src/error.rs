@@ -77,6 +77,21 @@ pub enum PkiError {
     CsrRejected { source_name: String, reason: String },
     #[error("no certificate with serial or name {query:?} in the inventory")]
     UnknownCertificate { query: String },
+    #[error(
+        "certificate {name} (serial {serial}) is revoked and cannot be renewed; issue a new one: \
+         certgate cert issue {name} ... --force"
+    )]
+    RenewRevoked { serial: String, name: String },
+    #[error(
+        "certificate {name} (serial {serial}) was already renewed as serial {by}; renew the \
+         current one: certgate cert renew {name}"
+    )]
+    RenewSuperseded { serial: String, name: String, by: String },
+    #[error(
+        "{path} does not hold {what} being renewed (serial {serial}), so renew will not \
+         replace it; pass --force to overwrite it, or --out-dir for another directory"
+    )]
+    NotRenewedFile { path: PathBuf, what: &'static str, serial: String },
     #[error("certificate {serial} is already revoked (since {revoked_at})")]
     AlreadyRevoked { serial: String, revoked_at: String },
     #[error("{path}: the private key does not belong to the certificate")]

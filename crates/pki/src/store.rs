@@ -307,6 +307,28 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Records every valid certificate named `name` as superseded by `new` (a re-issue of the
+    /// name) and returns their serials, oldest first.
+    pub fn supersede_name(&mut self, name: &str, new: &str) -> Result<Vec<String>, PkiError> {
+        let serials = {
+            let mut stmt = self
+                .tx
+                .prepare(
+                    "SELECT serial FROM certificates WHERE name = ?1 AND status = 'valid'
+                     AND serial != ?2 ORDER BY issued_at, rowid",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(params![name, new], |row| row.get::<_, String>(0))
+                .map_err(|e| self.err(e))?;
+            rows.collect::<Result<Vec<String>, _>>().map_err(|e| self.err(e))?
+        };
+        for old in &serials {
+            self.supersede(old, new)?;
+        }
+        Ok(serials)
+    }
+
     /// Revoked certificates issued by `issuer`, for a CRL.
     pub fn revoked_by(&mut self, issuer: &str) -> Result<Vec<crate::crl::Entry>, PkiError> {
         let mut stmt = self

@@ -97,7 +97,8 @@ pub struct IssueArgs {
     /// client.key`.
     #[arg(long, value_name = "FILE")]
     pub key_out: Option<PathBuf>,
-    /// Overwrite existing NAME.crt / NAME.key (or the --cert-out / --key-out files).
+    /// Overwrite existing NAME.crt / NAME.key (or the --cert-out / --key-out files). An
+    /// earlier certificate of NAME is recorded as superseded by the new one.
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
@@ -228,7 +229,9 @@ pub struct RenewArgs {
     /// Certify the same public key again instead of generating a new key.
     #[arg(long)]
     pub reuse_key: bool,
-    /// Overwrite existing files (renewal replaces NAME.crt; without --reuse-key also NAME.key).
+    /// Overwrite files that are not the renewed certificate's own. Without it, NAME.crt (and,
+    /// without --reuse-key, NAME.key) are replaced only when they hold the certificate being
+    /// renewed (and its key); any other file is left alone.
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
@@ -292,7 +295,15 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         written = Some(ca::write_leaf_files_at(&crt, &key, issued, overwrite, overwrite)?);
         Ok(())
     })?;
-    print_issued(&mut Out::lock(), "issued", &issued, written)?;
+    let mut stdout = Out::lock();
+    print_issued(&mut stdout, "issued", &issued, written)?;
+    for serial in &issued.supersedes {
+        writeln!(
+            stdout,
+            "  replaces   serial {serial} (now superseded: still usable until it expires; \
+             revoke it by serial if it must stop working)"
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -487,6 +498,18 @@ fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
         r.revoked_at.map(format_time).unwrap_or_default(),
         a.reason.as_str()
     )?;
+    let superseded = ListFilter { expiring_before: None, status: Some("superseded".into()) };
+    let now = OffsetDateTime::now_utc();
+    for earlier in authority.store().list(&superseded, now)?.iter().filter(|e| e.name == r.name) {
+        writeln!(
+            stdout,
+            "note: an earlier certificate of {}, serial {} (superseded), stays usable until {}; \
+             revoke it by serial if it must stop working too",
+            r.name,
+            earlier.serial,
+            format_time(earlier.not_after)
+        )?;
+    }
     writeln!(stdout, "publish it: certgate crl --ca-dir {}", a.dir.ca_dir.display())?;
     if r.profile == "ca" {
         writeln!(
@@ -500,18 +523,17 @@ fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
 
 fn renew(a: RenewArgs) -> anyhow::Result<ExitCode> {
     let mut authority = a.ca.open()?;
-    let old = authority.store().find(&a.name)?;
+    let old = authority.renewable(&a.name)?;
     ca::check_file_name(&old.name)?;
     let (crt, key) = ca::leaf_file_paths(&a.out_dir, &old.name);
-    let mut targets = vec![crt.as_path()];
-    if !a.reuse_key {
-        targets.push(key.as_path());
-    }
-    certgate_pki::fs::ensure_absent(targets, Overwrite::from_force(a.force))?;
+    let new_key = (!a.reuse_key).then_some(key.as_path());
+    // Checked before the CA signs, and again (by the writes) when the files are replaced.
+    ca::renewal_overwrite(&old, &crt, new_key, a.force)?;
     create_dir(&a.out_dir)?;
     let mut written = None;
     let (issued, old) = authority.renew(&a.name, a.reuse_key, |issued| {
-        written = Some(ca::write_leaf_files(&a.out_dir, &issued.record.name, issued, a.force)?);
+        let (crt_overwrite, key_overwrite) = ca::renewal_overwrite(&old, &crt, new_key, a.force)?;
+        written = Some(ca::write_leaf_files_at(&crt, &key, issued, crt_overwrite, key_overwrite)?);
         Ok(())
     })?;
     let mut stdout = Out::lock();
