@@ -256,7 +256,8 @@ fn certificates_outside_name_constraints_are_refused() {
     openssl_signed_leaf(
         &s,
         "evil",
-        "subjectAltName=DNS:evil.test\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n",
+        "subjectAltName=DNS:evil.test\nextendedKeyUsage=serverAuth\n\
+         keyUsage=critical,digitalSignature\n",
     );
     let out = s.run(&["verify", "evil.crt", "--purpose", "server"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -494,4 +495,63 @@ fn reissue_supersedes_and_renew_replaces_only_its_own_files() {
     let key_pub = text(&s.openssl(&["pkey", "-in", "w/web.key", "-pubout"]));
     assert_eq!(key_pub, x509(&s, "w/web.crt", &["-pubkey"]));
     no_temp_files(&s.path("w"));
+}
+
+/// The example lines of `certgate ARGS --help` (after "Examples:"), each split into
+/// arguments as a shell would (double quotes, `\` line continuations, `#` comments).
+fn help_examples(s: &Scratch, args: &[&str]) -> Vec<Vec<String>> {
+    let mut all = args.to_vec();
+    all.push("--help");
+    let help = s.ok(&all);
+    let examples = help.split("Examples:\n").nth(1).expect("an Examples: section");
+    let joined = examples.replace("\\\n", " ");
+    joined
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("certgate "))
+        .map(|line| {
+            let line = line.split(" #").next().unwrap();
+            let (mut words, mut word, mut quoted) = (Vec::new(), String::new(), false);
+            for c in line.chars() {
+                match c {
+                    '"' => quoted = !quoted,
+                    ' ' if !quoted => {
+                        words.extend((!word.is_empty()).then(|| std::mem::take(&mut word)))
+                    }
+                    c => word.push(c),
+                }
+            }
+            words.extend((!word.is_empty()).then_some(word));
+            words
+        })
+        .collect()
+}
+
+/// The examples printed by `--help` for the commands with new flags run as printed.
+#[test]
+fn help_examples_run_as_printed() {
+    let s = Scratch::new();
+    let examples = help_examples(&s, &["ca", "init"]);
+    assert!(examples.len() >= 4, "{examples:?}");
+    for example in examples {
+        let fresh = Scratch::new();
+        let args: Vec<&str> = example.iter().map(String::as_str).collect();
+        fresh.ok(&args);
+    }
+    let s = Scratch::with_ca(&[]);
+    let examples = help_examples(&s, &["cert", "issue"]);
+    assert!(examples.len() >= 5, "{examples:?}");
+    for example in examples {
+        let args: Vec<&str> = example.iter().map(String::as_str).collect();
+        s.ok(&args);
+    }
+    // `ca root`'s examples redirect or write outside the scratch directory: only their
+    // command and flags are run here.
+    let root = help_examples(&s, &["ca", "root"]);
+    assert!(root.iter().all(|e| e[..2] == ["ca", "root"]), "{root:?}");
+    assert!(root.iter().any(|e| e[2] == "--out"), "{root:?}");
+    s.ok(&["ca", "root", "--out", "root_certificate.pem"]);
+    for example in help_examples(&s, &["cert", "renew"]) {
+        let args: Vec<&str> = example.iter().map(String::as_str).collect();
+        s.ok(&args);
+    }
 }

@@ -17,9 +17,17 @@ use super::out::Out;
 pub enum CaCommand {
     /// Create a root CA and, unless --no-intermediate, an intermediate (pathlen 0) that signs
     /// day-to-day certificates. Writes root.crt: the trust anchor for clients and gateways.
+    #[command(after_help = "Examples:
+  certgate ca init --name \"Example Root CA\"
+  certgate ca init --subject \"/C=US/ST=State/O=YourOrg/CN=Internal-CA\"
+  certgate ca init --no-intermediate --pathlen 0
+  certgate ca init --permit-dns example.com --permit-ip 10.0.0.0/8")]
     Init(InitArgs),
     /// Print the trust anchor (root.crt) as PEM, or write it to --out: what clients
     /// (`curl --cacert`), browsers and gateways need to trust this CA.
+    #[command(after_help = "Examples:
+  certgate ca root > root_certificate.pem
+  certgate ca root --out /etc/nginx/client_certs/root_certificate.pem")]
     Root(RootArgs),
 }
 

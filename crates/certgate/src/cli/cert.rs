@@ -21,10 +21,23 @@ use super::out::Out;
 #[derive(Debug, Subcommand)]
 pub enum CertCommand {
     /// Issue a certificate and a new key: writes NAME.crt (leaf + intermediates) and NAME.key.
+    #[command(after_help = "Examples:
+  certgate cert issue api --san api.example.com --san 10.0.0.7
+  certgate cert issue joe --san spiffe://example.com/joe
+  certgate cert issue svc --san spiffe://example.com/svc --san svc.example.com --profile dual
+  certgate cert issue bar --san bar.example.com --subject \"C=NL, O=Foo, CN=Bar\"
+  certgate cert issue client --san client@example.com --cert-out client.crt --key-out client.key")]
     Issue(IssueArgs),
     /// Sign a certificate signing request made by openssl, a browser or step.
+    #[command(after_help = "Examples:
+  certgate cert sign --csr svc.csr --profile server
+  certgate cert sign --csr client_csr.pem --profile client --out client_certificate.pem")]
     Sign(SignArgs),
     /// Export NAME.crt + NAME.key as a PKCS#12 file for browsers, phones, curl and Java.
+    #[command(after_help = "Examples:
+  certgate cert p12 joe --password-file p12.pass
+  certgate cert p12 foo --cert client_certificate.pem --key client_private_key.pem \\
+      --password-file p12.pass --out client_certificate.p12")]
     P12(P12Args),
     /// List issued certificates.
     List(ListArgs),
@@ -33,6 +46,9 @@ pub enum CertCommand {
     /// Revoke a certificate; publish the change with `certgate crl`.
     Revoke(RevokeArgs),
     /// Renew a certificate: same subject, SANs and profile, new validity (and a new key).
+    #[command(after_help = "Examples:
+  certgate cert renew api                # replaces api.crt and api.key in place
+  certgate cert renew api --reuse-key    # same key, new certificate")]
     Renew(RenewArgs),
 }
 
