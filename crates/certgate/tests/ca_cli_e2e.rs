@@ -555,3 +555,81 @@ fn help_examples_run_as_printed() {
         s.ok(&args);
     }
 }
+
+/// Under URI or email name constraints (which `ca init` does not offer, but another tool can
+/// put on an intermediate), certgate's verifier fails closed: a URI SAN, or a subject
+/// emailAddress, is refused, where OpenSSL evaluates URI constraints by host.
+#[test]
+fn uri_and_email_constraints_fail_closed() {
+    let s = Scratch::with_ca(&["--no-intermediate"]);
+    // An intermediate made by openssl under certgate's root, with URI and email subtrees.
+    openssl_csr(&s, "int", "/CN=URI Intermediate", &[]);
+    std::fs::write(
+        s.path("int.ext"),
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n\
+         nameConstraints=critical,permitted;URI:example.test,permitted;email:example.test\n",
+    )
+    .unwrap();
+    let out = s.openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "int.csr",
+        "-CA",
+        "ca/root.crt",
+        "-CAkey",
+        "ca/root.key",
+        "-days",
+        "1",
+        "-out",
+        "int.crt",
+        "-extfile",
+        "int.ext",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let leaf = |name: &str, subj: &str, ext: &str| {
+        openssl_csr(&s, name, subj, &[]);
+        std::fs::write(s.path(&format!("{name}.ext")), ext).unwrap();
+        let (csr, crt, extfile) =
+            (format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
+        let out = s.openssl(&[
+            "x509", "-req", "-in", &csr, "-CA", "int.crt", "-CAkey", "int.key", "-days", "1",
+            "-out", &crt, "-extfile", &extfile,
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let mut chain = s.read(&crt);
+        chain.extend(s.read("int.crt"));
+        std::fs::write(s.path(&crt), chain).unwrap();
+    };
+    let client = "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n";
+    leaf("spiffe", "/CN=joe", &format!("{client}subjectAltName=URI:spiffe://example.test/joe\n"));
+    leaf("mail", "/CN=ann/emailAddress=ann@example.test", client);
+    leaf("plain", "/CN=bob", client);
+
+    let openssl = |cert: &str| {
+        s.openssl(&[
+            "verify",
+            "-CAfile",
+            "ca/root.crt",
+            "-untrusted",
+            cert,
+            "-purpose",
+            "sslclient",
+            cert,
+        ])
+    };
+    assert!(openssl("spiffe.crt").status.success(), "{}", text(&openssl("spiffe.crt")));
+    let out = s.run(&["verify", "spiffe.crt", "--purpose", "client"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("outside the name constraints of CN=URI Intermediate"),
+        "{}",
+        text(&out)
+    );
+    let out = s.run(&["verify", "mail.crt", "--purpose", "client"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("email constraints are not evaluated"), "{}", text(&out));
+    // A certificate with no name of a constrained form passes both.
+    s.ok(&["verify", "plain.crt", "--purpose", "client"]);
+    assert!(openssl("plain.crt").status.success(), "{}", text(&openssl("plain.crt")));
+}
