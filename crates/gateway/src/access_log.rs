@@ -28,6 +28,16 @@ pub struct Entry<'a> {
     pub conn: &'a ConnInfo,
 }
 
+/// What a relayed (passthrough) connection's log line is made from.
+pub struct RelayEntry<'a> {
+    pub listener: &'a str,
+    pub peer: std::net::SocketAddr,
+    pub sni: Option<&'a str>,
+    pub route: &'a crate::tls::passthrough::Passthrough,
+    pub relayed: &'a crate::tls::passthrough::Relayed,
+    pub duration: Duration,
+}
+
 /// Where the access log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sink {
@@ -95,7 +105,27 @@ impl AccessLog {
 
     /// Queues one line; never blocks.
     pub fn write(&self, e: &Entry<'_>) {
-        let line = format_line(e);
+        self.send(format_line(e));
+    }
+
+    /// Queues the line of a relayed connection: no HTTP, so bytes and how it closed.
+    pub fn relayed(&self, e: &RelayEntry<'_>) {
+        let line = serde_json::json!({
+            "time": certgate_pki::validity::rfc3339(time::OffsetDateTime::now_utc()),
+            "listener": e.listener,
+            "client": e.peer.to_string(),
+            "sni": e.sni,
+            "passthrough": e.route.name,
+            "upstream": e.route.upstream,
+            "bytes_to_upstream": e.relayed.to_upstream,
+            "bytes_to_client": e.relayed.to_client,
+            "duration_ms": (e.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            "close": e.relayed.close,
+        });
+        self.send(line.to_string());
+    }
+
+    fn send(&self, line: String) {
         match self.lines.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {

@@ -78,7 +78,7 @@ pub enum UpstreamErrorKind {
 
 /// The handshake outcomes counted, the `X-Client-Verify` reason codes where the TLS alert tells
 /// them apart; anything else is counted as `invalid`.
-const OUTCOMES: [&str; 13] = [
+const OUTCOMES: [&str; 18] = [
     "ok",
     "no_certificate",
     "expired",
@@ -92,6 +92,11 @@ const OUTCOMES: [&str; 13] = [
     "invalid",
     "tls_error",
     "timeout",
+    "passthrough",
+    "no_sni_refused",
+    "source_refused",
+    "not_tls",
+    "client_hello_too_large",
 ];
 
 /// Where `invalid` is in [`OUTCOMES`].
@@ -327,6 +332,10 @@ pub struct MeteredTcp {
 }
 
 impl MeteredTcp {
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.tcp.local_addr()
+    }
+
     pub fn new(tcp: TcpStream, traffic: Option<Arc<Traffic>>) -> MeteredTcp {
         MeteredTcp { tcp, traffic }
     }

@@ -33,7 +33,6 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::access_log::AccessLog;
@@ -43,6 +42,7 @@ use crate::http::headers::ConnIdentity;
 use crate::http::pipeline::{self, ConnInfo, ListenerCtx};
 use crate::http::upstream::boxed;
 use crate::metrics::MeteredTcp;
+use crate::tls::passthrough::{Decision, HelloError, Passthrough, read_client_hello, relay};
 use crate::tls::server::{ClientCert, ListenerTls};
 
 /// Why the gateway could not start.
@@ -86,7 +86,6 @@ struct Slot {
 pub struct Generation {
     /// Counts up from 1 with each successful reload (logged per reload).
     pub id: u64,
-    acceptor: TlsAcceptor,
     tls: Arc<ListenerTls>,
     limits: Limits,
     trusted_proxies: Arc<[IpNet]>,
@@ -107,7 +106,6 @@ impl Generation {
             l.error_pages.is_some() || l.routes.routes().any(|r| r.error_pages.is_some());
         Generation {
             id,
-            acceptor: TlsAcceptor::from(tls.config.clone()),
             tls,
             limits: l.limits,
             trusted_proxies: l.trusted_proxies.into(),
@@ -119,6 +117,7 @@ impl Generation {
                 access_log,
                 metrics: listener_metrics,
                 error_pages: l.error_pages,
+                passthrough: l.passthrough,
                 any_error_pages,
             }),
         }
@@ -571,11 +570,21 @@ async fn accept_loop(slot: Arc<Slot>, stop: watch::Receiver<bool>) {
             let trusted_proxy = g.trusted_proxies.iter().any(|net| net.contains(peer.ip()));
             let _ = tcp.set_nodelay(true);
             let tcp = MeteredTcp::new(tcp, g.ctx.metrics.as_ref().map(|m| m.traffic()));
-            let shaken = handshake(tcp, peer, &g.acceptor, &g.limits).await;
+            let shaken = handshake(tcp, peer, g).await;
             if let Some(m) = &g.ctx.metrics {
-                m.handshake(shaken.as_ref().map_or_else(|outcome| *outcome, |_| "ok"));
+                m.handshake(match &shaken {
+                    Ok(Shaken::Tls(_)) => "ok",
+                    Ok(Shaken::Relay { .. }) => "passthrough",
+                    Err(outcome) => outcome,
+                });
             }
-            let Ok(stream) = shaken else { return };
+            let stream = match shaken {
+                Ok(Shaken::Tls(stream)) => *stream,
+                Ok(Shaken::Relay { tcp, hello, route, sni }) => {
+                    return passthrough(tcp, hello, &route, sni, peer, &g.ctx).await;
+                }
+                Err(_) => return,
+            };
             let conn = identity(&stream, peer, &g.tls, trusted_proxy);
             let recheck = Recheck::of(&conn, &slot);
             serve_http(stream, conn, g.ctx.clone(), &g.limits, stop, recheck).await;
@@ -583,17 +592,60 @@ async fn accept_loop(slot: Arc<Slot>, stop: watch::Receiver<bool>) {
     }
 }
 
-/// The TLS handshake, within `handshake_timeout`. On failure the client's alert is sent and
-/// the connection closed gracefully, and the outcome (a bounded metric label) is returned.
+/// What the first step of a connection leads to.
+enum Shaken {
+    /// The listener's own handshake completed.
+    Tls(Box<TlsStream<MeteredTcp>>),
+    /// The SNI belongs to a passthrough route: relay the ClientHello's bytes and the rest.
+    Relay { tcp: MeteredTcp, hello: Vec<u8>, route: Arc<Passthrough>, sni: Option<String> },
+}
+
+/// Reads the ClientHello (across segments and records, every byte kept if the listener can
+/// relay), decides by its SNI, and for a terminated host continues the listener's handshake
+/// from it; all within one `handshake_timeout`. On a refused handshake the client's alert is
+/// sent and the connection closed gracefully. Err is the outcome, a bounded metric label.
 async fn handshake(
-    tcp: MeteredTcp,
+    mut tcp: MeteredTcp,
     peer: SocketAddr,
-    acceptor: &TlsAcceptor,
-    limits: &Limits,
-) -> Result<TlsStream<MeteredTcp>, &'static str> {
-    let accept = acceptor.accept(tcp).into_fallible();
-    match tokio::time::timeout(limits.handshake_timeout, accept).await {
-        Ok(Ok(stream)) => Ok(stream),
+    g: &Generation,
+) -> Result<Shaken, &'static str> {
+    let deadline = tokio::time::Instant::now() + g.limits.handshake_timeout;
+    let passthrough = &g.ctx.passthrough;
+    let read = read_client_hello(&mut tcp, passthrough.relays());
+    let (accepted, hello) = match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, outcome = error.outcome(), "no ClientHello");
+            if error == HelloError::NotTls {
+                // A plain-HTTP request on the TLS port: say so, as nginx does.
+                let _ = tcp.write_all(PLAIN_HTTP_ANSWER).await;
+            }
+            refuse(tcp).await;
+            return Err(error.outcome());
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "ClientHello not received in time");
+            return Err("timeout");
+        }
+    };
+    // Compared as configured: lowercase, without a trailing dot.
+    let sni = accepted
+        .client_hello()
+        .server_name()
+        .map(|name| name.trim_end_matches('.').to_ascii_lowercase());
+    match passthrough.decide(sni.as_deref(), peer.ip()) {
+        Decision::Terminate => {}
+        Decision::Relay(route) => return Ok(Shaken::Relay { tcp, hello, route, sni }),
+        Decision::Refuse(outcome) => {
+            tracing::info!(%peer, sni = sni.as_deref().unwrap_or(""), outcome, "connection refused");
+            refuse(tcp).await;
+            return Err(outcome);
+        }
+    }
+    let start = tokio_rustls::StartHandshake::from_parts(accepted, tcp);
+    let accept = start.into_stream(g.tls.config.clone()).into_fallible();
+    match tokio::time::timeout_at(deadline, accept).await {
+        Ok(Ok(stream)) => Ok(Shaken::Tls(Box::new(stream))),
         Ok(Err((error, tcp))) => {
             let outcome = match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
                 Some(e @ rustls::Error::InvalidCertificate(cert)) => {
@@ -616,6 +668,34 @@ async fn handshake(
             tracing::debug!(%peer, "TLS handshake timed out");
             Err("timeout")
         }
+    }
+}
+
+/// The answer to a plain-HTTP request on a TLS port.
+const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
+Content-Length: 44\r\nConnection: close\r\n\r\nthis port speaks TLS: use https:// to reach it\n";
+
+/// Relays a passed-through connection until it ends, then writes its access-log line.
+async fn passthrough(
+    mut tcp: MeteredTcp,
+    hello: Vec<u8>,
+    route: &Passthrough,
+    sni: Option<String>,
+    peer: SocketAddr,
+    ctx: &ListenerCtx,
+) {
+    let started = std::time::Instant::now();
+    let local = tcp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let done = relay(&mut tcp, &hello, route, peer, local, sni.as_deref()).await;
+    if let Some(log) = &ctx.access_log {
+        log.relayed(&crate::access_log::RelayEntry {
+            listener: &ctx.name,
+            peer,
+            sni: sni.as_deref(),
+            route,
+            relayed: &done,
+            duration: started.elapsed(),
+        });
     }
 }
 

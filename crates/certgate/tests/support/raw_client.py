@@ -20,6 +20,11 @@
       the preface and prints "served" on the server's SETTINGS. Then keeps the connection
       open (answering PINGs) and prints "closed after S s" when the server closes it (20 s max).
 
+  raw_client.py hello    --port P [--sni NAME] [--split whole|bytes|records]
+      Makes a real ClientHello (Python's ssl, SNI NAME if given) and sends it: in one write,
+      one byte per write, or re-framed as two TLS records. Prints "local <port>", the hex of
+      the bytes sent, and what came back before the server closed or 3 s passed.
+
 Loopback only; every wait is bounded.
 """
 
@@ -190,6 +195,51 @@ def hold(args):
     print(f"closed after {time.monotonic() - started:.2f} s", flush=True)
 
 
+def client_hello(sni):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def hello(args):
+    data = client_hello(args.sni)
+    if args.split == "records":
+        # The same handshake message in two TLS records.
+        body = data[5:]
+        half = len(body) // 2
+        rec = lambda part: data[:3] + struct.pack("!H", len(part)) + part
+        data = rec(body[:half]) + rec(body[half:])
+    s = socket.create_connection(("127.0.0.1", args.port), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    print("local", s.getsockname()[1])
+    print("sent", data.hex())
+    if args.split == "bytes":
+        for i in range(len(data)):
+            s.sendall(data[i : i + 1])
+            time.sleep(0.001)
+    else:
+        s.sendall(data)
+    got = b""
+    s.settimeout(3)
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except (socket.timeout, OSError):
+        pass
+    print("received", got.hex())
+    sys.stdout.flush()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("mode")
@@ -206,9 +256,11 @@ def main():
     p.add_argument("--slow", type=int, default=0)
     p.add_argument("--hold", type=float, default=0)
     p.add_argument("--requests", type=int, default=1)
+    p.add_argument("--sni")
+    p.add_argument("--split", default="whole")
     args = p.parse_args()
     {"request": request, "h2idle": h2idle, "slowbody": slowbody, "flood": flood, "pipe": pipe,
-     "hold": hold}[
+     "hold": hold, "hello": hello}[
         args.mode
     ](args)
 

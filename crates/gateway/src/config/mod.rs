@@ -25,6 +25,7 @@ use crate::http::headers::{HeaderFormat, IdentityHeaderNames};
 use crate::http::route::{PathMatching, Route, RouteTable};
 use crate::http::upstream::{Target, Upstream, UpstreamSettings};
 use crate::server::IpNet;
+use crate::tls::passthrough::{NoSni, Passthrough, SniTable};
 use crate::tls::server::{ClientAuth, ListenerTls};
 
 /// The longest timeout the configuration accepts: anything longer is a mistake, not a bound.
@@ -169,6 +170,8 @@ pub struct Listener {
     pub routes: RouteTable,
     /// Custom answers for refusals on this listener (after any route's own).
     pub error_pages: Option<Arc<ErrorPages>>,
+    /// Server names relayed undecrypted, and what a ClientHello without SNI gets.
+    pub passthrough: Arc<SniTable>,
 }
 
 /// Reads and builds the configuration file at `path`.
@@ -336,12 +339,14 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         }
     }
     let strip = Arc::new(crate::http::headers::StripSet::new(all_header_names));
+    let passthroughs = b.passthroughs(&raw.passthroughs, &listener_names);
 
     let mut listeners = Vec::new();
     let mut seen_addrs = HashSet::new();
     for ((i, l), routes) in raw.listeners.iter().enumerate().zip(routes_by_listener) {
         let field = format!("listener[{i}]");
-        let Some(listener) = b.listener(&field, l, &listener_names[i], routes, strip.clone())
+        let sni = b.sni_table(&field, l, &listener_names[i], &passthroughs);
+        let Some(listener) = b.listener(&field, l, &listener_names[i], routes, strip.clone(), sni)
         else {
             continue;
         };
@@ -557,6 +562,7 @@ impl Builder {
         name: &str,
         routes: Vec<Arc<Route>>,
         strip: Arc<crate::http::headers::StripSet>,
+        passthrough: SniTable,
     ) -> Option<Listener> {
         let errors_before = self.errors.len();
         let addr = match l.listen.parse::<SocketAddr>() {
@@ -665,6 +671,7 @@ impl Builder {
             trusted_proxies,
             routes: RouteTable::new(routes, strip),
             error_pages,
+            passthrough: Arc::new(passthrough),
         })
     }
 
@@ -787,6 +794,150 @@ impl Builder {
             return None;
         }
         Some(Admin { addr, tls })
+    }
+
+    /// Every `[[passthrough]]` route, with the listener it is limited to (`None`: all).
+    fn passthroughs(
+        &mut self,
+        raw: &[raw::RawPassthrough],
+        listener_names: &[String],
+    ) -> Vec<(Option<String>, Vec<String>, Arc<Passthrough>)> {
+        let mut out = Vec::new();
+        let mut names = HashSet::new();
+        for (i, p) in raw.iter().enumerate() {
+            let field = format!("passthrough[{i}]");
+            let before = self.errors.len();
+            if let Err(reason) = route_name_problem(&p.name) {
+                self.error(&format!("{field}.name"), reason.replace("route name", "name"));
+            } else if !names.insert(p.name.as_str()) {
+                self.error(
+                    &format!("{field}.name"),
+                    format!("{:?} names two passthrough routes", p.name),
+                );
+            }
+            if let Some(l) = &p.listener
+                && !listener_names.contains(l)
+            {
+                self.error(&format!("{field}.listener"), format!("no listener named {l:?}"));
+            }
+            let mut sni = Vec::new();
+            for (j, name) in p.sni.iter().enumerate() {
+                let lower = name.to_ascii_lowercase();
+                let bare = lower.strip_prefix("*.").unwrap_or(&lower);
+                let valid = !bare.is_empty()
+                    && !bare.contains('*')
+                    && rustls_pki_types::DnsName::try_from(bare).is_ok()
+                    && bare.parse::<std::net::IpAddr>().is_err();
+                if valid {
+                    sni.push(lower);
+                } else {
+                    self.error(
+                        &format!("{field}.sni[{j}]"),
+                        format!("{name:?} is not a server name (api.example.com or *.example.com)"),
+                    );
+                }
+            }
+            let host_port = p.upstream.rsplit_once(':').filter(|(h, port)| {
+                !h.is_empty() && !h.contains('/') && port.parse::<u16>().is_ok_and(|n| n > 0)
+            });
+            if host_port.is_none() {
+                self.error(
+                    &format!("{field}.upstream"),
+                    format!(
+                        "{:?} is not host:port such as 10.0.0.5:8443 (TLS is the upstream's own)",
+                        p.upstream
+                    ),
+                );
+            }
+            let connect_timeout = self.duration(
+                &format!("{field}.connect_timeout"),
+                p.connect_timeout.as_ref(),
+                Duration::from_secs(5),
+            );
+            let idle_timeout = self.duration(
+                &format!("{field}.idle_timeout"),
+                p.idle_timeout.as_ref(),
+                Duration::from_secs(300),
+            );
+            let proxy_v2 = match p.proxy_protocol.as_deref() {
+                None => false,
+                Some("v2") => true,
+                Some(other) => {
+                    self.error(
+                        &format!("{field}.proxy_protocol"),
+                        format!("{other:?}: the only version sent is \"v2\""),
+                    );
+                    false
+                }
+            };
+            let mut allow = Vec::new();
+            for (j, a) in p.allow.iter().enumerate() {
+                match parse_net(a) {
+                    Some(net) => allow.push(net),
+                    None => self.error(
+                        &format!("{field}.allow[{j}]"),
+                        format!("{a:?} is not an IP address or network such as 10.0.0.0/8"),
+                    ),
+                }
+            }
+            if self.errors.len() > before {
+                continue;
+            }
+            let route = Passthrough {
+                name: p.name.clone(),
+                upstream: p.upstream.clone(),
+                connect_timeout,
+                idle_timeout,
+                proxy_v2,
+                allow,
+            };
+            out.push((p.listener.clone(), sni, Arc::new(route)));
+        }
+        out
+    }
+
+    /// A listener's passthrough table: the routes that apply to it, each name once.
+    fn sni_table(
+        &mut self,
+        field: &str,
+        l: &raw::RawListener,
+        name: &str,
+        all: &[(Option<String>, Vec<String>, Arc<Passthrough>)],
+    ) -> SniTable {
+        let mine: Vec<&(Option<String>, Vec<String>, Arc<Passthrough>)> =
+            all.iter().filter(|(only, _, _)| only.as_deref().is_none_or(|o| o == name)).collect();
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        for (_, names, route) in &mine {
+            for n in names {
+                if let Some(other) = seen.insert(n, &route.name) {
+                    self.error(
+                        &format!("{field}.passthrough"),
+                        format!(
+                            "{n} is passed through by both {other} and {} on listener {name}",
+                            route.name
+                        ),
+                    );
+                }
+            }
+        }
+        let no_sni = match l.no_sni.as_deref() {
+            None | Some("terminate") => NoSni::Terminate,
+            Some("refuse") => NoSni::Refuse,
+            Some(other) => match mine.iter().find(|(_, _, r)| r.name == other) {
+                Some((_, _, route)) => NoSni::Relay(route.clone()),
+                None => {
+                    self.error(
+                        &format!("{field}.no_sni"),
+                        format!(
+                            "{other:?}: use \"terminate\", \"refuse\", or the name of a passthrough \
+                             route on this listener"
+                        ),
+                    );
+                    NoSni::Terminate
+                }
+            },
+        };
+        SniTable::new(mine.into_iter().map(|(_, n, r)| (n.clone(), r.clone())).collect(), no_sni)
     }
 
     /// Error page rules, their templates read and checked now; `None` when there are none.

@@ -12,6 +12,8 @@ pub struct RawConfig {
     pub listeners: Vec<RawListener>,
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<RawUpstream>,
+    #[serde(default, rename = "passthrough")]
+    pub passthroughs: Vec<RawPassthrough>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RawRoute>,
     #[serde(default)]
@@ -54,9 +56,33 @@ pub struct RawListener {
     /// `Forwarded` headers are kept and appended to. Default: none (replaced).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// What a ClientHello without SNI gets: "terminate" (default), "refuse", or the name of a
+    /// passthrough route.
+    pub no_sni: Option<String>,
     /// Custom bodies (and statuses) for the gateway's own answers on this listener.
     #[serde(default, rename = "error_page")]
     pub error_pages: Vec<RawErrorPage>,
+}
+
+/// TLS relayed by SNI to a TCP upstream, undecrypted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassthrough {
+    pub name: String,
+    /// Only on this listener; default: every listener.
+    pub listener: Option<String>,
+    /// Server names (`idp.example.com`, `*.example.com`).
+    #[serde(default)]
+    pub sni: Vec<String>,
+    /// `host:port` of the upstream that terminates TLS itself.
+    pub upstream: String,
+    pub connect_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    /// `"v2"`: send a PROXY protocol v2 header first.
+    pub proxy_protocol: Option<String>,
+    /// Client addresses or networks allowed; default: any.
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

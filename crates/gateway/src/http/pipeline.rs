@@ -67,6 +67,8 @@ pub struct ListenerCtx {
     pub error_pages: Option<Arc<ErrorPages>>,
     /// Whether the listener or any of its routes has error pages: only then is `Accept` read.
     pub any_error_pages: bool,
+    /// The server names this listener relays undecrypted: their Host gets 421 here.
+    pub passthrough: Arc<crate::tls::passthrough::SniTable>,
 }
 
 /// What the phases learned about one request, for the access log (and later metrics).
@@ -190,6 +192,12 @@ async fn phases(
         && *sni != host
     {
         return Err(Reject::Misdirected { sni: sni.clone(), host });
+    }
+    //    A host this listener passes through undecrypted is never served by the terminated
+    //    side, whatever the SNI check says.
+    if ctx.passthrough.relays() && ctx.passthrough.passes_through(&host) {
+        let sni = conn.sni.clone().unwrap_or_else(|| "no server name".into());
+        return Err(Reject::Misdirected { sni, host });
     }
 
     // 6 + 7. Client certificate and authorization.
@@ -325,6 +333,7 @@ mod tests {
             metrics: None,
             error_pages: None,
             any_error_pages: false,
+            passthrough: Arc::default(),
         })
     }
 

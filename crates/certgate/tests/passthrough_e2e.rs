@@ -1,0 +1,262 @@
+//! End-to-end tests of TLS passthrough by SNI: one listener relays some server names
+//! undecrypted to upstreams that do their own (m)TLS, and terminates the others itself.
+
+// A test that cannot set itself up should fail loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod gateway_support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use certgate_pki::testkit::TestPki;
+use gateway_support::*;
+
+/// The gateway's PKI with a server certificate for api.example.test, and a client "joe".
+fn gateway_pki(dir: &std::path::Path) -> TestPki {
+    let pki = pki_in(dir);
+    pki.server(&["api.example.test", "localhost", "127.0.0.1"]).write(dir, "server");
+    pki.client("joe", &[]).write(dir, "joe");
+    pki
+}
+
+/// A TCP upstream that records what each connection sends (until it closes or goes quiet
+/// for 500 ms) and reports it on the channel.
+fn recording_upstream() -> (u16, mpsc::Receiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            let _ = tx.send(got);
+        }
+    });
+    (port, rx)
+}
+
+/// Runs `raw_client.py hello`: (client's local port, bytes sent, bytes received).
+fn send_hello(port: u16, sni: Option<&str>, split: &str) -> (u16, Vec<u8>, Vec<u8>) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/raw_client.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).args(["hello", "--port", &port.to_string(), "--split", split]);
+    if let Some(name) = sni {
+        cmd.args(["--sni", name]);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    let hex = |s: String| {
+        (0..s.len() / 2).map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap()).collect()
+    };
+    (field("local").parse().unwrap(), hex(field("sent")), hex(field("received")))
+}
+
+/// Seed 003's topology on one port: idp.example.test is relayed to an `openssl s_server`
+/// that does its own mTLS (the client sees the backend's certificate and authenticates to
+/// it, the gateway holds no key for that name), while api.example.test is terminated by the
+/// gateway with its checks; a Host naming the passed-through host gets 421 on the
+/// terminated side, even with the SNI check off; the relay has its access-log line.
+#[test]
+fn passthrough_relays_by_sni_while_terminating_others_on_one_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gateway_pki(dir);
+    let idp = TestPki::named("idp");
+    std::fs::write(dir.join("idp-ca.crt"), idp.root_pem()).unwrap();
+    idp.server(&["idp.example.test"]).write(dir, "idp");
+    idp.client("alice", &[]).write(dir, "alice");
+    let idp_port = free_port();
+    let server = Command::new("openssl")
+        .current_dir(dir)
+        .args(["s_server", "-accept", &format!("127.0.0.1:{idp_port}")])
+        .args(["-cert", "idp.crt", "-cert_chain", "idp.crt", "-key", "idp.key"])
+        .args(["-CAfile", "idp-ca.crt", "-Verify", "2", "-www", "-quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Proc(server);
+    wait_for_port(idp_port, &mut server.0, &dir.join("none"));
+    let config = format!(
+        "{}\n[[route]]\nupstream = \"@echo\"\n\n[[passthrough]]\nname = \"idp\"\n\
+         sni = [\"idp.example.test\"]\nupstream = \"127.0.0.1:{idp_port}\"\n\n\
+         [access_log]\nenabled = true\n",
+        listener("required", "sni_host_check = false\n")
+    );
+    let gw = Gateway::start(dir, &config);
+
+    let mut s_client = Command::new("openssl")
+        .current_dir(dir)
+        .args(["s_client", "-connect", &format!("127.0.0.1:{}", gw.port)])
+        .args(["-servername", "idp.example.test", "-CAfile", "idp-ca.crt"])
+        .args(["-cert", "alice.crt", "-key", "alice.key", "-verify_return_error", "-ign_eof"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    s_client.stdin.take().unwrap().write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let out = s_client.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("s:CN = idp.example.test"), "the backend's own certificate: {text}");
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    assert!(text.contains("HTTP/1.0 200 ok"), "the backend accepted alice's certificate: {text}");
+
+    let resolve = format!("api.example.test:{}:127.0.0.1", gw.port);
+    let api = format!("https://api.example.test:{}/", gw.port);
+    let ca = dir.join("root.crt").display().to_string();
+    let (crt, key) = (dir.join("joe.crt"), dir.join("joe.key"));
+    let (crt, key) = (crt.display().to_string(), key.display().to_string());
+    let terminated =
+        curl(&["--resolve", &resolve, "--cacert", &ca, "--cert", &crt, "--key", &key, &api]);
+    assert_eq!(terminated.status, 200, "{terminated:?}");
+    assert!(terminated.body.contains("\"x-client-subject\": \"CN=joe\""), "{}", terminated.body);
+    for proto in ["--http1.1", "--http2"] {
+        let sneaky = curl(&[
+            proto,
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &ca,
+            "--cert",
+            &crt,
+            "--key",
+            &key,
+            "-H",
+            "Host: idp.example.test",
+            &api,
+        ]);
+        assert_eq!(sneaky.status, 421, "{proto}: {sneaky:?}");
+    }
+
+    let log = gw.access_log();
+    let relay = log
+        .lines()
+        .find(|l| l.contains("\"passthrough\":\"idp\""))
+        .unwrap_or_else(|| panic!("{log}"));
+    let line: serde_json::Value = serde_json::from_str(relay).unwrap();
+    assert_eq!(line["sni"], "idp.example.test");
+    assert!(line["bytes_to_upstream"].as_u64().unwrap() > 500, "{line}");
+    assert!(line["bytes_to_client"].as_u64().unwrap() > 500, "{line}");
+}
+
+/// With `proxy_protocol = "v2"`, the upstream first gets a PROXY v2 header (read back by the
+/// `ppp` crate) naming the client's address and port and carrying the SNI, then exactly the
+/// ClientHello's bytes, however they arrived: one byte per write, or split over two TLS
+/// records.
+#[test]
+fn passthrough_sends_proxy_v2_then_the_exact_client_hello() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gateway_pki(dir);
+    let (up_port, received) = recording_upstream();
+    let config = format!(
+        "{}\n[[route]]\nupstream = \"@echo\"\n\n[[passthrough]]\nname = \"idp\"\n\
+         sni = [\"*.example.test\"]\nupstream = \"127.0.0.1:{up_port}\"\nproxy_protocol = \"v2\"\n",
+        listener("required", "")
+    );
+    let gw = Gateway::start(dir, &config);
+    for split in ["bytes", "records", "whole"] {
+        let (local, sent, _) = send_hello(gw.port, Some("idp.example.test"), split);
+        let got = received.recv_timeout(Duration::from_secs(10)).unwrap();
+        let header = ppp::v2::Header::try_from(got.as_slice()).unwrap();
+        assert_eq!(header.command, ppp::v2::Command::Proxy);
+        match header.addresses {
+            ppp::v2::Addresses::IPv4(a) => {
+                assert_eq!(a.source_address, std::net::Ipv4Addr::LOCALHOST);
+                assert_eq!(a.source_port, local, "{split}");
+                assert_eq!(a.destination_port, gw.port);
+            }
+            other => panic!("{other:?}"),
+        }
+        let authority = header.tlvs().flatten().find(|t| t.kind == 0x02).expect("an AUTHORITY TLV");
+        assert_eq!(authority.value.as_ref(), b"idp.example.test");
+        assert_eq!(&got[header.len()..], sent.as_slice(), "{split}: the ClientHello as sent");
+    }
+}
+
+/// A ClientHello without SNI gets the listener's `no_sni`: refused (nothing relayed, the
+/// client closed on), or relayed to a named passthrough route; a name that is not passed
+/// through is still terminated; a plain-HTTP request hears that the port speaks TLS.
+#[test]
+fn no_sni_default_and_plain_http_on_a_passthrough_listener() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gateway_pki(dir);
+    let (up_port, received) = recording_upstream();
+    let passthrough = format!(
+        "\n[[passthrough]]\nname = \"legacy\"\nsni = [\"legacy.example.test\"]\n\
+         upstream = \"127.0.0.1:{up_port}\"\n"
+    );
+    let config = |no_sni: &str| {
+        format!(
+            "{}\n[[route]]\nupstream = \"@echo\"\n{passthrough}",
+            listener("required", &format!("no_sni = \"{no_sni}\"\n"))
+        )
+    };
+    let refusing = Gateway::start(dir, &config("refuse"));
+    let (_, _, back) = send_hello(refusing.port, None, "whole");
+    assert!(back.is_empty(), "refused without an answer: {back:?}");
+    assert!(received.recv_timeout(Duration::from_millis(800)).is_err(), "nothing relayed");
+    // A name that is not passed through: the gateway's own handshake answers (a ServerHello).
+    let (_, _, back) = send_hello(refusing.port, Some("api.example.test"), "whole");
+    assert_eq!(back.first(), Some(&0x16), "{back:?}");
+    let plain = curl(&[&format!("http://127.0.0.1:{}/", refusing.port)]);
+    assert_eq!(plain.status, 400, "{plain:?}");
+    assert!(plain.body.contains("this port speaks TLS"), "{plain:?}");
+    drop(refusing);
+
+    let relaying = Gateway::start(dir, &config("legacy"));
+    let (_, sent, _) = send_hello(relaying.port, None, "whole");
+    assert_eq!(received.recv_timeout(Duration::from_secs(10)).unwrap(), sent);
+}
+
+/// Passthrough routes are checked at load: a name twice on one listener, a bad name, an
+/// upstream that is not host:port, an unknown no_sni.
+#[test]
+fn passthrough_configuration_mistakes_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gateway_pki(dir);
+    let config = format!(
+        "{}\n[[route]]\nupstream = \"@echo\"\n\
+         [[passthrough]]\nname = \"a\"\nsni = [\"idp.example.test\"]\nupstream = \"127.0.0.1:9\"\n\
+         [[passthrough]]\nname = \"b\"\nsni = [\"idp.example.test\"]\nupstream = \"127.0.0.1:10\"\n\
+         [[passthrough]]\nname = \"d\"\nsni = [\"bad name\"]\nupstream = \"https://idp\"\n",
+        listener("required", "no_sni = \"c\"\n")
+    )
+    .replace("{port}", "0");
+    std::fs::write(dir.join("c.toml"), config).unwrap();
+    let out = Command::new(CERTGATE)
+        .current_dir(dir)
+        .args(["serve", "--check", "--config", "c.toml"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for expected in [
+        "passthrough[2].sni[0]: \"bad name\" is not a server name",
+        "passthrough[2].upstream: \"https://idp\" is not host:port",
+        "idp.example.test is passed through by both a and b on listener listener-0",
+        "listener[0].no_sni: \"c\"",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in {text}");
+    }
+}
