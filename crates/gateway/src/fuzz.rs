@@ -530,3 +530,61 @@ fn holds(v: &serde_json::Value, needle: &str) -> bool {
         _ => false,
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// passthrough_hello
+
+/// The passthrough ClientHello reader: fed in one piece or in pieces (sizes from the first
+/// byte), it accepts with the same SNI or refuses both times, and the bytes it keeps for a relay are
+/// exactly a prefix of what was sent. Never panics.
+pub fn passthrough_hello(data: &[u8]) {
+    use crate::tls::passthrough::read_client_hello;
+    use std::future::Future;
+
+    let step = data.first().map_or(1, |b| usize::from(*b % 64) + 1);
+    let whole = read_all(data, data.len().max(1));
+    let pieces = read_all(data, step);
+    // Accepted with the same SNI, or refused either way (the reason may differ by where the
+    // bytes ran out).
+    assert_eq!(whole.0.ok(), pieces.0.ok(), "verdict differs in pieces of {step}");
+    for kept in [&whole.1, &pieces.1] {
+        assert!(data.starts_with(kept), "kept bytes are not what was sent");
+    }
+
+    /// (verdict with the SNI, bytes kept) from reading `data` in reads of at most `step`.
+    fn read_all(data: &[u8], step: usize) -> (Result<Option<String>, &'static str>, Vec<u8>) {
+        let mut reader = Pieces { data, step };
+        let fut = read_client_hello(&mut reader, true);
+        let mut fut = std::pin::pin!(fut);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        // The reader is always ready, so one poll runs the reader to its end.
+        match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(Ok((accepted, kept))) => {
+                let sni = accepted.client_hello().server_name().map(str::to_owned);
+                (Ok(sni), kept)
+            }
+            std::task::Poll::Ready(Err(e)) => (Err(e.outcome()), Vec::new()),
+            std::task::Poll::Pending => (Err("pending"), Vec::new()),
+        }
+    }
+
+    /// An in-memory connection that hands out at most `step` bytes per read, then EOF.
+    struct Pieces<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl tokio::io::AsyncRead for Pieces<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self.step.min(self.data.len()).min(buf.remaining());
+            let (now, rest) = self.data.split_at(n);
+            buf.put_slice(now);
+            self.data = rest;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+}

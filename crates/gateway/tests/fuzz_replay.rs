@@ -42,3 +42,10 @@ fn client_hello_corpus_is_chunking_independent() {
 fn error_page_corpus_escapes_every_value() {
     replay("error_page", fuzz::error_page);
 }
+
+/// The passthrough ClientHello reader decides the same however the bytes arrive (it shares
+/// the client_hello corpus: `cargo fuzz run passthrough_hello fuzz/corpus/client_hello`).
+#[test]
+fn passthrough_hello_corpus_is_chunking_independent() {
+    replay("client_hello", fuzz::passthrough_hello);
+}
