@@ -260,3 +260,25 @@ fn passthrough_configuration_mistakes_are_named() {
         assert!(text.contains(expected), "missing {expected:?} in {text}");
     }
 }
+
+/// docs/examples/seed-003-passthrough.toml passes `serve --check` once its files exist.
+#[test]
+fn seed_003_example_checks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let pki = TestPki::new();
+    pki.server(&["api.example.com"]).write(&certs, "example.tls");
+    std::fs::rename(certs.join("example.tls.crt"), certs.join("example.tls.pem")).unwrap();
+    std::fs::write(certs.join("root.pem"), pki.root_pem()).unwrap();
+    let example =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/examples/seed-003-passthrough.toml");
+    std::fs::copy(example, dir.join("certgate.toml")).unwrap();
+    let out = Command::new(CERTGATE)
+        .current_dir(dir)
+        .args(["serve", "--check", "--config", "certgate.toml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
