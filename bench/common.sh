@@ -146,11 +146,12 @@ HAPROXY
 write_certgate_config() {
   # The admin listener is on, as in production: its metrics (per-route counters, the
   # duration histogram, byte counts) are part of what is measured.
-  CG_ADMIN_PORT=${CG_ADMIN_PORT:-$(free_port)}
+  # BENCH_ADMIN=0 leaves it off, to measure what the metrics cost.
+  if [ "${BENCH_ADMIN:-1}" = 1 ]; then
+    CG_ADMIN_PORT=${CG_ADMIN_PORT:-$(free_port)}
+    printf '[admin]\nlisten = "127.0.0.1:%s"\n\n' "$CG_ADMIN_PORT"
+  fi
   cat <<TOML
-[admin]
-listen = "127.0.0.1:$CG_ADMIN_PORT"
-
 [runtime]
 worker_threads = 2
 

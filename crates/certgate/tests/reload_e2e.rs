@@ -538,9 +538,10 @@ fn traffic_durations_strips_and_upstream_errors_are_measured() {
     let received =
         "certgate_received_bytes counter certgate_received_bytes_total listener=listener-0 ";
     let sent = "certgate_sent_bytes counter certgate_sent_bytes_total listener=listener-0 ";
-    // Seven TLS connections: each a handshake of well over a kilobyte one way or the other.
-    assert!(sample(&parsed, received) > 7.0 * 500.0, "{parsed}");
-    assert!(sample(&parsed, sent) > 7.0 * 1000.0, "{parsed}");
+    // Seven TLS connections, each a handshake of well over a kilobyte one way or the other;
+    // a connection adds its bytes when it closes, so the last ones may not be in yet.
+    assert!(sample(&parsed, received) > 5.0 * 500.0, "{parsed}");
+    assert!(sample(&parsed, sent) > 5.0 * 1000.0, "{parsed}");
     let ok =
         "certgate_handshakes counter certgate_handshakes_total listener=listener-0,outcome=ok ";
     assert_eq!(sample(&parsed, ok), 7.0);
