@@ -424,6 +424,7 @@ fn route_table() -> &'static RouteTable {
                 acl: None,
                 headers: Arc::new(HeaderFormat::Nginx(Box::default())),
                 max_body_bytes: None,
+                upgrades: None,
                 error_pages: None,
             })
         };

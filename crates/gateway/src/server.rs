@@ -40,6 +40,7 @@ use crate::config::{Config, ConfigErrors, Limits, Listener};
 use crate::http::body::{Activity, Guarded, InFlight};
 use crate::http::headers::ConnIdentity;
 use crate::http::pipeline::{self, ConnInfo, ListenerCtx};
+use crate::http::upgrade::Splicer;
 use crate::http::upstream::boxed;
 use crate::metrics::MeteredTcp;
 use crate::tls::passthrough::{Decision, HelloError, Passthrough, read_client_hello, relay};
@@ -810,7 +811,13 @@ async fn serve_http(
     let peer = conn.peer;
     let activity = Arc::new(Activity::default());
     let requests = activity.clone();
-    let service = hyper::service::service_fn(move |req| {
+    // Upgraded connections are spliced here, by the task that holds the connection's permit.
+    let (splicer, mut upgraded) = Splicer::new();
+    let mut tunnels = tokio::task::JoinSet::new();
+    let service = hyper::service::service_fn(move |mut req: http::Request<_>| {
+        if req.extensions().get::<hyper::upgrade::OnUpgrade>().is_some() {
+            req.extensions_mut().insert(splicer.clone());
+        }
         let in_flight = InFlight::start(&requests);
         let response = pipeline::handle(req.map(boxed), conn.clone(), ctx.clone());
         async move {
@@ -837,7 +844,7 @@ async fn serve_http(
         .max_local_error_reset_streams(Some(1024))
         // PINGs find dead peers; they are not activity for the idle timeout.
         .keep_alive_interval(Some(limits.idle_timeout.min(Duration::from_secs(60)) / 2));
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut closing = false;
     // Idle: nothing in flight and no request started or ended for a whole idle_timeout;
@@ -857,7 +864,10 @@ async fn serve_http(
             }
         };
         tokio::select! {
-            _ = conn.as_mut() => return,
+            _ = conn.as_mut() => break,
+            Some(tunnel) = upgraded.recv() => {
+                tunnels.spawn(tunnel.run(peer));
+            }
             _ = stop.changed(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
@@ -886,6 +896,32 @@ async fn serve_http(
                     tracing::debug!(%peer, "closing idle connection");
                     closing = true;
                     conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+    // HTTP is over; upgraded connections keep the permit until they end (each has its own
+    // idle timeout), and end with a client certificate a reload refuses.
+    while let Ok(tunnel) = upgraded.try_recv() {
+        tunnels.spawn(tunnel.run(peer));
+    }
+    while !tunnels.is_empty() {
+        let swapped = async {
+            match &mut recheck {
+                Some(r) => r.swapped.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tunnels.join_next() => {}
+            changed = swapped => {
+                if !changed {
+                    recheck = None;
+                } else if let Some(reason) = recheck.as_ref().and_then(Recheck::refused) {
+                    tracing::info!(%peer, reason = %reason, code = reason.code(),
+                        "closing upgraded connection: its client certificate is refused after \
+                         the reload");
+                    tunnels.abort_all();
                 }
             }
         }

@@ -134,6 +134,11 @@ impl Gateway {
         (gw, piped_stdout)
     }
 
+    /// The gateway's process id (to read its memory use in /proc).
+    pub fn pid(&self) -> u32 {
+        self._proc.0.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.port)
     }
@@ -473,4 +478,52 @@ pub fn mtls_upstream(dir: &Path, client_cn: &str) -> (Proc, u16, TestPki) {
     let mut server = Proc(server);
     wait_for_port(port, &mut server.0, &dir.join("none"));
     (server, port, up_pki)
+}
+
+const STREAMING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/streaming.py");
+
+/// Starts `tests/support/streaming.py MODE` (a server) and returns it with the port it
+/// reported.
+pub fn streaming_server(mode: &str) -> (Proc, u16) {
+    let mut child = Command::new("python3")
+        .arg(STREAMING)
+        .arg(mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let proc = Proc(child);
+    let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    let port = line.trim().strip_prefix("port ").and_then(|p| p.parse().ok());
+    let port = port.unwrap_or_else(|| panic!("{mode} did not report its port: {line:?}"));
+    (proc, port)
+}
+
+/// Runs `tests/support/streaming.py MODE` (a client) against the gateway, as client `name`
+/// when given, and returns the JSON object it printed.
+pub fn streaming_client(
+    gw: &Gateway,
+    mode: &str,
+    client: Option<&str>,
+    extra: &[&str],
+) -> serde_json::Value {
+    let mut cmd = Command::new("python3");
+    cmd.arg(STREAMING).arg(mode).args(["--port", &gw.port.to_string()]);
+    cmd.arg("--ca").arg(gw.dir.join("root.crt"));
+    if let Some(name) = client {
+        cmd.arg("--cert").arg(gw.dir.join(format!("{name}.crt")));
+        cmd.arg("--key").arg(gw.dir.join(format!("{name}.key")));
+    }
+    let out = cmd.args(extra).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!("{mode}: no JSON: {stdout}{}", String::from_utf8_lossy(&out.stderr))
+    })
 }

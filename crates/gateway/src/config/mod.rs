@@ -1356,6 +1356,7 @@ impl Builder {
             }
         };
         let error_pages = self.error_pages(&format!("{field}.error_page"), &r.error_pages);
+        let upgrades = self.upgrades(field, r, target.as_ref());
         if self.errors.len() > before {
             return None;
         }
@@ -1370,7 +1371,56 @@ impl Builder {
             headers: Arc::new(headers),
             max_body_bytes: r.max_body_bytes,
             error_pages,
+            upgrades,
         })
+    }
+
+    /// A route's `upgrades` and `upgrade_idle_timeout`: protocols that keep every request
+    /// under the gateway's checks, to an upstream that speaks HTTP/1.1.
+    fn upgrades(
+        &mut self,
+        field: &str,
+        r: &raw::RawRoute,
+        target: Option<&Target>,
+    ) -> Option<Arc<crate::http::upgrade::Upgrades>> {
+        use crate::http::upgrade;
+        let idle_field = format!("{field}.upgrade_idle_timeout");
+        if r.upgrades.is_empty() {
+            if r.upgrade_idle_timeout.is_some() {
+                self.error(
+                    &idle_field,
+                    "set upgrades too (it applies to upgraded connections)".into(),
+                );
+            }
+            return None;
+        }
+        let mut protocols = Vec::new();
+        for name in &r.upgrades {
+            match upgrade::protocol_problem(name) {
+                Some(problem) => self.error(&format!("{field}.upgrades"), problem),
+                None => protocols.push(name.to_ascii_lowercase()),
+            }
+        }
+        match target {
+            Some(Target::Echo) => self.error(
+                &format!("{field}.upgrades"),
+                "the built-in echo service does not take upgrades".into(),
+            ),
+            Some(Target::Http(up)) if up.http2() => self.error(
+                &format!("{field}.upgrades"),
+                format!(
+                    "upstream {:?} has http2 = true; HTTP/1.1 upgrades need an HTTP/1.1 upstream",
+                    up.name
+                ),
+            ),
+            _ => {}
+        }
+        let idle_timeout = self.duration(
+            &idle_field,
+            r.upgrade_idle_timeout.as_ref(),
+            upgrade::DEFAULT_IDLE_TIMEOUT,
+        );
+        Some(Arc::new(upgrade::Upgrades { protocols, idle_timeout }))
     }
 }
 

@@ -174,6 +174,11 @@ pub struct RawRoute {
     pub max_body_bytes: Option<u64>,
     #[serde(default, rename = "error_page")]
     pub error_pages: Vec<RawErrorPage>,
+    /// HTTP/1.1 upgrades forwarded to the upstream (`["websocket"]`); default: none.
+    #[serde(default)]
+    pub upgrades: Vec<String>,
+    /// An upgraded connection with no byte either way for this long is closed.
+    pub upgrade_idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,4 +10,5 @@ pub mod path;
 pub mod pipeline;
 pub mod reject;
 pub mod route;
+pub mod upgrade;
 pub mod upstream;

@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
+use hyper::upgrade::OnUpgrade;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::http::authz::Decision;
@@ -35,8 +36,8 @@ use crate::http::error_page::{self, ErrorPages};
 use crate::http::headers::ConnIdentity;
 use crate::http::reject::Reject;
 use crate::http::route::{Route, RouteTable};
-use crate::http::upstream::{Body, Target, boxed};
-use crate::http::{forward, path};
+use crate::http::upstream::{Body, Target, Upstream, boxed};
+use crate::http::{forward, path, upgrade};
 use crate::tls::server::ClientCert;
 
 /// What a finished handshake established, shared by every request on the connection.
@@ -94,12 +95,19 @@ pub async fn handle(
     let started = (ctx.access_log.is_some() || ctx.metrics.is_some()).then(Instant::now);
     let logged = ctx.access_log.is_some().then(|| (req.method().clone(), req.uri().clone()));
     let wanted = ctx.any_error_pages.then(|| error_page::wanted(req.headers()));
+    // hyper marks requests that ask for an upgrade (or CONNECT): a refusal closes their
+    // connection, so nothing the client sends expecting a tunnel is read as a request.
+    let upgrade_asked = req.extensions().get::<OnUpgrade>().is_some();
     let mut rc = RequestCtx::default();
     let response = match phases(req, &conn, &ctx, &mut rc).await {
         Ok(resp) => resp,
         Err(reject) => {
             rc.reject = Some(reject.code());
-            refusal(&reject, wanted, rc.route.as_deref(), &ctx)
+            let mut resp = refusal(&reject, wanted, rc.route.as_deref(), &ctx);
+            if upgrade_asked {
+                upgrade::close_after(resp.headers_mut());
+            }
+            resp
         }
     };
     let took = started.map(|at| at.elapsed()).unwrap_or_default();
@@ -158,6 +166,13 @@ async fn phases(
     ctx: &ListenerCtx,
     rc: &mut RequestCtx,
 ) -> Result<Response<Body>, Reject> {
+    // 0. An upgrade request (hyper marks them; ordinary requests skip this) is read before
+    //    its hop-by-hop headers go. Whether it is forwarded as one is the route's decision.
+    let asked = match req.extensions().get::<OnUpgrade>() {
+        Some(_) => upgrade::asked(&req)?,
+        None => None,
+    };
+
     // 1. Hop-by-hop, before the gateway writes anything.
     forward::remove_hop_by_hop(req.headers_mut(), true);
 
@@ -245,6 +260,15 @@ async fn phases(
         return Err(Reject::BodyTooLarge { limit });
     }
 
+    // An upgrade goes upstream only where the route allows its protocol; elsewhere the
+    // request is an ordinary one (its Upgrade is gone) and the upstream answers it.
+    let upgrading = match (&asked, &route.upgrades, &route.target) {
+        (Some(asked), Some(upgrades), Target::Http(_)) if upgrades.allows(asked, &req) => {
+            Some((asked, upgrades))
+        }
+        _ => None,
+    };
+
     // 9. Identity and forwarding headers.
     conn.identity.write(&route.headers, req.headers_mut());
     let (trusted_xff, trusted_forwarded) = trusted_chain.unzip();
@@ -253,6 +277,10 @@ async fn phases(
     forward::write_forwarding(&mut parts.headers, &parts.uri, &conn.peer_ip, &host, trusted_xff);
     for v in trusted_forwarded.into_iter().flatten() {
         parts.headers.append(header::FORWARDED, v);
+    }
+    if let (Some((asked, upgrades)), Target::Http(upstream)) = (upgrading, &route.target) {
+        upgrade::write_request_headers(asked, &mut parts.headers);
+        return forward_upgrade(Request::from_parts(parts, body), asked, upgrades, upstream).await;
     }
     let body = if body.is_end_stream() {
         body
@@ -271,11 +299,61 @@ async fn phases(
         Target::Http(upstream) => {
             let resp = upstream.send(req).await?;
             let (mut parts, body) = resp.into_parts();
+            if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                tracing::warn!(upstream = %upstream.name, "upstream answered 101 to a request \
+                    that did not ask for an upgrade");
+                return Err(Reject::UpstreamBadSwitch { upstream: upstream.name.clone() });
+            }
             forward::remove_hop_by_hop(&mut parts.headers, false);
+            if asked.is_some() {
+                // The client asked for a switch it does not get: after this answer its
+                // connection ends, so nothing it sends expecting a tunnel is read as HTTP.
+                upgrade::close_after(&mut parts.headers);
+            }
             Ok(Response::from_parts(parts, boxed(body.stall_after(ctx.body_timeout))))
         }
         Target::Echo => crate::echo::answer(req).await,
     }
+}
+
+/// Forwards an allowed upgrade request. On the upstream's `101` for the protocol asked for, the
+/// client gets a `101` and the two connections are handed to the connection's task to splice;
+/// any other answer is relayed and the client's connection closed after it.
+async fn forward_upgrade(
+    mut req: Request<Body>,
+    asked: &upgrade::Asked,
+    upgrades: &upgrade::Upgrades,
+    upstream: &Upstream,
+) -> Result<Response<Body>, Reject> {
+    let client = req.extensions_mut().remove::<OnUpgrade>();
+    let splicer = req.extensions_mut().remove::<upgrade::Splicer>();
+    let mut resp = upstream.send(req).await?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut parts, body) = resp.into_parts();
+        forward::remove_hop_by_hop(&mut parts.headers, false);
+        upgrade::close_after(&mut parts.headers);
+        return Ok(Response::from_parts(parts, boxed(body)));
+    }
+    let bad_switch = || Reject::UpstreamBadSwitch { upstream: upstream.name.clone() };
+    if !upgrade::check_switch(asked, resp.headers()) {
+        tracing::warn!(upstream = %upstream.name, "upstream switched to another protocol than \
+            the one asked for");
+        return Err(bad_switch());
+    }
+    let upstream_up = resp.extensions_mut().remove::<OnUpgrade>();
+    let (Some(client), Some(upstream_up), Some(splicer)) = (client, upstream_up, splicer) else {
+        tracing::warn!(upstream = %upstream.name, "upgrade cannot be completed on this connection");
+        return Err(bad_switch());
+    };
+    let (mut parts, hold) = resp.into_parts();
+    forward::remove_hop_by_hop(&mut parts.headers, false);
+    upgrade::write_response_headers(asked, &mut parts.headers);
+    let tunnel = upgrade::Tunnel::new(client, upstream_up, hold, upgrades, asked, &upstream.name);
+    if !splicer.hand_over(tunnel) {
+        return Err(bad_switch());
+    }
+    let empty = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
+    Ok(Response::from_parts(parts, empty))
 }
 
 /// How much of a refused request body is read and discarded, and for how long, before the
@@ -305,7 +383,7 @@ mod tests {
     use crate::http::route::PathMatching;
     use certgate_pki::identity::PeerIdentity;
     use certgate_pki::testkit::TestPki;
-    use http::{StatusCode, Version};
+    use http::Version;
 
     fn route(path: &str, require_cert: bool) -> Route {
         Route {
@@ -318,6 +396,7 @@ mod tests {
             acl: None,
             headers: Arc::new(HeaderFormat::Nginx(Box::default())),
             max_body_bytes: None,
+            upgrades: None,
             error_pages: None,
         }
     }

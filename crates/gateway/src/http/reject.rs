@@ -64,6 +64,12 @@ pub enum Reject {
     UpstreamBusy {
         upstream: String,
     },
+    /// The upstream answered `101` to a request that did not ask for that switch.
+    UpstreamBadSwitch {
+        upstream: String,
+    },
+    /// `CONNECT`: the gateway is not a forward proxy.
+    Connect,
 }
 
 impl Reject {
@@ -131,6 +137,14 @@ impl Reject {
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("upstream {upstream} has no free connection; try again"),
             ),
+            Reject::UpstreamBadSwitch { upstream } => (
+                StatusCode::BAD_GATEWAY,
+                format!("upstream {upstream} switched protocols without being asked to"),
+            ),
+            Reject::Connect => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not served: this gateway is not a forward proxy".into(),
+            ),
         }
     }
 
@@ -153,6 +167,8 @@ impl Reject {
             Reject::UpstreamUnreachable { .. } => "upstream_unreachable",
             Reject::UpstreamTimeout { .. } => "upstream_timeout",
             Reject::UpstreamBusy { .. } => "upstream_busy",
+            Reject::UpstreamBadSwitch { .. } => "upstream_bad_switch",
+            Reject::Connect => "connect",
         }
     }
 

@@ -35,6 +35,8 @@ pub struct Route {
     pub error_pages: Option<Arc<crate::http::error_page::ErrorPages>>,
     /// Largest request body accepted (413 beyond); `None`: no limit.
     pub max_body_bytes: Option<u64>,
+    /// HTTP/1.1 upgrades forwarded (`upgrades`); `None`: none (`Upgrade` is removed).
+    pub upgrades: Option<Arc<crate::http::upgrade::Upgrades>>,
 }
 
 impl Route {

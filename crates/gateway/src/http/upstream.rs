@@ -242,6 +242,11 @@ impl Upstream {
         }
     }
 
+    /// Whether requests go over HTTP/2 (`http2 = true`).
+    pub fn http2(&self) -> bool {
+        self.http2
+    }
+
     /// A slot of `max_connections`, waiting at most `connect_timeout` for one.
     async fn permit(&self) -> Result<OwnedSemaphorePermit, Reject> {
         if let Ok(p) = self.in_flight.clone().try_acquire_owned() {
