@@ -7,7 +7,8 @@ Servers print "port N" once listening and serve until killed:
                               answered with the handshake request's headers as JSON.
   streaming.py sse-server     GET /events: sends event "one", then waits (10 s at most) for
                               GET /ack, then sends "after-ack" (or "no-ack" if none came).
-  streaming.py sink-server    POST: reads the body in 1 MiB pieces and answers its length.
+  streaming.py sink-server    POST: reads the body in 1 MiB pieces and answers its length;
+                              GET /download/N: sends N bytes.
   streaming.py grpc-server    plaintext HTTP/2 gRPC (grpcio generic handlers, raw bytes):
                               /test.Echo/Say (unary echo), /test.Echo/Count (server streaming,
                               N messages), /test.Echo/Fail (aborts PERMISSION_DENIED with a
@@ -21,6 +22,7 @@ Clients take --port (the gateway) --ca --cert --key and print one JSON object:
   streaming.py sse-client --upstream PORT        first event, then /ack straight to the upstream,
                                                  then the second event.
   streaming.py upload --size BYTES               POSTs BYTES with Content-Length, streamed.
+  streaming.py download --size BYTES             GETs BYTES and counts them.
   streaming.py grpc-client                       unary, streaming and failing calls.
 
 Loopback only; every wait is bounded.
@@ -95,6 +97,17 @@ def sink_server(_args):
 
         def log_message(self, *a):
             pass
+
+        def do_GET(self):
+            size = int(self.path.rsplit("/", 1)[-1])
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            piece = b"\x5a" * (1 << 20)
+            while size > 0:
+                n = min(size, len(piece))
+                self.wfile.write(piece[:n])
+                size -= n
 
         def do_POST(self):
             left = int(self.headers.get("Content-Length", "0"))
@@ -243,6 +256,19 @@ def upload(args):
     )
 
 
+def download(args):
+    conn = http.client.HTTPSConnection("localhost", args.port, context=client_tls(args), timeout=60)
+    conn.request("GET", f"/download/{args.size}")
+    resp = conn.getresponse()
+    total = 0
+    while True:
+        piece = resp.read(1 << 20)
+        if not piece:
+            break
+        total += len(piece)
+    print(json.dumps({"status": resp.status, "bytes": total}), flush=True)
+
+
 def grpc_client(args):
     import grpc
 
@@ -293,6 +319,7 @@ def main():
         "ws-client": ws_client,
         "sse-client": sse_client,
         "upload": upload,
+        "download": download,
         "grpc-client": grpc_client,
     }
     modes[args.mode](args)
