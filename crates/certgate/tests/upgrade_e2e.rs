@@ -78,6 +78,53 @@ client_cert = \"optional\"
     gw.wait_for_log("upgraded connection ended", 1);
 }
 
+/// WebSockets over HTTP/2 (RFC 8441): a listener with a WebSocket route offers extended
+/// CONNECT; the stream is checked like any request, forwarded to the HTTP/1.1 upstream as an
+/// upgrade with the gateway's identity headers, answered 200, and echoes. On a route without
+/// `upgrades` it is refused (405), as it is without a certificate (496); a listener without
+/// WebSocket routes does not offer it.
+#[test]
+fn websocket_over_http2_extended_connect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_ws, ws_port) = streaming_server("ws-server");
+    let routes = |upgrades: &str| {
+        format!(
+            "{}
+[[route]]
+path = \"/ws\"
+upstream = \"ws\"
+{upgrades}
+
+[[route]]
+path = \"/plain\"
+upstream = \"ws\"
+",
+            upstream_block("ws", ws_port)
+        )
+    };
+    let gw = gateway(dir, "", &routes("upgrades = [\"websocket\"]"));
+    let joe = streaming_client(&gw, "ws-h2-client", Some("joe"), &[]);
+    assert_eq!(joe["enable_connect_protocol"], 1, "{joe}");
+    assert_eq!(joe["status"], 200, "{joe}");
+    assert_eq!(joe["echo"], "hello", "{joe}");
+    assert!(joe["headers"].get("sec-websocket-accept").is_none(), "{joe}");
+    let seen = &joe["upstream_headers"];
+    assert_eq!(seen["x-client-subject"], "CN=joe", "{joe}");
+    assert_eq!(seen["upgrade"], "websocket", "{joe}");
+    assert!(seen["sec-websocket-key"].as_str().is_some_and(|k| k.len() == 24), "{joe}");
+    let plain = streaming_client(&gw, "ws-h2-client", Some("joe"), &["--path", "/plain"]);
+    assert_eq!(plain["status"], 405, "{plain}");
+    let anonymous = streaming_client(&gw, "ws-h2-client", None, &[]);
+    assert_eq!(anonymous["status"], 496, "{anonymous}");
+    gw.wait_for_log("upgraded connection ended", 1);
+
+    let other = tempfile::tempdir().unwrap();
+    let gw = gateway(other.path(), "", &routes(""));
+    let off = streaming_client(&gw, "ws-h2-client", Some("joe"), &[]);
+    assert_eq!(off["enable_connect_protocol"], 0, "{off}");
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -811,6 +811,7 @@ async fn serve_http(
     let peer = conn.peer;
     let activity = Arc::new(Activity::default());
     let requests = activity.clone();
+    let websocket = ctx.routes.websocket();
     // Upgraded connections are spliced here, by the task that holds the connection's permit.
     let (splicer, mut upgraded) = Splicer::new();
     let mut tunnels = tokio::task::JoinSet::new();
@@ -844,6 +845,10 @@ async fn serve_http(
         .max_local_error_reset_streams(Some(1024))
         // PINGs find dead peers; they are not activity for the idle timeout.
         .keep_alive_interval(Some(limits.idle_timeout.min(Duration::from_secs(60)) / 2));
+    if websocket {
+        // WebSockets over HTTP/2 (RFC 8441), offered where a route forwards them.
+        builder.http2().enable_connect_protocol();
+    }
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut closing = false;
@@ -868,6 +873,7 @@ async fn serve_http(
             Some(tunnel) = upgraded.recv() => {
                 tunnels.spawn(tunnel.run(peer));
             }
+            Some(_) = tunnels.join_next(), if !tunnels.is_empty() => {}
             _ = stop.changed(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
@@ -889,7 +895,8 @@ async fn serve_http(
             }
             _ = tick.tick(), if !closing => {
                 let (in_flight, events) = activity.snapshot();
-                if in_flight > 0 || events != seen {
+                // A WebSocket on an HTTP/2 stream keeps the connection busy.
+                if in_flight > 0 || events != seen || !tunnels.is_empty() {
                     seen = events;
                     quiet_since = tokio::time::Instant::now();
                 } else if quiet_since.elapsed() >= limits.idle_timeout {

@@ -19,6 +19,9 @@ Clients take --port (the gateway) --ca --cert --key and print one JSON object:
   streaming.py ws-client [--path P] [--idle S]   echo both ways and the upstream's view of the
                                                  headers; with --idle, wait S s silent, then
                                                  report whether the connection was closed.
+  streaming.py ws-h2-client [--path P]           a WebSocket over HTTP/2 (RFC 8441, the `h2`
+                                                 package): status, the setting, one echo and
+                                                 the upstream's view of the headers.
   streaming.py sse-client --upstream PORT        first event, then /ack straight to the upstream,
                                                  then the second event.
   streaming.py upload --size BYTES               POSTs BYTES with Content-Length, streamed.
@@ -205,6 +208,98 @@ def ws_client(args):
     print(json.dumps(out), flush=True)
 
 
+def ws_h2_client(args):
+    """A WebSocket over an HTTP/2 stream (RFC 8441), written with the `h2` package: waits for
+    SETTINGS_ENABLE_CONNECT_PROTOCOL, sends an extended CONNECT, then one masked text frame,
+    and reports the status, the setting, the echo and the upstream's view of the headers."""
+    import os
+
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+
+    ctx = client_tls(args)
+    ctx.set_alpn_protocols(["h2"])
+    out = {}
+    sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", args.port), timeout=10),
+                           server_hostname="localhost")
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+
+    def events():
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        evs = conn.receive_data(data)
+        sock.sendall(conn.data_to_send())
+        return evs
+
+    settled = False
+    while not settled:
+        settled = any(isinstance(ev, h2.events.RemoteSettingsChanged) for ev in events())
+    out["enable_connect_protocol"] = conn.remote_settings.get(
+        h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL, 0
+    )
+    if not out["enable_connect_protocol"]:
+        print(json.dumps(out), flush=True)
+        return
+    stream = conn.get_next_available_stream_id()
+    conn.send_headers(stream, [
+        (":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
+        (":path", args.path), (":authority", f"localhost:{args.port}"),
+        ("sec-websocket-version", "13"), ("x-client-subject", "CN=admin"),
+    ])
+    sock.sendall(conn.data_to_send())
+    def send_text(text):
+        mask = os.urandom(4)
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(text.encode()))
+        conn.send_data(stream, b"\x81" + bytes([0x80 | len(payload)]) + mask + payload)
+        sock.sendall(conn.data_to_send())
+
+    def frames(buf):
+        """Complete unmasked server text frames in buf (lengths < 64 KiB) and the rest."""
+        texts = []
+        while len(buf) >= 2:
+            n, at = buf[1] & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n, at = int.from_bytes(buf[2:4], "big"), 4
+            if len(buf) < at + n:
+                break
+            texts.append(buf[at : at + n].decode())
+            buf = buf[at + n :]
+        return texts, buf
+
+    got, texts = b"", []
+    while "status" not in out or (out["status"] == 200 and len(texts) < 2):
+        for ev in events():
+            if isinstance(ev, h2.events.ResponseReceived):
+                headers = {k.decode(): v.decode() for k, v in ev.headers}
+                out["status"] = int(headers[":status"])
+                out["headers"] = headers
+                if out["status"] == 200:
+                    send_text("hello")
+                    send_text("headers")
+            elif isinstance(ev, h2.events.DataReceived):
+                got += ev.data
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                sock.sendall(conn.data_to_send())
+                new, got = frames(got)
+                texts += new
+            elif isinstance(ev, h2.events.StreamEnded) and "status" in out:
+                out["ended"] = True
+        if out.get("ended"):
+            break
+    if texts:
+        out["echo"] = texts[0]
+    if len(texts) > 1:
+        out["upstream_headers"] = json.loads(texts[1])
+    print(json.dumps(out), flush=True)
+
+
 def sse_client(args):
     conn = http.client.HTTPSConnection("localhost", args.port, context=client_tls(args), timeout=15)
     conn.request("GET", "/events", headers={"Accept": "text/event-stream"})
@@ -317,6 +412,7 @@ def main():
         "sink-server": sink_server,
         "grpc-server": grpc_server,
         "ws-client": ws_client,
+        "ws-h2-client": ws_h2_client,
         "sse-client": sse_client,
         "upload": upload,
         "download": download,

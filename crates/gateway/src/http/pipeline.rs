@@ -266,6 +266,8 @@ async fn phases(
         (Some(asked), Some(upgrades), Target::Http(_)) if upgrades.allows(asked, &req) => {
             Some((asked, upgrades))
         }
+        // An HTTP/2 WebSocket has no plain reading to fall back on.
+        (Some(asked), ..) if asked.h2 => return Err(Reject::Connect { websocket: true }),
         _ => None,
     };
 
@@ -279,8 +281,9 @@ async fn phases(
         parts.headers.append(header::FORWARDED, v);
     }
     if let (Some((asked, upgrades)), Target::Http(upstream)) = (upgrading, &route.target) {
-        upgrade::write_request_headers(asked, &mut parts.headers);
-        return forward_upgrade(Request::from_parts(parts, body), asked, upgrades, upstream).await;
+        let key = upgrade::write_request(asked, &mut parts);
+        let req = Request::from_parts(parts, body);
+        return forward_upgrade(req, asked, key, upgrades, upstream).await;
     }
     let body = if body.is_end_stream() {
         body
@@ -322,6 +325,7 @@ async fn phases(
 async fn forward_upgrade(
     mut req: Request<Body>,
     asked: &upgrade::Asked,
+    key: Option<String>,
     upgrades: &upgrade::Upgrades,
     upstream: &Upstream,
 ) -> Result<Response<Body>, Reject> {
@@ -335,7 +339,9 @@ async fn forward_upgrade(
         return Ok(Response::from_parts(parts, boxed(body)));
     }
     let bad_switch = || Reject::UpstreamBadSwitch { upstream: upstream.name.clone() };
-    if !upgrade::check_switch(asked, resp.headers()) {
+    let accepted =
+        key.is_none_or(|key| upgrade::accepts(&key, resp.headers().get("sec-websocket-accept")));
+    if !upgrade::check_switch(asked, resp.headers()) || !accepted {
         tracing::warn!(upstream = %upstream.name, "upstream switched to another protocol than \
             the one asked for");
         return Err(bad_switch());
@@ -347,7 +353,7 @@ async fn forward_upgrade(
     };
     let (mut parts, hold) = resp.into_parts();
     forward::remove_hop_by_hop(&mut parts.headers, false);
-    upgrade::write_response_headers(asked, &mut parts.headers);
+    upgrade::write_response(asked, &mut parts);
     let tunnel = upgrade::Tunnel::new(client, upstream_up, hold, upgrades, asked, &upstream.name);
     if !splicer.hand_over(tunnel) {
         return Err(bad_switch());

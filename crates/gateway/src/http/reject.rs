@@ -68,8 +68,11 @@ pub enum Reject {
     UpstreamBadSwitch {
         upstream: String,
     },
-    /// `CONNECT`: the gateway is not a forward proxy.
-    Connect,
+    /// `CONNECT`: the gateway is not a forward proxy. With `websocket`, an HTTP/2 WebSocket
+    /// (extended CONNECT) on a route that does not forward them.
+    Connect {
+        websocket: bool,
+    },
 }
 
 impl Reject {
@@ -141,10 +144,13 @@ impl Reject {
                 StatusCode::BAD_GATEWAY,
                 format!("upstream {upstream} switched protocols without being asked to"),
             ),
-            Reject::Connect => (
+            Reject::Connect { websocket: false } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "CONNECT is not served: this gateway is not a forward proxy".into(),
             ),
+            Reject::Connect { websocket: true } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "this route does not forward WebSockets".into())
+            }
         }
     }
 
@@ -168,7 +174,7 @@ impl Reject {
             Reject::UpstreamTimeout { .. } => "upstream_timeout",
             Reject::UpstreamBusy { .. } => "upstream_busy",
             Reject::UpstreamBadSwitch { .. } => "upstream_bad_switch",
-            Reject::Connect => "connect",
+            Reject::Connect { .. } => "connect",
         }
     }
 

@@ -66,6 +66,9 @@ pub struct RouteTable {
     any_host: Vec<Arc<Route>>,
     /// Inbound headers removed from every request on this listener.
     pub strip: Arc<StripSet>,
+    /// Some route forwards WebSocket upgrades: HTTP/2 connections then offer extended
+    /// CONNECT (RFC 8441).
+    websocket: bool,
 }
 
 /// The readings of a request path lead to different routes (or some to none).
@@ -82,8 +85,13 @@ impl RouteTable {
             wildcard: HashMap::new(),
             any_host: Vec::new(),
             strip,
+            websocket: false,
         };
         for route in routes {
+            table.websocket |= route
+                .upgrades
+                .as_ref()
+                .is_some_and(|u| u.protocols.iter().any(|p| p == "websocket"));
             match route.host.clone() {
                 None => table.any_host.push(route),
                 Some(h) => match h.strip_prefix("*.") {
@@ -140,6 +148,11 @@ impl RouteTable {
     }
 
     /// Every route, for load-time checks.
+    /// Whether some route forwards WebSocket upgrades.
+    pub fn websocket(&self) -> bool {
+        self.websocket
+    }
+
     pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
         self.exact.values().chain(self.wildcard.values()).flatten().chain(&self.any_host)
     }

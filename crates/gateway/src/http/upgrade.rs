@@ -20,8 +20,12 @@
 //! Elsewhere an `Upgrade` is hop-by-hop and removed: the upstream sees a plain request and
 //! answers it (a WebSocket server answers 426 or 400, so the client's handshake fails).
 //! `CONNECT` is refused (405): the gateway is not a forward proxy. HTTP/2 has no `Upgrade`
-//! (its `upgrade`/`connection` headers are malformed and reset by the HTTP/2 layer), and
-//! extended CONNECT (RFC 8441) is not advertised, so browsers open WebSockets over HTTP/1.1.
+//! (its `upgrade`/`connection` headers are malformed and reset by the HTTP/2 layer); instead,
+//! where a route of the listener forwards WebSockets, HTTP/2 connections offer extended
+//! CONNECT (RFC 8441): a `CONNECT` with `:protocol = websocket` goes through the same phases
+//! and reaches the HTTP/1.1 upstream as a `GET` upgrade with a fresh `Sec-WebSocket-Key`,
+//! whose `Sec-WebSocket-Accept` is checked; the client gets `200` and the stream is spliced.
+//! On a route without `websocket` in `upgrades` it gets 405 (it has no plain reading).
 //!
 //! Ordinary requests pay nothing: hyper marks requests that ask for an upgrade (an
 //! [`OnUpgrade`] extension), and only those are looked at.
@@ -32,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Version};
 use hyper::upgrade::OnUpgrade;
@@ -77,6 +82,9 @@ pub fn protocol_problem(name: &str) -> Option<String> {
 pub struct Asked {
     value: HeaderValue,
     protocol: String,
+    /// A WebSocket over an HTTP/2 stream (RFC 8441 extended CONNECT), forwarded to the
+    /// upstream as an HTTP/1.1 upgrade.
+    pub h2: bool,
 }
 
 /// Reads a request hyper marked as wanting an upgrade (`Upgrade` on HTTP/1.1, or CONNECT).
@@ -84,7 +92,17 @@ pub struct Asked {
 /// `Upgrade` is removed with the other hop-by-hop headers.
 pub fn asked<B>(req: &Request<B>) -> Result<Option<Asked>, Reject> {
     if req.method() == Method::CONNECT {
-        return Err(Reject::Connect);
+        // Extended CONNECT (RFC 8441), offered only where a route forwards WebSockets.
+        let websocket = req.version() == Version::HTTP_2
+            && req
+                .extensions()
+                .get::<hyper::ext::Protocol>()
+                .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+        if !websocket {
+            return Err(Reject::Connect { websocket: false });
+        }
+        let value = HeaderValue::from_static("websocket");
+        return Ok(Some(Asked { value, protocol: "websocket".into(), h2: true }));
     }
     let headers = req.headers();
     if req.version() != Version::HTTP_11 || !lists_upgrade(headers) {
@@ -99,7 +117,7 @@ pub fn asked<B>(req: &Request<B>) -> Result<Option<Asked>, Reject> {
         return Ok(None);
     }
     let protocol = text.split('/').next().unwrap_or(text).to_ascii_lowercase();
-    Ok(Some(Asked { value: value.clone(), protocol }))
+    Ok(Some(Asked { value: value.clone(), protocol, h2: false }))
 }
 
 impl Upgrades {
@@ -108,14 +126,42 @@ impl Upgrades {
     pub fn allows<B: hyper::body::Body>(&self, asked: &Asked, req: &Request<B>) -> bool {
         self.protocols.contains(&asked.protocol)
             && req.body().is_end_stream()
-            && (asked.protocol != "websocket" || req.method() == Method::GET)
+            && (asked.protocol != "websocket" || req.method() == Method::GET || asked.h2)
     }
 }
 
-/// Sets the upgrade headers the upstream gets (every hop-by-hop header was removed in phase 1).
-pub fn write_request_headers(asked: &Asked, headers: &mut HeaderMap) {
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, asked.value.clone());
+/// Turns the request into the HTTP/1.1 upgrade request the upstream gets (every hop-by-hop
+/// header was removed in phase 1). An HTTP/2 extended CONNECT becomes a `GET` with a fresh
+/// `Sec-WebSocket-Key` (RFC 8441 section 5: HTTP/2 carries none); the key is returned, to
+/// check the upstream's `Sec-WebSocket-Accept`.
+pub fn write_request(asked: &Asked, parts: &mut http::request::Parts) -> Option<String> {
+    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts.headers.insert(header::UPGRADE, asked.value.clone());
+    if !asked.h2 {
+        return None;
+    }
+    parts.method = Method::GET;
+    parts.extensions.remove::<hyper::ext::Protocol>();
+    let mut nonce = [0u8; 16];
+    // A key the upstream echoes back hashed; if the system RNG fails, the fixed key still
+    // completes the handshake (it guards against caches, not attackers: RFC 6455 10.3).
+    let _ = aws_lc_rs::rand::fill(&mut nonce);
+    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    if let Ok(value) = HeaderValue::from_str(&key) {
+        parts.headers.insert("sec-websocket-key", value);
+    }
+    parts.headers.entry("sec-websocket-version").or_insert(HeaderValue::from_static("13"));
+    Some(key)
+}
+
+/// Whether `accept` is the `Sec-WebSocket-Accept` for `key` (RFC 6455 section 4.2.2).
+pub fn accepts(key: &str, accept: Option<&HeaderValue>) -> bool {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key.as_bytes());
+    ctx.update(GUID);
+    let expected = base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref());
+    accept.is_some_and(|v| v.as_bytes() == expected.as_bytes())
 }
 
 /// Whether `Connection` lists the `upgrade` token.
@@ -134,11 +180,17 @@ pub fn check_switch(asked: &Asked, headers: &HeaderMap) -> bool {
     lists_upgrade(headers) && protocol.is_some_and(|p| p.eq_ignore_ascii_case(&asked.protocol))
 }
 
-/// The headers of the `101` the client gets: the upstream's end-to-end headers
-/// (`Sec-WebSocket-Accept`, `-Protocol`, `-Extensions`, …) plus the switch itself.
-pub fn write_response_headers(asked: &Asked, headers: &mut HeaderMap) {
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, asked.value.clone());
+/// The answer the client gets for the upstream's `101`: over HTTP/1.1 a `101` with the
+/// upstream's end-to-end headers (`Sec-WebSocket-Accept`, `-Protocol`, `-Extensions`, …) plus
+/// the switch itself; over HTTP/2 a `200` without `Sec-WebSocket-Accept` (RFC 8441 section 5).
+pub fn write_response(asked: &Asked, parts: &mut http::response::Parts) {
+    if asked.h2 {
+        parts.status = http::StatusCode::OK;
+        parts.headers.remove("sec-websocket-accept");
+        return;
+    }
+    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts.headers.insert(header::UPGRADE, asked.value.clone());
 }
 
 /// A relayed refusal of an upgrade: the client's connection is closed after it.
@@ -320,7 +372,7 @@ mod tests {
         ] {
             assert!(asked(&req(Method::GET, headers)).unwrap().is_none(), "{headers:?}");
         }
-        assert!(matches!(asked(&req(Method::CONNECT, &[])), Err(Reject::Connect)));
+        assert!(matches!(asked(&req(Method::CONNECT, &[])), Err(Reject::Connect { .. })));
         let upgrades =
             Upgrades { protocols: vec!["websocket".into()], idle_timeout: DEFAULT_IDLE_TIMEOUT };
         assert!(upgrades.allows(&ws_asked, &req(Method::GET, &ws)));
@@ -356,6 +408,15 @@ mod tests {
         ));
         assert!(!check_switch(&ws_asked, &headers(&[("upgrade", "websocket")])));
         assert!(!check_switch(&ws_asked, &headers(&[("connection", "upgrade")])));
+    }
+
+    /// The upstream's accept value is checked as RFC 6455 computes it (its own example).
+    #[test]
+    fn websocket_accept_matches_the_rfc_example() {
+        let good = HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert!(accepts("dGhlIHNhbXBsZSBub25jZQ==", Some(&good)));
+        assert!(!accepts("AAAAAAAAAAAAAAAAAAAAAA==", Some(&good)));
+        assert!(!accepts("dGhlIHNhbXBsZSBub25jZQ==", None));
     }
 
     /// Protocols that would let requests bypass the gateway cannot be allowed.
