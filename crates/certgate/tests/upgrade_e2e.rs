@@ -178,6 +178,32 @@ upgrade_idle_timeout = \"2s\"
     assert_eq!(freed.status, 426, "{freed:?}");
 }
 
+/// An upgraded connection is still a connection: `max_connection_age` ends it, however busy
+/// or idle (its own idle timeout here is far longer).
+#[test]
+fn upgraded_connections_end_at_max_connection_age() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_ws, ws_port) = streaming_server("ws-server");
+    let gw = gateway(
+        dir,
+        "[listener.limits]\nmax_connection_age = \"2s\"\n",
+        &format!(
+            "{}
+[[route]]
+upstream = \"ws\"
+upgrades = [\"websocket\"]
+",
+            upstream_block("ws", ws_port)
+        ),
+    );
+    let out = streaming_client(&gw, "ws-client", Some("joe"), &["--idle", "10"]);
+    assert_eq!(out["echo"], "hello", "{out}");
+    assert_eq!(out["idle"], "closed", "{out}");
+    let after = out["idle_after"].as_f64().unwrap();
+    assert!(after < 3.0, "closed {after} s into the wait, past max_connection_age: {out}");
+}
+
 /// An open WebSocket ends when the gateway stops, once the shutdown grace period is over.
 #[test]
 fn upgraded_connections_end_after_the_shutdown_grace() {

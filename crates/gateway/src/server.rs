@@ -882,6 +882,8 @@ async fn serve_http(
                 tracing::debug!(%peer, "closing connection: max_connection_age reached");
                 closing = true;
                 conn.as_mut().graceful_shutdown();
+                // HTTP/2 WebSocket streams would keep the connection open.
+                tunnels.abort_all();
             }
             changed = swapped, if !closing => {
                 if !changed {
@@ -891,6 +893,7 @@ async fn serve_http(
                         "closing connection: its client certificate is refused after the reload");
                     closing = true;
                     conn.as_mut().graceful_shutdown();
+                    tunnels.abort_all();
                 }
             }
             _ = tick.tick(), if !closing => {
@@ -908,7 +911,8 @@ async fn serve_http(
         }
     }
     // HTTP is over; upgraded connections keep the permit until they end (each has its own
-    // idle timeout), and end with a client certificate a reload refuses.
+    // idle timeout), and end at max_connection_age or with a client certificate a reload
+    // refuses.
     while let Ok(tunnel) = upgraded.try_recv() {
         tunnels.spawn(tunnel.run(peer));
     }
@@ -921,6 +925,10 @@ async fn serve_http(
         };
         tokio::select! {
             _ = tunnels.join_next() => {}
+            () = &mut aged => {
+                tracing::debug!(%peer, "closing upgraded connection: max_connection_age reached");
+                tunnels.abort_all();
+            }
             changed = swapped => {
                 if !changed {
                     recheck = None;

@@ -99,7 +99,7 @@ pub async fn handle(
     // connection, so nothing the client sends expecting a tunnel is read as a request.
     let upgrade_asked = req.extensions().get::<OnUpgrade>().is_some();
     let mut rc = RequestCtx::default();
-    let response = match phases(req, &conn, &ctx, &mut rc).await {
+    let response = match phases(req, upgrade_asked, &conn, &ctx, &mut rc).await {
         Ok(resp) => resp,
         Err(reject) => {
             rc.reject = Some(reject.code());
@@ -162,16 +162,14 @@ fn refusal(
 
 async fn phases(
     mut req: Request<Body>,
+    upgrade_asked: bool,
     conn: &ConnInfo,
     ctx: &ListenerCtx,
     rc: &mut RequestCtx,
 ) -> Result<Response<Body>, Reject> {
     // 0. An upgrade request (hyper marks them; ordinary requests skip this) is read before
     //    its hop-by-hop headers go. Whether it is forwarded as one is the route's decision.
-    let asked = match req.extensions().get::<OnUpgrade>() {
-        Some(_) => upgrade::asked(&req)?,
-        None => None,
-    };
+    let asked = if upgrade_asked { upgrade::asked(&req)? } else { None };
 
     // 1. Hop-by-hop, before the gateway writes anything.
     forward::remove_hop_by_hop(req.headers_mut(), true);
@@ -298,7 +296,7 @@ async fn phases(
     let req = Request::from_parts(parts, body);
 
     // 10. Forward.
-    match &route.target {
+    let mut resp = match &route.target {
         Target::Http(upstream) => {
             let resp = upstream.send(req).await?;
             let (mut parts, body) = resp.into_parts();
@@ -308,15 +306,16 @@ async fn phases(
                 return Err(Reject::UpstreamBadSwitch { upstream: upstream.name.clone() });
             }
             forward::remove_hop_by_hop(&mut parts.headers, false);
-            if asked.is_some() {
-                // The client asked for a switch it does not get: after this answer its
-                // connection ends, so nothing it sends expecting a tunnel is read as HTTP.
-                upgrade::close_after(&mut parts.headers);
-            }
-            Ok(Response::from_parts(parts, boxed(body.stall_after(ctx.body_timeout))))
+            Response::from_parts(parts, boxed(body.stall_after(ctx.body_timeout)))
         }
-        Target::Echo => crate::echo::answer(req).await,
+        Target::Echo => crate::echo::answer(req).await?,
+    };
+    if asked.is_some() {
+        // The client asked for a switch it does not get: after this answer its connection
+        // ends, so nothing it sends expecting a tunnel is read as HTTP.
+        upgrade::close_after(resp.headers_mut());
     }
+    Ok(resp)
 }
 
 /// Forwards an allowed upgrade request. On the upstream's `101` for the protocol asked for, the
