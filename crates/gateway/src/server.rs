@@ -799,7 +799,8 @@ impl Recheck {
 /// Serves HTTP on the connection until it ends, goes idle, reaches `max_connection_age`, the
 /// gateway stops, or a reload's trust settings refuse its client certificate (revoked, or no
 /// longer trusted): then it is closed gracefully (GOAWAY for HTTP/2; HTTP/1.1 after its
-/// current request).
+/// current request). Upgraded connections (and HTTP/2 WebSocket streams) are spliced by this
+/// task, so they keep the connection's permit until they end (see `http::upgrade`).
 async fn serve_http(
     stream: TlsStream<MeteredTcp>,
     conn: Arc<ConnInfo>,

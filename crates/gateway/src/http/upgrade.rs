@@ -14,8 +14,9 @@
 //! - after the `101`, the two connections are spliced ([`Tunnel::run`]) by the task that
 //!   serves the client's connection, which holds the listener's connection permit until the
 //!   tunnel ends: when either side has closed and the other has finished, after the route's
-//!   `upgrade_idle_timeout` without a byte either way, or when the gateway stops (after the
-//!   shutdown grace period, like any connection).
+//!   `upgrade_idle_timeout` without a byte either way, at the listener's
+//!   `max_connection_age`, when a reload refuses the client's certificate, or when the
+//!   gateway stops (after the shutdown grace period, like any connection).
 //!
 //! Elsewhere an `Upgrade` is hop-by-hop and removed: the upstream sees a plain request and
 //! answers it (a WebSocket server answers 426 or 400, so the client's handshake fails).
