@@ -204,6 +204,53 @@ upgrades = [\"websocket\"]
     assert!(after < 3.0, "closed {after} s into the wait, past max_connection_age: {out}");
 }
 
+/// A WebSocket keeps the decision made at its upgrade only while it holds: when a reloaded CRL
+/// revokes the client, the open WebSocket is cut; another client's is not.
+#[test]
+fn websocket_of_a_revoked_client_ends_after_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    let joe = pki.client("joe", &[]);
+    write_leaf(dir, "joe", &joe);
+    write_leaf(dir, "ann", &pki.client("ann", &[]));
+    std::fs::write(dir.join("crl.pem"), pki.crl(&[])).unwrap();
+    let (_ws, ws_port) = streaming_server("ws-server");
+    let config = format!(
+        "{}crls = [\"crl.pem\"]\n{}\n[[route]]\nupstream = \"ws\"\nupgrades = [\"websocket\"]\n",
+        listener("optional", ""),
+        upstream_block("ws", ws_port)
+    );
+    let gw = Gateway::start_with_env(dir, &config, &[("CERTGATE_LOG", "info")]);
+    let open = |name: &str| {
+        let (port, dir_s, name) =
+            (gw.port.to_string(), dir.display().to_string(), name.to_string());
+        std::thread::spawn(move || {
+            let out = Command::new("python3")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/streaming.py"))
+                .args(["ws-client", "--port", &port, "--idle", "4"])
+                .args(["--ca", &format!("{dir_s}/root.crt")])
+                .args(["--cert", &format!("{dir_s}/{name}.crt")])
+                .args(["--key", &format!("{dir_s}/{name}.key")])
+                .output()
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        })
+    };
+    let (joe_ws, ann_ws) = (open("joe"), open("ann"));
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(dir.join("crl.new"), pki.crl(&[&joe])).unwrap();
+    std::fs::rename(dir.join("crl.new"), dir.join("crl.pem")).unwrap();
+    gw.signal("HUP");
+    gw.wait_for_log("closing upgraded connection: its client certificate is refused", 1);
+    let joe_out = joe_ws.join().unwrap();
+    assert_eq!(joe_out["echo"], "hello", "{joe_out}");
+    assert_eq!(joe_out["idle"], "closed", "{joe_out}");
+    assert!(joe_out["idle_after"].as_f64().unwrap() < 3.5, "{joe_out}");
+    let ann_out = ann_ws.join().unwrap();
+    assert_eq!(ann_out["idle"], "open", "ann is not revoked: {ann_out}");
+}
+
 /// An open WebSocket ends when the gateway stops, once the shutdown grace period is over.
 #[test]
 fn upgraded_connections_end_after_the_shutdown_grace() {
