@@ -282,3 +282,34 @@ fn seed_003_example_checks() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Behind an L4 load balancer: connections from `proxy_protocol_from` start with a PROXY
+/// header (v2 or v1), whose client address is the one the upstream sees in
+/// `X-Forwarded-For` and the access log records; from such a peer a connection without a
+/// header is refused, and a listener that does not expect one refuses a header.
+#[test]
+fn proxy_protocol_from_load_balancers_gives_the_real_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gateway_pki(dir);
+    let routes = "\n[[route]]\nupstream = \"@echo\"\nclient_cert = \"optional\"\n\n[access_log]\nenabled = true\n";
+    let behind =
+        format!("{}{routes}", listener("optional", "proxy_protocol_from = [\"127.0.0.1/32\"]\n"));
+    let gw = Gateway::start(dir, &behind);
+    for (v, source) in [("2", "203.0.113.7:4242"), ("1", "198.51.100.9:5151")] {
+        let out = raw_client(&gw, "proxied", Some("joe"), &["--source", source, "--v", v]);
+        assert!(out.starts_with("HTTP/1.1 200"), "v{v}: {out}");
+        let ip = source.split(':').next().unwrap();
+        assert!(out.contains(&format!("\"x-forwarded-for\": \"{ip}\"")), "v{v}: {out}");
+        let log = gw.access_log();
+        assert!(log.contains(&format!("\"client\":\"{source}\"")), "v{v}: {log}");
+    }
+    let direct = curl_as(&gw, Some("joe"), "/", &[]);
+    assert_ne!(direct.status, 200, "no header from a load balancer's address: {direct:?}");
+    drop(gw);
+
+    let plain = Gateway::start(dir, &format!("{}{routes}", listener("optional", "")));
+    let out = raw_client(&plain, "proxied", Some("joe"), &["--source", "203.0.113.7:4242"]);
+    assert!(!out.contains("HTTP/1.1 200"), "a header from anyone else is not TLS: {out}");
+    assert_eq!(curl_as(&plain, Some("joe"), "/", &[]).status, 200);
+}

@@ -22,6 +22,7 @@ pub mod fuzz;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod server;
 pub mod tls;
 pub mod watch;

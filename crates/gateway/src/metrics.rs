@@ -78,7 +78,7 @@ pub enum UpstreamErrorKind {
 
 /// The handshake outcomes counted, the `X-Client-Verify` reason codes where the TLS alert tells
 /// them apart; anything else is counted as `invalid`.
-const OUTCOMES: [&str; 18] = [
+const OUTCOMES: [&str; 19] = [
     "ok",
     "no_certificate",
     "expired",
@@ -97,6 +97,7 @@ const OUTCOMES: [&str; 18] = [
     "source_refused",
     "not_tls",
     "client_hello_too_large",
+    "proxy_protocol_invalid",
 ];
 
 /// Where `invalid` is in [`OUTCOMES`].

@@ -90,6 +90,8 @@ pub struct Generation {
     tls: Arc<ListenerTls>,
     limits: Limits,
     trusted_proxies: Arc<[IpNet]>,
+    /// Load balancers whose connections start with a PROXY protocol header.
+    proxy_protocol_from: Arc<[IpNet]>,
     ctx: Arc<ListenerCtx>,
 }
 
@@ -110,6 +112,7 @@ impl Generation {
             tls,
             limits: l.limits,
             trusted_proxies: l.trusted_proxies.into(),
+            proxy_protocol_from: l.proxy_protocol_from.into(),
             ctx: Arc::new(ListenerCtx {
                 name: l.name,
                 routes: l.routes,
@@ -568,10 +571,34 @@ async fn accept_loop(slot: Arc<Slot>, stop: watch::Receiver<bool>) {
         tokio::spawn(async move {
             let _permit = permit;
             let g = &generation;
-            let trusted_proxy = g.trusted_proxies.iter().any(|net| net.contains(peer.ip()));
             let _ = tcp.set_nodelay(true);
-            let tcp = MeteredTcp::new(tcp, g.ctx.metrics.as_ref().map(|m| m.traffic()));
-            let shaken = handshake(tcp, peer, g).await;
+            let mut tcp = MeteredTcp::new(tcp, g.ctx.metrics.as_ref().map(|m| m.traffic()));
+            let deadline = tokio::time::Instant::now() + g.limits.handshake_timeout;
+            // Behind a load balancer that speaks the PROXY protocol, the client is the one
+            // its header names, for everything after.
+            let peer = if g.proxy_protocol_from.iter().any(|net| net.contains(peer.ip())) {
+                let read = crate::proxy_protocol::read_header(&mut tcp);
+                match tokio::time::timeout_at(deadline, read).await {
+                    Ok(Ok(client)) => client.unwrap_or(peer),
+                    Ok(Err(error)) => {
+                        tracing::info!(%peer, %error, "connection from a load balancer refused");
+                        if let Some(m) = &g.ctx.metrics {
+                            m.handshake("proxy_protocol_invalid");
+                        }
+                        return refuse(tcp).await;
+                    }
+                    Err(_) => {
+                        if let Some(m) = &g.ctx.metrics {
+                            m.handshake("timeout");
+                        }
+                        return;
+                    }
+                }
+            } else {
+                peer
+            };
+            let trusted_proxy = g.trusted_proxies.iter().any(|net| net.contains(peer.ip()));
+            let shaken = handshake(tcp, peer, g, deadline).await;
             if let Some(m) = &g.ctx.metrics {
                 m.handshake(match &shaken {
                     Ok(Shaken::Tls(_)) => "ok",
@@ -609,8 +636,8 @@ async fn handshake(
     mut tcp: MeteredTcp,
     peer: SocketAddr,
     g: &Generation,
+    deadline: tokio::time::Instant,
 ) -> Result<Shaken, &'static str> {
-    let deadline = tokio::time::Instant::now() + g.limits.handshake_timeout;
     let passthrough = &g.ctx.passthrough;
     let read = read_client_hello(&mut tcp, passthrough.relays());
     let (accepted, hello) = match tokio::time::timeout_at(deadline, read).await {

@@ -25,6 +25,10 @@
       one byte per write, or re-framed as two TLS records. Prints "local <port>", the hex of
       the bytes sent, and what came back before the server closed or 3 s passed.
 
+  raw_client.py proxied  --port P --ca F [--cert F --key F] --source IP:PORT [--v 1|2]
+      Sends a PROXY protocol header (v2 by default) claiming SOURCE, then speaks TLS (SNI
+      localhost) and sends one GET /; prints the response.
+
 Loopback only; every wait is bounded.
 """
 
@@ -240,6 +244,23 @@ def hello(args):
     sys.stdout.flush()
 
 
+def proxied(args):
+    ip, port = args.source.rsplit(":", 1)
+    s = socket.create_connection(("127.0.0.1", args.port), timeout=10)
+    if args.v == 1:
+        s.sendall(f"PROXY TCP4 {ip} 127.0.0.1 {port} {args.port}\r\n".encode())
+    else:
+        addrs = socket.inet_aton(ip) + socket.inet_aton("127.0.0.1")
+        addrs += struct.pack("!HH", int(port), args.port)
+        s.sendall(b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(addrs)) + addrs)
+    ctx = ssl.create_default_context(cafile=args.ca)
+    if args.cert:
+        ctx.load_cert_chain(args.cert, args.key)
+    t = ctx.wrap_socket(s, server_hostname="localhost")
+    t.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    sys.stdout.write(read_all(t).decode("utf-8", "replace"))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("mode")
@@ -258,9 +279,11 @@ def main():
     p.add_argument("--requests", type=int, default=1)
     p.add_argument("--sni")
     p.add_argument("--split", default="whole")
+    p.add_argument("--source")
+    p.add_argument("--v", type=int, default=2)
     args = p.parse_args()
     {"request": request, "h2idle": h2idle, "slowbody": slowbody, "flood": flood, "pipe": pipe,
-     "hold": hold, "hello": hello}[
+     "hold": hold, "hello": hello, "proxied": proxied}[
         args.mode
     ](args)
 

@@ -172,6 +172,8 @@ pub struct Listener {
     pub error_pages: Option<Arc<ErrorPages>>,
     /// Server names relayed undecrypted, and what a ClientHello without SNI gets.
     pub passthrough: Arc<SniTable>,
+    /// Peers whose connections must start with a PROXY protocol header.
+    pub proxy_protocol_from: Vec<IpNet>,
 }
 
 /// Reads and builds the configuration file at `path`.
@@ -623,6 +625,16 @@ impl Builder {
             }
             limits.max_streams = n.max(1);
         }
+        let mut proxy_protocol_from = Vec::new();
+        for (i, p) in l.proxy_protocol_from.iter().enumerate() {
+            match parse_net(p) {
+                Some(net) => proxy_protocol_from.push(net),
+                None => self.error(
+                    &format!("{field}.proxy_protocol_from[{i}]"),
+                    format!("{p:?} is not an IP address or network such as 10.0.0.0/8"),
+                ),
+            }
+        }
         let mut trusted_proxies = Vec::new();
         for (i, p) in l.trusted_proxies.iter().enumerate() {
             match parse_net(p) {
@@ -672,6 +684,7 @@ impl Builder {
             routes: RouteTable::new(routes, strip),
             error_pages,
             passthrough: Arc::new(passthrough),
+            proxy_protocol_from,
         })
     }
 

@@ -56,6 +56,9 @@ pub struct RawListener {
     /// `Forwarded` headers are kept and appended to. Default: none (replaced).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Load balancers whose connections start with a PROXY protocol header (v1 or v2).
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
     /// What a ClientHello without SNI gets: "terminate" (default), "refuse", or the name of a
     /// passthrough route.
     pub no_sni: Option<String>,
