@@ -639,3 +639,83 @@ fn closed_stdout_ends_quietly_with_success() {
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
+
+/// `verify --json` prints the verdict, the X-Client-Verify reason code, the message and the
+/// chain as JSON on stdout, accepted or refused, with the exit codes of the text form.
+#[test]
+fn verify_json_reports_verdict_reason_and_chain() {
+    let s = Scratch::with_ca(&[]);
+    s.ok(&["cert", "issue", "web", "--san", "web.example.test"]);
+    let json = |args: &[&str], code: i32| -> serde_json::Value {
+        let out = s.run(args);
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let ok = json(&["verify", "web.crt", "--json", "--purpose", "server"], 0);
+    assert_eq!(ok["verdict"], "SUCCESS");
+    assert_eq!(ok["reason"], serde_json::Value::Null);
+    assert_eq!(ok["purpose"], "server");
+    assert_eq!(ok["cert"], "web.crt");
+    let chain: Vec<&str> =
+        ok["chain"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(chain, ["CN=web", "CN=certgate Intermediate CA", "CN=certgate Root CA"]);
+    assert_eq!(ok["trust_anchor"], "CN=certgate Root CA");
+    assert_eq!(ok["presented"].as_array().unwrap().len(), 2, "leaf and intermediate");
+
+    let purpose = json(&["verify", "web.crt", "--json"], 1);
+    assert_eq!(purpose["verdict"], "FAILED");
+    assert_eq!(purpose["reason"], "wrong_purpose");
+    assert!(purpose["message"].as_str().unwrap().contains("not for clientAuth"), "{purpose}");
+    assert_eq!(purpose["chain"], serde_json::json!([]));
+    assert_eq!(purpose["presented"][0], "CN=web");
+
+    s.ok(&["cert", "revoke", "web", "--reason", "key-compromise"]);
+    s.ok(&["crl"]);
+    let revoked =
+        json(&["verify", "web.crt", "--json", "--purpose", "server", "--crl", "ca/crl.pem"], 1);
+    assert_eq!(revoked["reason"], "revoked");
+    assert_eq!(revoked["crl_files"], 1);
+    // openssl agrees with the verdict.
+    let openssl = s.openssl(&[
+        "verify",
+        "-crl_check_all",
+        "-CRLfile",
+        "ca/crl.pem",
+        "-CAfile",
+        "ca/root.crt",
+        "-untrusted",
+        "web.crt",
+        "web.crt",
+    ]);
+    assert!(!openssl.status.success() && text(&openssl).contains("revoked"), "{}", text(&openssl));
+}
+
+/// `cert show --json` gives the inventory record, its status and the certificate's fields,
+/// which agree with openssl.
+#[test]
+fn cert_show_json_gives_record_and_certificate_fields() {
+    let s = Scratch::with_ca(&[]);
+    s.ok(&["cert", "issue", "joe", "--san", "spiffe://example.test/joe"]);
+    s.ok(&["cert", "revoke", "joe", "--reason", "key-compromise"]);
+    let out = s.run(&["cert", "show", "joe", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["name"], "joe");
+    assert_eq!(shown["subject"], "CN=joe");
+    assert_eq!(shown["profile"], "client");
+    assert_eq!(shown["status"], "revoked");
+    assert_eq!(shown["revocation_reason"], "key-compromise");
+    assert!(shown["revoked_at"].is_string(), "{shown}");
+    let cert = &shown["certificate"];
+    assert_eq!(cert["sans"]["uri"][0], "spiffe://example.test/joe");
+    assert_eq!(cert["extended_key_usage"][0], "clientAuth");
+    assert_eq!(cert["is_ca"], false);
+    let serial = text(&s.openssl(&["x509", "-in", "joe.crt", "-noout", "-serial"]));
+    let serial = serial.trim().trim_start_matches("serial=").to_ascii_lowercase();
+    assert_eq!(shown["serial"], serial.as_str());
+    assert_eq!(cert["serial"], serial.as_str());
+    let fp = text(&s.openssl(&["x509", "-in", "joe.crt", "-noout", "-fingerprint", "-sha256"]));
+    assert_eq!(cert["sha256_fingerprint"], fp.trim().rsplit('=').next().unwrap());
+    let leaf = String::from_utf8(s.read("joe.crt")).unwrap();
+    assert!(leaf.starts_with(shown["pem"].as_str().unwrap()), "{shown}");
+}

@@ -217,6 +217,8 @@ pub struct ListArgs {
 pub struct ShowArgs {
     /// Serial (hex, colons allowed) or name.
     pub query: String,
+    /// Print JSON for scripts: the inventory record (as `cert list --json`), "pem", and
+    /// "certificate" with the fields `certgate inspect --json` gives.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -470,6 +472,7 @@ fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         let mut json = record_json(&r, now);
         json["pem"] = certgate_pki::pem::encode("CERTIFICATE", &r.der).into();
+        json["certificate"] = serde_json::to_value(certgate_pki::inspect::cert_info(&r.der)?)?;
         writeln!(stdout, "{}", serde_json::to_string_pretty(&json)?)?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use certgate_pki::verify::{DEFAULT_MAX_DEPTH, Purpose, TrustStore, VerifyPolicy};
+use certgate_pki::verify::{
+    DEFAULT_MAX_DEPTH, Purpose, TrustStore, VerifiedChain, VerifyError, VerifyPolicy,
+};
 use clap::{Args, ValueEnum};
 use rustls_pki_types::{ServerName, UnixTime};
 
@@ -40,6 +42,12 @@ pub struct VerifyArgs {
     /// full_chain_crls). A revoked intermediate is refused either way.
     #[arg(long)]
     pub full_chain_crls: bool,
+    /// Print the verdict as one JSON object on stdout (accepted or refused; the exit code is
+    /// the same as without it): {"verdict": "SUCCESS"|"FAILED", "reason": null|"expired"|...,
+    /// "message", "cert", "purpose", "chain": [subjects, leaf first], "trust_anchor",
+    /// "crl_files"}.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub dir: CaDir,
 }
@@ -72,10 +80,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let purpose = match args.purpose {
-        PurposeArg::Client => Purpose::ClientAuth,
-        PurposeArg::Server => Purpose::ServerAuth,
-    };
+    let purpose = purpose(args.purpose);
     let policy = VerifyPolicy {
         purpose,
         max_depth: args.max_depth,
@@ -84,8 +89,18 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         full_chain_crls: args.full_chain_crls,
         dangerous_stale_crl_grace: std::time::Duration::ZERO,
     };
+    let verdict = store.verify(&chain, &policy, UnixTime::now());
     let mut stdout = Out::lock();
-    match store.verify(&chain, &policy, UnixTime::now()) {
+    if args.json {
+        let presented = chain
+            .iter()
+            .map(|c| certgate_pki::inspect::cert_info(c).map(|info| info.subject))
+            .collect::<Result<Vec<_>, _>>()?;
+        let json = verdict_json(&args, presented, &verdict);
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&json)?)?;
+        return Ok(if verdict.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    match verdict {
         Ok(verified) => {
             writeln!(stdout, "OK: {} is valid for {purpose}", args.cert.display())?;
             let last = verified.subjects.len().saturating_sub(1);
@@ -108,5 +123,45 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// The `--json` form of a verdict. Its keys are stable; `reason` uses the reason codes of the
+/// gateway's `X-Client-Verify` header (`FAILED:reason`), and `verdict` its `SUCCESS`/`FAILED`.
+fn verdict_json(
+    args: &VerifyArgs,
+    presented: Vec<String>,
+    verdict: &Result<VerifiedChain, VerifyError>,
+) -> serde_json::Value {
+    let cert = args.cert.display().to_string();
+    let (status, reason, message, chain) = match verdict {
+        Ok(verified) => (
+            "SUCCESS",
+            None,
+            format!("{cert} is valid for {}", purpose(args.purpose)),
+            verified.subjects.clone(),
+        ),
+        Err(reason) => ("FAILED", Some(reason.code()), reason.to_string(), Vec::new()),
+    };
+    serde_json::json!({
+        "verdict": status,
+        "reason": reason,
+        "message": message,
+        "cert": cert,
+        "purpose": match args.purpose {
+            PurposeArg::Client => "client",
+            PurposeArg::Server => "server",
+        },
+        "trust_anchor": chain.last(),
+        "chain": chain,
+        "presented": presented,
+        "crl_files": args.crl.len(),
+    })
+}
+
+fn purpose(arg: PurposeArg) -> Purpose {
+    match arg {
+        PurposeArg::Client => Purpose::ClientAuth,
+        PurposeArg::Server => Purpose::ServerAuth,
     }
 }
