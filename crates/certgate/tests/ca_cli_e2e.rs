@@ -556,6 +556,121 @@ fn help_examples_run_as_printed() {
     }
 }
 
+/// The subcommands listed in the "Commands:" section of `certgate ARGS --help`, as paths.
+fn subcommands(s: &Scratch, args: &[&str]) -> Vec<Vec<String>> {
+    let mut all = args.to_vec();
+    all.push("--help");
+    let help = s.ok(&all);
+    let Some(commands) = help.split("Commands:\n").nth(1) else { return Vec::new() };
+    let mut paths = Vec::new();
+    for line in commands.lines().take_while(|l| l.starts_with("  ")) {
+        let name = line.split_whitespace().next().unwrap();
+        if name == "help" {
+            continue;
+        }
+        let mut path: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        path.push(name.to_string());
+        let child: Vec<&str> = path.iter().map(String::as_str).collect();
+        let nested = subcommands(s, &child);
+        paths.push(path);
+        paths.extend(nested);
+    }
+    paths
+}
+
+/// Every subcommand's `--help` (and the top level's) ends with examples of that command whose
+/// flags all exist; those that need no server or network run as printed.
+#[test]
+fn every_subcommand_help_has_examples_that_run() {
+    let s = Scratch::with_ca(&[]);
+    // --key-type and --profile list their values with what each means.
+    for args in [&["ca", "init", "--help"][..], &["cert", "issue", "--help"]] {
+        let help = s.ok(args);
+        for key_type in ["ec-p256", "ec-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"] {
+            assert!(help.contains(&format!("- {key_type}: ")), "{args:?}: {key_type}: {help}");
+        }
+        assert!(help.contains("browsers and Windows cannot use it"), "{help}");
+    }
+    for args in [&["cert", "issue", "--help"][..], &["cert", "sign", "--help"]] {
+        let help = s.ok(args);
+        for profile in ["- server: TLS server", "- client: TLS client", "- dual: "] {
+            assert!(help.contains(profile), "{args:?}: {profile}: {help}");
+        }
+    }
+    let err = s.fails(&["cert", "issue", "x", "--profile", "both"]);
+    assert!(err.contains("[possible values: server, client, dual]"), "{err}");
+    let paths = subcommands(&s, &[]);
+    for expected in [&["verify"][..], &["inspect"], &["serve"], &["quickstart"], &["crl"]] {
+        assert!(paths.iter().any(|p| p == expected), "{expected:?} not in {paths:?}");
+    }
+    assert!(paths.iter().any(|p| p == &["cert", "revoke"]), "{paths:?}");
+    let mut runnable = Vec::new();
+    for path in std::iter::once(Vec::new()).chain(paths) {
+        let args: Vec<&str> = path.iter().map(String::as_str).collect();
+        let examples = help_examples(&s, &args);
+        assert!(!examples.is_empty(), "certgate {args:?} --help has no example");
+        for example in examples {
+            // A shell redirection is not an argument.
+            let example: Vec<String> = example.into_iter().take_while(|w| w != ">").collect();
+            if !path.is_empty() {
+                assert!(example.starts_with(&path), "{path:?}: example {example:?}");
+            }
+            // The command the example runs, and its --help, which must know every flag used.
+            let mut command: Vec<&str> = Vec::new();
+            for word in &example {
+                let mut probe = command.clone();
+                probe.push(word);
+                if word.starts_with('-') || !subcommands(&s, &command).iter().any(|p| *p == probe) {
+                    break;
+                }
+                command = probe;
+            }
+            let mut help_args = command.clone();
+            help_args.push("--help");
+            let help = s.ok(&help_args);
+            for flag in example.iter().filter(|w| w.starts_with("--")) {
+                assert!(help.contains(&format!("{flag} ")), "{example:?}: {flag} is not in {help}");
+            }
+            if !path.is_empty() {
+                runnable.push(example);
+            }
+        }
+    }
+    // The files the examples name.
+    std::os::unix::fs::symlink("ca", s.path("certgate-ca")).unwrap();
+    s.ok(&["cert", "issue", "joe", "--san", "spiffe://example.test/joe"]);
+    s.ok(&["cert", "issue", "api", "--san", "api.example.com"]);
+    s.ok(&["crl"]);
+    std::fs::copy(s.path("joe.crt"), s.path("client.pem")).unwrap();
+    std::fs::copy(s.path("ca/root.crt"), s.path("root_certificate.pem")).unwrap();
+    let run_first = ["verify", "inspect", "list", "show"];
+    runnable.sort_by_key(|e| !run_first.iter().any(|c| e.iter().take(2).any(|w| w == c)));
+    let mut ran = 0;
+    for example in runnable {
+        let args: Vec<&str> = example.iter().map(String::as_str).collect();
+        // Long-running, covered by their own tests: the gateway and quickstart. Examples that
+        // issue into the same names again, or write outside the scratch directory, neither.
+        let skip = matches!(args[0], "serve" | "quickstart") && !args.contains(&"--check")
+            || args.iter().any(|a| a.starts_with('/'))
+            || matches!(
+                args[..],
+                ["cert", "issue" | "sign" | "p12" | "renew", ..] | ["ca", "init", ..]
+            );
+        if skip {
+            continue;
+        }
+        if args[0] == "serve" {
+            // `serve --check` on a missing configuration fails, naming it.
+            let err = s.fails(&args);
+            assert!(err.contains("certgate.toml"), "{err}");
+        } else {
+            s.ok(&args);
+        }
+        ran += 1;
+    }
+    assert!(ran >= 12, "only {ran} examples ran");
+}
+
 /// Under URI or email name constraints (which `ca init` does not offer, but another tool can
 /// put on an intermediate), certgate's verifier fails closed: a URI SAN, or a subject
 /// emailAddress, is refused, where OpenSSL evaluates URI constraints by host.

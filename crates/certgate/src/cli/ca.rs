@@ -58,7 +58,7 @@ pub struct InitArgs {
     #[arg(long, value_parser = parse_subject, value_name = "SUBJECT")]
     pub subject: Option<Subject>,
     /// Key type of the CA keys.
-    #[arg(long, default_value = "ec-p256", value_parser = parse_key_type)]
+    #[arg(long, default_value = "ec-p256", value_parser = super::values::key_type())]
     pub key_type: KeyType,
     /// Lifetime of the CA certificates, in days.
     #[arg(long, default_value_t = 3650)]
@@ -103,10 +103,6 @@ fn parse_permit_ip(s: &str) -> Result<Permit, String> {
 
 pub fn parse_subject(s: &str) -> Result<Subject, String> {
     Subject::parse(s).map_err(|e| e.to_string())
-}
-
-pub fn parse_key_type(s: &str) -> Result<KeyType, String> {
-    s.parse().map_err(|e: certgate_pki::PkiError| e.to_string())
 }
 
 pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {

@@ -15,7 +15,6 @@ use clap::{Args, Subcommand};
 use time::OffsetDateTime;
 
 use super::CaDir;
-use super::ca::parse_key_type;
 use super::out::Out;
 
 #[derive(Debug, Subcommand)]
@@ -40,10 +39,20 @@ pub enum CertCommand {
       --password-file p12.pass --out client_certificate.p12")]
     P12(P12Args),
     /// List issued certificates.
+    #[command(after_help = "Examples:
+  certgate cert list
+  certgate cert list --expiring 30d                 # valid ones that end within 30 days
+  certgate cert list --status revoked --json")]
     List(ListArgs),
     /// Show one issued certificate (by serial or name), with its PEM.
+    #[command(after_help = "Examples:
+  certgate cert show api                            # the current certificate named api
+  certgate cert show api --json")]
     Show(ShowArgs),
     /// Revoke a certificate; publish the change with `certgate crl`.
+    #[command(after_help = "Examples:
+  certgate cert revoke joe --reason key-compromise  # then publish the CRLs: certgate crl
+  certgate cert revoke api                          # the current certificate named api")]
     Revoke(RevokeArgs),
     /// Renew a certificate: same subject, SANs and profile, new validity (and a new key).
     #[command(after_help = "Examples:
@@ -93,14 +102,14 @@ pub struct IssueArgs {
     /// Subject alternative name: an IP, a URI (spiffe://...), an email, or a DNS name.
     #[arg(long = "san", value_name = "VALUE")]
     pub sans: Vec<String>,
-    /// server (TLS server), client (TLS client) or dual (both). Default: client when every
-    /// SAN is a URI or email, server when every SAN is a DNS name or IP; a mix needs --profile.
-    #[arg(long, value_parser = parse_profile)]
+    /// What the certificate is for. Default: client when every SAN is a URI or email, server
+    /// when every SAN is a DNS name or IP (or there is none); a mix needs --profile.
+    #[arg(long, value_parser = super::values::profile())]
     pub profile: Option<Profile>,
     #[command(flatten)]
     pub validity: ValidityArgs,
     /// Key type of the new key.
-    #[arg(long, default_value = "ec-p256", value_parser = parse_key_type)]
+    #[arg(long, default_value = "ec-p256", value_parser = super::values::key_type())]
     pub key_type: KeyType,
     /// Directory for NAME.crt and NAME.key.
     #[arg(long, default_value = ".")]
@@ -142,9 +151,9 @@ pub struct SignArgs {
     /// The CSR (PEM or DER).
     #[arg(long)]
     pub csr: PathBuf,
-    /// server, client or dual, as for `cert issue`. A client certificate gets no SAN made
-    /// from the CN; a server or dual one without requested SANs gets the CN as its SAN.
-    #[arg(long, value_parser = parse_profile)]
+    /// What the certificate is for, as for `cert issue`. A client certificate gets no SAN
+    /// made from the CN; a server or dual one without requested SANs gets the CN as its SAN.
+    #[arg(long, value_parser = super::values::profile())]
     pub profile: Option<Profile>,
     #[command(flatten)]
     pub validity: ValidityArgs,
@@ -254,10 +263,6 @@ pub struct RenewArgs {
     pub force: bool,
     #[command(flatten)]
     pub ca: CaAccess,
-}
-
-fn parse_profile(s: &str) -> Result<Profile, String> {
-    s.parse().map_err(|e: certgate_pki::PkiError| e.to_string())
 }
 
 fn parse_reason(s: &str) -> Result<Reason, String> {

@@ -10,6 +10,9 @@ use clap::Args;
 use super::out::Out;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  certgate inspect api.crt                          # every certificate in the chain
+  certgate inspect certgate-ca/crl.pem --json")]
 pub struct InspectArgs {
     /// A certificate (or chain), CSR or CRL, PEM or DER.
     pub file: PathBuf,

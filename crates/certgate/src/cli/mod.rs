@@ -13,11 +13,23 @@ pub mod inspect;
 pub mod out;
 pub mod quickstart;
 pub mod serve;
+pub mod values;
 pub mod verify;
 
 /// A private certificate authority and mTLS gateway in one binary.
 #[derive(Debug, Parser)]
-#[command(name = "certgate", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "certgate",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = "Examples:
+  certgate quickstart                               # a throw-away PKI and a gateway to try
+  certgate ca init --name \"Example Root CA\"
+  certgate cert issue api --san api.example.com
+  certgate serve --config certgate.toml"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -26,10 +38,20 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the certificate authority (root and intermediate).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  certgate ca init --name \"Example Root CA\"
+  certgate ca root > root.crt"
+    )]
     Ca(ca::CaCommand),
     /// Issue, sign, export, list, revoke and renew certificates.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  certgate cert issue api --san api.example.com
+  certgate cert list"
+    )]
     Cert(cert::CertCommand),
     /// Publish the CRLs of the CA: the intermediate's and the root's, or one of them.
     Crl(crl::CrlArgs),

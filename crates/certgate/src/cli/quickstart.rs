@@ -12,6 +12,9 @@ use certgate_pki::profile::Profile;
 use clap::Args;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  certgate quickstart                               # in ./certgate-quickstart, on 127.0.0.1:8443
+  certgate quickstart --dir /tmp/qs --listen 127.0.0.1:9443")]
 pub struct QuickstartArgs {
     /// Where the PKI and config are kept (reused when it already holds them).
     #[arg(long, default_value = "./certgate-quickstart")]

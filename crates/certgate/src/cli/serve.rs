@@ -9,6 +9,10 @@ use clap::Args;
 /// nothing: a configuration with problems is refused and the running one keeps serving);
 /// SIGTERM and Ctrl-C stop it after open connections finish.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  certgate serve --config certgate.toml --check     # load everything, report, exit
+  certgate serve --config certgate.toml
+  certgate serve --config /etc/certgate/certgate.toml --log-format json")]
 pub struct ServeArgs {
     /// The configuration file (see docs/config.md).
     #[arg(long, short, env = "CERTGATE_CONFIG", default_value = "certgate.toml")]

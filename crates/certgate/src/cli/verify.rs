@@ -15,6 +15,11 @@ use super::CaDir;
 use super::out::Out;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  certgate verify joe.crt                           # a client certificate, against the CA's root
+  certgate verify api.crt --purpose server --name api.example.com
+  certgate verify joe.crt --crl certgate-ca/crl.pem --json
+  certgate verify client.pem --ca root_certificate.pem")]
 pub struct VerifyArgs {
     /// The certificate to check: leaf first, then any intermediates (PEM), as a client sends it.
     pub cert: PathBuf,
