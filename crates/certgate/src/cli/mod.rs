@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 pub mod ca;
 pub mod cert;
 pub mod crl;
+pub mod docs;
 pub mod inspect;
 pub mod out;
 pub mod quickstart;
@@ -63,6 +64,10 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Make a throw-away PKI and run the gateway in front of a built-in echo service.
     Quickstart(quickstart::QuickstartArgs),
+    /// Print a completion script for bash, zsh, fish, elvish or PowerShell.
+    Completions(docs::CompletionsArgs),
+    /// Print a man page (roff) for certgate or one of its commands.
+    Man(docs::ManArgs),
 }
 
 /// Where the CA lives, shared by every CA command.
@@ -82,6 +87,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Quickstart(args) => quickstart::run(args),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
     }
 }
 
