@@ -626,6 +626,129 @@ fn quickstart_serves_what_it_prints() {
     assert_eq!(mode, 0o600);
 }
 
+/// Starts `certgate quickstart --dir DIR` in `cwd` on a free port and waits until it serves;
+/// returns the process, its port and the file holding what it printed.
+fn start_quickstart(cwd: &std::path::Path, dir: &str) -> (Proc, u16, std::path::PathBuf) {
+    let port = free_port();
+    let log = cwd.join(format!("quickstart-{port}.out"));
+    let mut child = Command::new(CERTGATE)
+        .current_dir(cwd)
+        .args(["quickstart", "--listen", &format!("127.0.0.1:{port}"), "--dir", dir])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, &mut child, &log);
+    (Proc(child), port, log)
+}
+
+/// The "run it yourself" command quickstart prints serves the same gateway, echo service
+/// included, after quickstart has exited, from the directory quickstart was started in.
+#[test]
+fn quickstart_hint_serves_after_quickstart_exits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (quickstart, port, log) = start_quickstart(tmp.path(), "qs");
+    drop(quickstart);
+    let printed = std::fs::read_to_string(&log).unwrap();
+    let hint = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("certgate serve --config"))
+        .unwrap_or_else(|| panic!("no serve command in {printed}"));
+    assert_eq!(hint, "certgate serve --config qs/certgate.toml", "{printed}");
+    let words: Vec<&str> = hint.split_whitespace().skip(1).collect();
+    let serve_log = tmp.path().join("serve.out");
+    let mut child = Command::new(CERTGATE)
+        .current_dir(tmp.path())
+        .args(&words)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&serve_log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, &mut child, &serve_log);
+    let _serve = Proc(child);
+    let qs = tmp.path().join("qs");
+    let file = |name: &str| qs.join(name).display().to_string();
+    let url = format!("https://localhost:{port}/hello");
+    let (ca, crt, key) = (file("root.crt"), file("client.crt"), file("client.key"));
+    let ok = curl(&["--cacert", &ca, "--cert", &crt, "--key", &key, &url]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let echoed: serde_json::Value = serde_json::from_str(&ok.body).unwrap();
+    assert_eq!(echoed["headers"]["x-client-subject"], "CN=client", "{echoed}");
+    assert_eq!(curl(&["--cacert", &ca, &url]).status, 496);
+    let config = std::fs::read_to_string(qs.join("certgate.toml")).unwrap();
+    assert!(config.contains("# Run it yourself, after quickstart has exited: certgate serve"));
+    assert!(config.contains("url = \"http://127.0.0.1:3000\""), "{config}");
+}
+
+/// quickstart never overwrites a file it did not write: a directory holding other files is
+/// refused, naming them, and left as it was; in its own directory, a file added there or a
+/// certgate.toml changed after it wrote it is refused too, while an unchanged one is
+/// rewritten for a new --listen address and the PKI is reused.
+#[test]
+fn quickstart_never_overwrites_files_it_did_not_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let quickstart = |dir: &str| {
+        Command::new(CERTGATE)
+            .current_dir(tmp.path())
+            .args(["quickstart", "--listen", "127.0.0.1:1", "--dir", dir])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let refused = |dir: &str| {
+        let out = quickstart(dir);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Someone else's directory, holding a file with one of quickstart's names.
+    let theirs = tmp.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::write(theirs.join("server.key"), "my key").unwrap();
+    std::fs::write(theirs.join("notes.txt"), "my notes").unwrap();
+    let err = refused("theirs");
+    assert!(
+        err.contains(
+            "theirs holds files that certgate quickstart did not write: notes.txt, server.key;"
+        ),
+        "{err}"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&theirs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["notes.txt", "server.key"], "nothing was added");
+    assert_eq!(std::fs::read_to_string(theirs.join("server.key")).unwrap(), "my key");
+
+    // quickstart's own directory: reused, and its config follows --listen.
+    let (first, _, _) = start_quickstart(tmp.path(), "qs");
+    drop(first);
+    let qs = tmp.path().join("qs");
+    let client_key = std::fs::read(qs.join("client.key")).unwrap();
+    let (second, port, _) = start_quickstart(tmp.path(), "qs");
+    drop(second);
+    let config = std::fs::read_to_string(qs.join("certgate.toml")).unwrap();
+    assert!(config.contains(&format!("listen = \"127.0.0.1:{port}\"")), "{config}");
+    assert_eq!(std::fs::read(qs.join("client.key")).unwrap(), client_key, "the PKI is reused");
+
+    // A file added to it is named and left alone.
+    std::fs::write(qs.join("app.toml"), "mine").unwrap();
+    let err = refused("qs");
+    assert!(err.contains("did not write: app.toml;"), "{err}");
+    std::fs::remove_file(qs.join("app.toml")).unwrap();
+
+    // A certgate.toml changed after quickstart wrote it (pointed at an app) is not replaced.
+    let changed = config.replace("upstream = \"@echo\"", "upstream = \"app\"");
+    std::fs::write(qs.join("certgate.toml"), &changed).unwrap();
+    let err = refused("qs");
+    assert!(
+        err.contains("qs/certgate.toml was changed after certgate quickstart wrote it, and is not overwritten"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(qs.join("certgate.toml")).unwrap(), changed);
+}
+
 /// TCP connection to a gateway port, for raw probes.
 #[allow(dead_code)]
 fn raw(port: u16) -> TcpStream {

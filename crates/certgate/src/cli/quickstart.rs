@@ -11,12 +11,19 @@ use certgate_pki::ca::{self, Authority, InitOptions, IssueRequest};
 use certgate_pki::profile::Profile;
 use clap::Args;
 
+/// Runs the gateway on a throw-away PKI in --dir. quickstart writes only into a new or empty
+/// directory, or one it made before (marked by a .certgate-quickstart file), and there only
+/// its own files: it refuses, naming them, when the directory holds anything else, and never
+/// replaces a file that was changed after it wrote it.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   certgate quickstart                               # in ./certgate-quickstart, on 127.0.0.1:8443
   certgate quickstart --dir /tmp/qs --listen 127.0.0.1:9443")]
 pub struct QuickstartArgs {
-    /// Where the PKI and config are kept (reused when it already holds them).
+    /// Where the PKI and config are kept: a new or empty directory, or one an earlier
+    /// quickstart made (its PKI is reused). quickstart writes only its own files there: a
+    /// directory holding others, or a certgate.toml changed since quickstart wrote it, is
+    /// refused, naming them.
     #[arg(long, default_value = "./certgate-quickstart")]
     pub dir: PathBuf,
     /// Gateway address.
@@ -26,15 +33,30 @@ pub struct QuickstartArgs {
 
 const CLIENT_ID: &str = "spiffe://certgate.test/quickstart-client";
 
+/// The file that marks a directory as quickstart's, and records the address it last served.
+const MARKER: &str = ".certgate-quickstart";
+
+/// Every entry quickstart writes in its directory; anything else there is not its own.
+const OWN: [&str; 8] = [
+    MARKER,
+    "ca",
+    "root.crt",
+    "server.crt",
+    "server.key",
+    "client.crt",
+    "client.key",
+    "certgate.toml",
+];
+
 pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     super::serve::init_logging(super::serve::LogFormat::Text);
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let previous_listen = claim_dir(&args.dir)?;
     prepare_pki(&args.dir)?;
+    let config_path = args.dir.join("certgate.toml");
+    write_config(&config_path, args.listen, previous_listen)?;
+    write_marker(&args.dir, args.listen)?;
     let runtime = super::serve::runtime(None)?;
     runtime.block_on(async {
-        let config_path = args.dir.join("certgate.toml");
-        write_config(&config_path, args.listen)?;
         let config =
             certgate_gateway::config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let dir = args.dir.clone();
@@ -45,6 +67,64 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Makes `dir` quickstart's, or checks that it is: a missing or empty directory is created and
+/// marked; a marked one must hold nothing but quickstart's own files. Returns the address the
+/// last quickstart in it served, as its marker records.
+fn claim_dir(dir: &Path) -> anyhow::Result<Option<SocketAddr>> {
+    let d = dir.display();
+    let entries: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            let mut names = Vec::new();
+            for entry in entries {
+                let entry = entry.with_context(|| format!("cannot read directory {d}"))?;
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+            names.sort();
+            names
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read directory {d}")),
+    };
+    let marked = entries.iter().any(|n| n == MARKER);
+    let foreign: Vec<&str> =
+        entries.iter().map(String::as_str).filter(|n| !marked || !OWN.contains(n)).collect();
+    if !foreign.is_empty() {
+        anyhow::bail!(
+            "{d} holds files that certgate quickstart did not write: {}; quickstart writes only \
+             into a new or empty directory, or one it made before: give --dir another directory, \
+             or move those files away",
+            foreign.join(", ")
+        );
+    }
+    if !marked {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {d}"))?;
+        write_marker(dir, None)?;
+        return Ok(None);
+    }
+    let marker = dir.join(MARKER);
+    let text = std::fs::read_to_string(&marker)
+        .with_context(|| format!("cannot read {}", marker.display()))?;
+    Ok(text.lines().find_map(|l| l.strip_prefix("listen = ")).and_then(|a| a.parse().ok()))
+}
+
+/// Writes the marker, recording the address the config in `dir` was written for.
+fn write_marker(dir: &Path, listen: impl Into<Option<SocketAddr>>) -> anyhow::Result<()> {
+    let mut text = String::from(
+        "# This directory was made by `certgate quickstart`, which writes here only the files it\n\
+         # made: ca/, root.crt, server.crt, server.key, client.crt, client.key, certgate.toml.\n",
+    );
+    if let Some(listen) = listen.into() {
+        text.push_str(&format!("listen = {listen}\n"));
+    }
+    certgate_pki::fs::write_atomic(
+        &dir.join(MARKER),
+        text.as_bytes(),
+        certgate_pki::fs::Mode::Public,
+        certgate_pki::fs::Overwrite::Force,
+    )?;
+    Ok(())
 }
 
 /// Creates the CA, server and client certificates unless they exist (keys are never replaced).
@@ -67,28 +147,79 @@ fn prepare_pki(dir: &Path) -> anyhow::Result<()> {
     ];
     for (name, sans, profile) in leaves {
         let (crt, key) = ca::leaf_file_paths(dir, name);
-        if crt.exists() && key.exists() {
-            continue;
+        match (crt.exists(), key.exists()) {
+            (true, true) => continue,
+            (false, false) => {}
+            (true, false) | (false, true) => {
+                let (there, missing) = if crt.exists() { (&crt, &key) } else { (&key, &crt) };
+                anyhow::bail!(
+                    "{} is there without {}; quickstart does not replace it: remove it to \
+                     have both made again",
+                    there.display(),
+                    missing.display()
+                );
+            }
         }
         let mut req = IssueRequest::new(name, sans);
         req.profile = Some(profile);
         authority
-            .issue(&req, |issued| ca::write_leaf_files(dir, name, issued, true).map(|_| ()))?;
+            .issue(&req, |issued| ca::write_leaf_files(dir, name, issued, false).map(|_| ()))?;
     }
     let root = dir.join("root.crt");
+    let root_pem = authority.root_pem();
+    replace_own(&root, root_pem.as_bytes(), None)
+}
+
+/// Writes `text` to `path` unless the file there already holds it. An existing file is
+/// replaced only when it still holds `written_before`, what quickstart wrote there last;
+/// otherwise it was changed by someone else, and is left alone with an error naming it.
+fn replace_own(path: &Path, text: &[u8], written_before: Option<&[u8]>) -> anyhow::Result<()> {
+    match std::fs::read(path) {
+        Ok(current) if current == text => return Ok(()),
+        Ok(current) if Some(current.as_slice()) == written_before => {}
+        Ok(_) => anyhow::bail!(
+            "{} was changed after certgate quickstart wrote it, and is not overwritten; remove \
+             it to have quickstart write it again, or run the changed setup with `certgate \
+             serve --config {}`",
+            path.display(),
+            path.with_file_name("certgate.toml").display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
     certgate_pki::fs::write_atomic(
-        &root,
-        authority.root_pem().as_bytes(),
+        path,
+        text,
         certgate_pki::fs::Mode::Public,
         certgate_pki::fs::Overwrite::Force,
     )?;
     Ok(())
 }
 
-fn write_config(path: &Path, listen: SocketAddr) -> anyhow::Result<()> {
-    let text = format!(
-        r#"# Written by `certgate quickstart` (rewritten on each start).
-# Run it yourself with: certgate serve --config {path}
+/// Writes certgate.toml for `listen`, replacing the one quickstart wrote for the address it
+/// served last (`previous`) but not one changed since.
+fn write_config(
+    path: &Path,
+    listen: SocketAddr,
+    previous: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let before = previous.map(|p| config_text(path, p));
+    replace_own(path, config_text(path, listen).as_bytes(), before.as_deref().map(str::as_bytes))
+}
+
+/// The configuration quickstart serves. It names only files next to it (relative paths are
+/// read from the config file's directory) and the built-in echo service, so `certgate serve
+/// --config` runs it the same after quickstart has exited.
+fn config_text(path: &Path, listen: SocketAddr) -> String {
+    format!(
+        r#"# Written by `certgate quickstart`, which rewrites it for its --listen address until
+# it is changed (a changed file is left alone and quickstart refuses to start).
+# Run it yourself, after quickstart has exited: certgate serve --config {path}
+# To put your own app behind the gateway, add
+#   [[upstream]]
+#   name = "app"
+#   url = "http://127.0.0.1:3000"
+# and set the routes' upstream = "app" instead of "@echo".
 
 [[listener]]
 name = "quickstart"
@@ -119,14 +250,7 @@ identity_headers = "nginx"
 spiffe = ["spiffe://certgate.test/*"]
 "#,
         path = path.display()
-    );
-    certgate_pki::fs::write_atomic(
-        path,
-        text.as_bytes(),
-        certgate_pki::fs::Mode::Public,
-        certgate_pki::fs::Overwrite::Force,
-    )?;
-    Ok(())
+    )
 }
 
 fn print_guide(dir: &Path, addr: SocketAddr) {
@@ -156,6 +280,11 @@ Try:
   # /health needs no certificate
   curl{resolve} --cacert {d}/root.crt {url}/health
 
-Ctrl-C stops."#
+Ctrl-C stops. The same gateway runs afterwards with:
+  certgate serve --config {config}
+with "@echo", the echo service built into certgate, as its upstream; to put your own app
+behind it, add an [[upstream]] with your app's url to that file and point the routes at it
+(the file says how)."#,
+        config = dir.join("certgate.toml").display()
     );
 }
