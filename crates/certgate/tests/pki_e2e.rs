@@ -521,13 +521,42 @@ fn inspect_matches_openssl_fingerprint() {
     assert!(human.contains("certificate revocation list #2 of 2"), "{human}");
 }
 
-/// An OS error reaches the user once, as the cause of the message that names the file.
+/// An OS error reaches the user once, as the cause of the message that names the file as
+/// the user wrote it (never a temporary file's name, nor a `./` the user did not type).
 #[test]
 fn missing_file_error_names_the_os_error_once() {
-    let s = Scratch::new();
-    let err = s.fails(&["inspect", "/nonexistent"]);
-    assert!(err.contains("cannot read /nonexistent: "), "{err}");
-    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    let s = Scratch::with_ca(&[]);
+    s.ok(&["cert", "issue", "web", "--san", "web.example.test"]);
+    let cases: [(&[&str], &str); 8] = [
+        (&["inspect", "/nonexistent"], "cannot read /nonexistent: "),
+        (&["verify", "missing.pem"], "certgate: error: cannot read missing.pem: "),
+        (&["verify", "web.crt", "--ca", "no/root.pem"], "cannot read no/root.pem: "),
+        (&["verify", "web.crt", "--crl", "missing.crl"], "cannot read missing.crl: "),
+        (
+            &["cert", "p12", "web", "--cert", "missing", "--insecure-no-password"],
+            "cannot read missing: ",
+        ),
+        (
+            &["cert", "p12", "web", "--key", "missing.key", "--insecure-no-password"],
+            "cannot read missing.key: ",
+        ),
+        (&["serve", "--config", "missing.toml"], "missing.toml: cannot read: "),
+        // The directory of a file to write is missing: the file is named, not the temporary
+        // file certgate writes first.
+        (&["ca", "root", "--out", "no-such-dir/root.pem"], "cannot write no-such-dir/root.pem: "),
+    ];
+    for (args, expected) in cases {
+        let err = s.fails(args);
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert_eq!(err.matches("No such file or directory").count(), 1, "{args:?}: {err}");
+        assert_eq!(err.matches("os error").count(), 1, "{args:?}: {err}");
+        assert!(!err.contains(".tmp") && !err.contains("./"), "{args:?}: {err}");
+    }
+    // Files written in the current directory are named as the user would write them.
+    let p12 = s.ok(&["cert", "p12", "web", "--insecure-no-password"]);
+    assert!(p12.starts_with("wrote web.p12 ("), "{p12}");
+    let issued = s.ok(&["cert", "issue", "api", "--san", "api.example.test"]);
+    assert!(issued.contains("wrote      api.crt (") && issued.contains("wrote      api.key ("));
 }
 
 /// A URI SAN that is not an RFC 3986 URI is refused, from `--san` and from a CSR, with the

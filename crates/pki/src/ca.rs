@@ -890,7 +890,7 @@ pub fn renewal_overwrite(
 
 /// `DIR/NAME.crt` and `DIR/NAME.key`.
 pub fn leaf_file_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")))
+    (crate::fs::in_dir(dir, &format!("{name}.crt")), crate::fs::in_dir(dir, &format!("{name}.key")))
 }
 
 /// Checks that `name` can be a file name and a CN.

@@ -46,7 +46,7 @@ pub fn write_atomic(
         .prefix(".certgate-")
         .suffix(".tmp")
         .tempfile_in(&dir)
-        .map_err(write_err)?;
+        .map_err(|e| write_err(without_temp_path(e)))?;
     set_mode(tmp.as_file(), mode).map_err(write_err)?;
     tmp.write_all(contents).map_err(write_err)?;
     tmp.as_file().sync_all().map_err(write_err)?;
@@ -66,6 +66,17 @@ pub fn write_atomic(
     }
     sync_dir(&dir);
     Ok(())
+}
+
+/// The OS error of a failed temporary file, without the name tempfile adds to it ("... at path
+/// \"dir/.certgate-XXXX.tmp\""): the error already names the file the user asked for, who has
+/// never heard of the temporary one. tempfile's wrapper is private, so its text is cut.
+fn without_temp_path(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.rsplit_once(" at path \"") {
+        Some((os_error, _)) => std::io::Error::new(e.kind(), os_error.to_string()),
+        None => e,
+    }
 }
 
 /// Fails with [`PkiError::Exists`] for the first path that exists, unless `overwrite` is
@@ -144,6 +155,12 @@ pub fn read_password(path: &Path) -> Result<Vec<u8>, PkiError> {
         return Err(PkiError::EmptyPassword { path: path.to_path_buf() });
     }
     Ok(line.to_vec())
+}
+
+/// `file` in `dir`, written as a user would: `api.crt` rather than `./api.crt` for the current
+/// directory (the default of `--out-dir` and `--dir`), so messages name it that way.
+pub fn in_dir(dir: &Path, file: &str) -> PathBuf {
+    if dir == Path::new(".") { PathBuf::from(file) } else { dir.join(file) }
 }
 
 fn parent_dir(path: &Path) -> PathBuf {

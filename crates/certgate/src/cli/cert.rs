@@ -371,7 +371,10 @@ fn p12(a: P12Args) -> anyhow::Result<ExitCode> {
     let (default_crt, default_key) = ca::leaf_file_paths(&a.dir, &a.name);
     let crt = a.cert.clone().unwrap_or(default_crt);
     let key = a.key.clone().unwrap_or(default_key);
-    let out = a.out.clone().unwrap_or_else(|| a.dir.join(format!("{}.p12", a.name)));
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| certgate_pki::fs::in_dir(&a.dir, &format!("{}.p12", a.name)));
     let password = match (&a.password_file, a.insecure_no_password) {
         (Some(path), _) => {
             let bytes = certgate_pki::fs::read_password(path)?;
