@@ -6,21 +6,13 @@
 
 mod gateway_support;
 
-use std::process::Command;
-
 use certgate_pki::profile::Profile;
 use certgate_pki::testkit::LeafSpec;
 use gateway_support::*;
 use time::{Duration, OffsetDateTime};
 
 fn check(dir: &std::path::Path, config: &str) -> (i32, String) {
-    let path = dir.join("check.toml");
-    std::fs::write(&path, config.replace("{port}", "0")).unwrap();
-    let out =
-        Command::new(CERTGATE).args(["serve", "--check", "--config"]).arg(&path).output().unwrap();
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
+    serve_check(dir, config)
 }
 
 fn base(mode: &str) -> String {

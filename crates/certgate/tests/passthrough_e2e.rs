@@ -241,16 +241,9 @@ fn passthrough_configuration_mistakes_are_named() {
          [[passthrough]]\nname = \"b\"\nsni = [\"idp.example.test\"]\nupstream = \"127.0.0.1:10\"\n\
          [[passthrough]]\nname = \"d\"\nsni = [\"bad name\"]\nupstream = \"https://idp\"\n",
         listener("required", "no_sni = \"c\"\n")
-    )
-    .replace("{port}", "0");
-    std::fs::write(dir.join("c.toml"), config).unwrap();
-    let out = Command::new(CERTGATE)
-        .current_dir(dir)
-        .args(["serve", "--check", "--config", "c.toml"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    );
+    let (code, text) = serve_check(dir, &config);
+    assert_ne!(code, 0);
     for expected in [
         "passthrough[2].sni[0]: \"bad name\" is not a server name",
         "passthrough[2].upstream: \"https://idp\" is not host:port",

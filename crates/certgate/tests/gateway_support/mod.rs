@@ -436,6 +436,18 @@ trust = ["root.crt"]
     )
 }
 
+/// Runs `certgate serve --check` on `config` (its `{port}` as 0), written to
+/// `dir/check.toml`: (exit code, stdout and stderr).
+pub fn serve_check(dir: &Path, config: &str) -> (i32, String) {
+    let path = dir.join("check.toml");
+    std::fs::write(&path, config.replace("{port}", "0")).unwrap();
+    let out =
+        Command::new(CERTGATE).args(["serve", "--check", "--config"]).arg(&path).output().unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// An `[[upstream]]` named `name` at `http://127.0.0.1:port`.
 pub fn upstream_block(name: &str, port: u16) -> String {
     format!("\n[[upstream]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}\"\n")
