@@ -306,3 +306,67 @@ fn proxy_protocol_from_load_balancers_gives_the_real_client() {
     assert!(!out.contains("HTTP/1.1 200"), "a header from anyone else is not TLS: {out}");
     assert_eq!(curl_as(&plain, Some("joe"), "/", &[]).status, 200);
 }
+
+/// A post-quantum ClientHello (an ML-KEM-1024 key share: 1,568 bytes for the share alone,
+/// so the hello is larger than one Ethernet packet) written in pieces of 512 bytes is
+/// still routed by its SNI and relayed byte for byte; the same hello for a terminated name
+/// gets the gateway's own handshake (here a HelloRetryRequest for X25519) and nothing is
+/// relayed.
+#[test]
+fn post_quantum_client_hello_larger_than_a_packet_is_routed() {
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gateway_pki(dir);
+    let (up_port, received) = recording_upstream();
+    let config = format!(
+        "{}\n[[route]]\nupstream = \"@echo\"\n\n[[passthrough]]\nname = \"idp\"\n\
+         sni = [\"idp.example.test\"]\nupstream = \"127.0.0.1:{up_port}\"\n",
+        listener("required", "")
+    );
+    let gw = Gateway::start(dir, &config);
+    let hello = |sni: &str| -> Vec<u8> {
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        // The key share is sent for the first group only; X25519 lets a server that does
+        // not do ML-KEM-1024 ask again (HelloRetryRequest) rather than refuse.
+        provider.kx_groups = vec![
+            rustls::crypto::aws_lc_rs::kx_group::MLKEM1024,
+            rustls::crypto::aws_lc_rs::kx_group::X25519,
+        ];
+        let roots = rustls::RootCertStore::empty();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut out = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut out).unwrap();
+        }
+        out
+    };
+    let send = |bytes: &[u8]| -> Vec<u8> {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+        tcp.set_nodelay(true).unwrap();
+        for piece in bytes.chunks(512) {
+            tcp.write_all(piece).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut back = vec![0u8; 5];
+        match tcp.read_exact(&mut back) {
+            Ok(()) => back,
+            Err(_) => Vec::new(),
+        }
+    };
+    let relayed = hello("idp.example.test");
+    assert!(relayed.len() > 1500, "a post-quantum ClientHello: {} bytes", relayed.len());
+    send(&relayed);
+    assert_eq!(received.recv_timeout(Duration::from_secs(10)).unwrap(), relayed);
+    let terminated = send(&hello("api.example.test"));
+    assert_eq!(terminated.first(), Some(&0x16), "a handshake record: {terminated:?}");
+    assert!(received.recv_timeout(Duration::from_millis(500)).is_err(), "nothing relayed");
+}
