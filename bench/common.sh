@@ -24,7 +24,7 @@ make_workdir() {
 
 cleanup() {
   for pid in "${PIDS[@]:-}" "${SERVER_PID:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
-  [ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true
+  [ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid" 2>/dev/null)" 2>/dev/null || true
   rm -rf "$W"
 }
 
