@@ -78,6 +78,10 @@ http {
     ssl_session_tickets off;
     # certgate has no per-connection request limit; lift nginx's (default 1000) to match.
     keepalive_requests 100000000;
+    # A static file for bulk-transfer figures (bench/passthrough.sh); unused by run.sh.
+    location = /bulk.bin {
+      root $W;
+    }
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;

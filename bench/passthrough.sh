@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Passthrough relay cost: nginx terminates mTLS (the same nginx as bench/run.sh), measured
 # directly and through a certgate listener that relays its SNI (`localhost`) undecrypted.
-# Alternating rounds; reports connections/s (full mTLS handshakes) and keep-alive requests/s
-# through the relay as ratios to the direct connection, and the relay's CPU-seconds.
+# Alternating rounds; reports connections/s (full mTLS handshakes), keep-alive requests/s and
+# the MiB/s of a 256 MiB download over one connection through the relay, as ratios to the
+# direct connection, and the relay's CPU-seconds.
 #
 #   bench/passthrough.sh [--rounds N] [--duration S] [--connections N]
 set -euo pipefail
@@ -82,6 +83,17 @@ PY
     done
   done
 done
+# Bulk transfer: a 256 MiB file downloaded over one connection with curl, direct and relayed.
+head -c $((256 * 1024 * 1024)) /dev/zero > "$W/bulk.bin"
+: > "$W/bulk.txt"
+for round in $(seq 1 "$ROUNDS"); do
+  for path in direct relay; do
+    port=$NG_PORT; [ "$path" = relay ] && port=$CG_PORT
+    speed=$(curl -s -k --cert "$W/client.crt" --key "$W/client.key" --resolve "localhost:$port:127.0.0.1" \
+      -o /dev/null -w '%{speed_download}' "https://localhost:$port/bulk.bin")
+    echo "$round $path $speed" >> "$W/bulk.txt"
+  done
+done
 python3 - "$W/results.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -96,5 +108,13 @@ for mode, name in (("handshake", "full mTLS connections/s"), ("keepalive", "keep
     print(f"| {name} | {med([r['per_second'] for r in d.values()]):,.0f} | "
           f"{med([r['per_second'] for r in p.values()]):,.0f} | **{med(ratios):.2f}×** "
           f"({min(ratios):.2f}..{max(ratios):.2f}) | {med([r['relay_cpu_seconds'] for r in p.values()]):.2f} |")
+bulk = {}
+for line in open(sys.argv[1].replace("results.jsonl", "bulk.txt")):
+    rnd, path, speed = line.split()
+    bulk.setdefault(int(rnd), {})[path] = float(speed) / (1024 * 1024)
+ratios = [b["relay"] / b["direct"] for b in bulk.values() if b.get("direct")]
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+print(f"| 256 MiB download over one connection (MiB/s) | {med([b['direct'] for b in bulk.values()]):,.0f} | "
+      f"{med([b['relay'] for b in bulk.values()]):,.0f} | **{med(ratios):.2f}×** ({min(ratios):.2f}..{max(ratios):.2f}) | — |")
 print(f"\nErrors: {sum(r['errors'] for r in rows)}; non-2xx: {sum(r['non_2xx'] for r in rows)}.")
 PY
