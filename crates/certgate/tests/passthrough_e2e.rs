@@ -370,3 +370,54 @@ fn post_quantum_client_hello_larger_than_a_packet_is_routed() {
     assert_eq!(terminated.first(), Some(&0x16), "a handshake record: {terminated:?}");
     assert!(received.recv_timeout(Duration::from_millis(500)).is_err(), "nothing relayed");
 }
+
+/// Client-certificate policy per server name on one listener (`[[listener.sni]]`):
+/// admin.example.test requires a certificate from its own CA and refuses others in the
+/// handshake, while api.example.test keeps the listener's policy; a request whose Host has
+/// another policy than its connection's SNI gets 421, even with the SNI check off.
+#[test]
+fn client_certificate_policy_per_server_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = gateway_pki(dir);
+    pki.server(&["api.example.test", "admin.example.test"]).write(dir, "server");
+    let admins = TestPki::named("admins");
+    std::fs::write(dir.join("admins-ca.crt"), admins.root_pem()).unwrap();
+    admins.client("boss", &[]).write(dir, "boss");
+    let policy = "sni_host_check = false\n\n[[listener.sni]]\nnames = [\"admin.example.test\"]\n\
+                  client_auth = { mode = \"required\", trust = [\"admins-ca.crt\"] }\n";
+    let config = format!("{}\n[[route]]\nupstream = \"@echo\"\n", listener("optional", policy));
+    let gw = Gateway::start(dir, &config);
+    let ca = dir.join("root.crt").display().to_string();
+    let get = |host: &str, client: Option<&str>, extra: &[&str]| {
+        let resolve = format!("{host}:{}:127.0.0.1", gw.port);
+        let url = format!("https://{host}:{}/", gw.port);
+        let mut args: Vec<String> =
+            vec!["--resolve".into(), resolve, "--cacert".into(), ca.clone()];
+        if let Some(name) = client {
+            for (flag, ext) in [("--cert", "crt"), ("--key", "key")] {
+                args.push(flag.into());
+                args.push(dir.join(format!("{name}.{ext}")).display().to_string());
+            }
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(url);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&refs)
+    };
+    let boss = get("admin.example.test", Some("boss"), &[]);
+    assert_eq!(boss.status, 200, "{boss:?}");
+    assert!(boss.body.contains("\"x-client-subject\": \"CN=boss\""), "{}", boss.body);
+    let joe = get("admin.example.test", Some("joe"), &[]);
+    assert_ne!(joe.exit, 0, "another CA is refused in the handshake: {joe:?}");
+    let nobody = get("admin.example.test", None, &[]);
+    assert_ne!(nobody.exit, 0, "required on this name: {nobody:?}");
+    let api = get("api.example.test", Some("joe"), &[]);
+    assert_eq!(api.status, 200, "{api:?}");
+    assert_eq!(get("api.example.test", Some("boss"), &[]).status, 495, "not this name's CA");
+    for proto in ["--http1.1", "--http2"] {
+        let sneaky =
+            get("api.example.test", Some("joe"), &[proto, "-H", "Host: admin.example.test"]);
+        assert_eq!(sneaky.status, 421, "{proto}: {sneaky:?}");
+    }
+}

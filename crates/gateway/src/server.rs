@@ -44,7 +44,7 @@ use crate::http::upgrade::Splicer;
 use crate::http::upstream::boxed;
 use crate::metrics::MeteredTcp;
 use crate::tls::passthrough::{Decision, HelloError, Passthrough, read_client_hello, relay};
-use crate::tls::server::{ClientCert, ListenerTls};
+use crate::tls::server::{ClientCert, ListenerTls, SniPolicies};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,8 @@ struct Slot {
 pub struct Generation {
     /// Counts up from 1 with each successful reload (logged per reload).
     pub id: u64,
-    tls: Arc<ListenerTls>,
+    /// The listener's TLS and the policies of server names with their own.
+    tls: Arc<SniPolicies>,
     limits: Limits,
     trusted_proxies: Arc<[IpNet]>,
     /// Load balancers whose connections start with a PROXY protocol header.
@@ -103,6 +104,7 @@ impl Generation {
         metrics: Option<&Arc<crate::metrics::Metrics>>,
     ) -> Generation {
         let tls = Arc::new(l.tls);
+        let sni_policies = (!tls.is_empty()).then(|| tls.clone());
         let listener_metrics =
             metrics.map(|m| crate::metrics::ListenerMetrics::new(m, &l.name, &l.routes));
         let any_error_pages =
@@ -122,6 +124,7 @@ impl Generation {
                 metrics: listener_metrics,
                 error_pages: l.error_pages,
                 passthrough: l.passthrough,
+                sni_policies,
                 any_error_pages,
             }),
         }
@@ -601,19 +604,19 @@ async fn accept_loop(slot: Arc<Slot>, stop: watch::Receiver<bool>) {
             let shaken = handshake(tcp, peer, g, deadline).await;
             if let Some(m) = &g.ctx.metrics {
                 m.handshake(match &shaken {
-                    Ok(Shaken::Tls(_)) => "ok",
+                    Ok(Shaken::Tls(..)) => "ok",
                     Ok(Shaken::Relay { .. }) => "passthrough",
                     Err(outcome) => outcome,
                 });
             }
-            let stream = match shaken {
-                Ok(Shaken::Tls(stream)) => *stream,
+            let (stream, policy) = match shaken {
+                Ok(Shaken::Tls(stream, policy)) => (*stream, policy),
                 Ok(Shaken::Relay { tcp, hello, route, sni }) => {
                     return passthrough(tcp, hello, &route, sni, peer, &g.ctx).await;
                 }
                 Err(_) => return,
             };
-            let conn = identity(&stream, peer, &g.tls, trusted_proxy);
+            let conn = identity(&stream, peer, g.tls.tls(policy), policy, trusted_proxy);
             let recheck = Recheck::of(&conn, &slot);
             serve_http(stream, conn, g.ctx.clone(), &g.limits, stop, recheck).await;
         });
@@ -622,8 +625,9 @@ async fn accept_loop(slot: Arc<Slot>, stop: watch::Receiver<bool>) {
 
 /// What the first step of a connection leads to.
 enum Shaken {
-    /// The listener's own handshake completed.
-    Tls(Box<TlsStream<MeteredTcp>>),
+    /// The listener's own handshake completed, with the policy its SNI chose
+    /// ([`SniPolicies::index`]).
+    Tls(Box<TlsStream<MeteredTcp>>, Option<usize>),
     /// The SNI belongs to a passthrough route: relay the ClientHello's bytes and the rest.
     Relay { tcp: MeteredTcp, hello: Vec<u8>, route: Arc<Passthrough>, sni: Option<String> },
 }
@@ -670,10 +674,12 @@ async fn handshake(
             return Err(outcome);
         }
     }
+    // The server name's own client-certificate policy, or the listener's.
+    let policy = g.tls.index(sni.as_deref());
     let start = tokio_rustls::StartHandshake::from_parts(accepted, tcp);
-    let accept = start.into_stream(g.tls.config.clone()).into_fallible();
+    let accept = start.into_stream(g.tls.tls(policy).config.clone()).into_fallible();
     match tokio::time::timeout_at(deadline, accept).await {
-        Ok(Ok(stream)) => Ok(Shaken::Tls(Box::new(stream))),
+        Ok(Ok(stream)) => Ok(Shaken::Tls(Box::new(stream), policy)),
         Ok(Err((error, tcp))) => {
             let outcome = match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
                 Some(e @ rustls::Error::InvalidCertificate(cert)) => {
@@ -768,6 +774,7 @@ fn identity(
     stream: &TlsStream<MeteredTcp>,
     peer: SocketAddr,
     tls: &ListenerTls,
+    policy: Option<usize>,
     trusted_proxy: bool,
 ) -> Arc<ConnInfo> {
     let (_, session) = stream.get_ref();
@@ -783,6 +790,7 @@ fn identity(
         peer_ip: HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
         trusted_proxy,
+        policy,
     })
 }
 
@@ -812,7 +820,9 @@ impl Recheck {
             return None;
         };
         let current = self.slot.current.load();
-        let verifier = current.tls.client_auth.verifier()?;
+        // The policy the connection's server name has in the new state.
+        let tls = current.tls.tls(current.tls.index(self.conn.sni.as_deref()));
+        let verifier = tls.client_auth.verifier()?;
         // The leaf and the intermediates of its verified path: what the client presented,
         // less any certificate that was not on the path.
         let chain: Vec<rustls_pki_types::CertificateDer<'static>> =

@@ -26,6 +26,7 @@ use crate::http::route::{PathMatching, Route, RouteTable};
 use crate::http::upstream::{Target, Upstream, UpstreamSettings};
 use crate::server::IpNet;
 use crate::tls::passthrough::{NoSni, Passthrough, SniTable};
+use crate::tls::server::SniPolicies;
 use crate::tls::server::{ClientAuth, ListenerTls};
 
 /// The longest timeout the configuration accepts: anything longer is a mistake, not a bound.
@@ -161,7 +162,8 @@ impl Default for Limits {
 pub struct Listener {
     pub name: String,
     pub addr: SocketAddr,
-    pub tls: ListenerTls,
+    /// The listener's TLS, and the client-certificate policies some server names have.
+    pub tls: SniPolicies,
     pub limits: Limits,
     /// Answer 421 when Host differs from SNI.
     pub sni_host_check: bool,
@@ -326,7 +328,10 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
             continue;
         }
         for (l, name) in raw.listeners.iter().zip(&listener_names) {
-            let asks = l.client_auth.as_ref().is_some_and(|ca| ca.mode != "off");
+            let asks_for =
+                |ca: &Option<raw::RawClientAuth>| ca.as_ref().is_some_and(|ca| ca.mode != "off");
+            let asks =
+                asks_for(&l.client_auth) || l.sni_policies.iter().any(|p| asks_for(&p.client_auth));
             let applies = r.listener.as_deref().is_none_or(|n| n == name);
             if applies && !asks {
                 b.error(
@@ -666,7 +671,37 @@ impl Builder {
             return None;
         }
         let (addr, client_auth) = (addr?, client_auth?);
-        let asks_for_certs = client_auth.verifier().is_some();
+        let mut by_name = Vec::new();
+        let mut seen_names = HashSet::new();
+        for (i, p) in l.sni_policies.iter().enumerate() {
+            let pf = format!("{field}.sni[{i}]");
+            let mut names = Vec::new();
+            for (j, n) in p.names.iter().enumerate() {
+                let lower = n.to_ascii_lowercase();
+                if !server_name_ok(&lower) {
+                    self.error(
+                        &format!("{pf}.names[{j}]"),
+                        format!("{n:?} is not a server name (api.example.com or *.example.com)"),
+                    );
+                } else if !seen_names.insert(lower.clone()) {
+                    self.error(&format!("{pf}.names[{j}]"), format!("{n} has two policies"));
+                } else {
+                    names.push(lower);
+                }
+            }
+            let auth = match &p.client_auth {
+                None => Some(ClientAuth::Off),
+                Some(ca) => self.client_auth(&format!("{pf}.client_auth"), ca),
+            };
+            let Some(auth) = auth else { continue };
+            match ListenerTls::new(certs.clone(), auth, min_tls13) {
+                Ok(tls) => by_name.push((names, tls)),
+                Err(e) => self.error(&pf, with_causes(&e)),
+            }
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
         let tls = match ListenerTls::new(certs, client_auth, min_tls13) {
             Ok(t) => t,
             Err(e) => {
@@ -674,6 +709,8 @@ impl Builder {
                 return None;
             }
         };
+        let tls = SniPolicies::new(tls, by_name);
+        let asks_for_certs = tls.asks_for_certs();
         Some(Listener {
             name: name.to_string(),
             addr,
@@ -836,12 +873,7 @@ impl Builder {
             let mut sni = Vec::new();
             for (j, name) in p.sni.iter().enumerate() {
                 let lower = name.to_ascii_lowercase();
-                let bare = lower.strip_prefix("*.").unwrap_or(&lower);
-                let valid = !bare.is_empty()
-                    && !bare.contains('*')
-                    && rustls_pki_types::DnsName::try_from(bare).is_ok()
-                    && bare.parse::<std::net::IpAddr>().is_err();
-                if valid {
+                if server_name_ok(&lower) {
                     sni.push(lower);
                 } else {
                     self.error(
@@ -1435,6 +1467,16 @@ impl Builder {
         );
         Some(Arc::new(upgrade::Upgrades { protocols, idle_timeout }))
     }
+}
+
+/// Whether `name` (lowercase) is a server name a policy or passthrough can match: a DNS
+/// name, or `*.` and one.
+fn server_name_ok(name: &str) -> bool {
+    let bare = name.strip_prefix("*.").unwrap_or(name);
+    !bare.is_empty()
+        && !bare.contains('*')
+        && rustls_pki_types::DnsName::try_from(bare).is_ok()
+        && bare.parse::<std::net::IpAddr>().is_err()
 }
 
 /// Why `name` cannot name a route: it becomes a metric label, so it is short and plain.

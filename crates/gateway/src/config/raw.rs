@@ -56,6 +56,9 @@ pub struct RawListener {
     /// `Forwarded` headers are kept and appended to. Default: none (replaced).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Client-certificate policies of their own for some server names.
+    #[serde(default, rename = "sni")]
+    pub sni_policies: Vec<RawSniPolicy>,
     /// Load balancers whose connections start with a PROXY protocol header (v1 or v2).
     #[serde(default)]
     pub proxy_protocol_from: Vec<String>,
@@ -65,6 +68,15 @@ pub struct RawListener {
     /// Custom bodies (and statuses) for the gateway's own answers on this listener.
     #[serde(default, rename = "error_page")]
     pub error_pages: Vec<RawErrorPage>,
+}
+
+/// A client-certificate policy for some of a listener's server names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSniPolicy {
+    /// `admin.example.com`, `*.example.com`.
+    pub names: Vec<String>,
+    pub client_auth: Option<RawClientAuth>,
 }
 
 /// TLS relayed by SNI to a TCP upstream, undecrypted.

@@ -51,6 +51,8 @@ pub struct ConnInfo {
     pub peer_ip: HeaderValue,
     /// The peer is one of the listener's `trusted_proxies`: its forwarding headers are kept.
     pub trusted_proxy: bool,
+    /// The client-certificate policy the SNI chose (`None`: the listener's own).
+    pub policy: Option<usize>,
 }
 
 /// What a listener's requests need.
@@ -68,6 +70,9 @@ pub struct ListenerCtx {
     pub error_pages: Option<Arc<ErrorPages>>,
     /// Whether the listener or any of its routes has error pages: only then is `Accept` read.
     pub any_error_pages: bool,
+    /// Server names with client-certificate policies of their own (`None`: there are none):
+    /// a request whose Host has another policy than its connection gets 421.
+    pub sni_policies: Option<Arc<crate::tls::server::SniPolicies>>,
     /// The server names this listener relays undecrypted: their Host gets 421 here.
     pub passthrough: Arc<crate::tls::passthrough::SniTable>,
 }
@@ -205,6 +210,14 @@ async fn phases(
         && *sni != host
     {
         return Err(Reject::Misdirected { sni: sni.clone(), host });
+    }
+    //    A host whose client-certificate policy is not the one the connection was made with
+    //    is never served on it, whatever the SNI check says.
+    if let Some(policies) = &ctx.sni_policies
+        && policies.index(Some(&host)) != conn.policy
+    {
+        let sni = conn.sni.clone().unwrap_or_else(|| "no server name".into());
+        return Err(Reject::Misdirected { sni, host });
     }
     //    A host this listener passes through undecrypted is never served by the terminated
     //    side, whatever the SNI check says.
@@ -418,6 +431,7 @@ mod tests {
             error_pages: None,
             any_error_pages: false,
             passthrough: Arc::default(),
+            sni_policies: None,
         })
     }
 
@@ -445,6 +459,7 @@ mod tests {
             identity: ConnIdentity::new(client, false),
             peer_ip: HeaderValue::from_static("192.0.2.7"),
             trusted_proxy,
+            policy: None,
         })
     }
 

@@ -325,3 +325,64 @@ fn certificate_error(reason: &VerifyError) -> CertificateError {
         | VerifyError::Other(_) => CertificateError::BadEncoding,
     }
 }
+
+/// A listener's client-certificate policies by SNI (`[[listener.sni]]`), each with its own
+/// `ServerConfig` (so its own trust anchors, CRLs and session state), and the listener's
+/// own policy for every other name.
+pub struct SniPolicies {
+    pub default: Arc<ListenerTls>,
+    policies: Vec<Arc<ListenerTls>>,
+    exact: std::collections::HashMap<String, usize>,
+    /// By the suffix after `*.`: one label only.
+    wildcard: std::collections::HashMap<String, usize>,
+}
+
+impl SniPolicies {
+    /// `by_name`: each policy with its lowercase names (`*.example.com` for one label).
+    pub fn new(default: ListenerTls, by_name: Vec<(Vec<String>, ListenerTls)>) -> SniPolicies {
+        let mut table = SniPolicies {
+            default: Arc::new(default),
+            policies: Vec::with_capacity(by_name.len()),
+            exact: Default::default(),
+            wildcard: Default::default(),
+        };
+        for (names, tls) in by_name {
+            let index = table.policies.len();
+            table.policies.push(Arc::new(tls));
+            for name in names {
+                match name.strip_prefix("*.") {
+                    Some(suffix) => table.wildcard.insert(suffix.to_string(), index),
+                    None => table.exact.insert(name, index),
+                };
+            }
+        }
+        table
+    }
+
+    /// Whether any name has a policy of its own.
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// The policy of `name` (lowercase): its index, or `None` for the listener's own.
+    pub fn index(&self, name: Option<&str>) -> Option<usize> {
+        let name = name?;
+        if let Some(i) = self.exact.get(name) {
+            return Some(*i);
+        }
+        let (_, parent) = name.split_once('.')?;
+        self.wildcard.get(parent).copied()
+    }
+
+    /// The TLS settings of the policy `index` gave.
+    pub fn tls(&self, index: Option<usize>) -> &Arc<ListenerTls> {
+        index.and_then(|i| self.policies.get(i)).unwrap_or(&self.default)
+    }
+
+    /// Whether any policy asks for client certificates.
+    pub fn asks_for_certs(&self) -> bool {
+        std::iter::once(&self.default)
+            .chain(&self.policies)
+            .any(|t| t.client_auth.verifier().is_some())
+    }
+}
