@@ -421,3 +421,39 @@ fn client_certificate_policy_per_server_name() {
         assert_eq!(sneaky.status, 421, "{proto}: {sneaky:?}");
     }
 }
+
+/// A relay ends at the listener's `max_connection_age` even while its client keeps it open,
+/// and the access log says so.
+#[test]
+fn relays_end_at_max_connection_age() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gateway_pki(dir);
+    // An upstream that reads and never closes first.
+    let holding = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_port = holding.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in holding.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let config = format!(
+        "{}\n[[route]]\nupstream = \"@echo\"\n\n[[passthrough]]\nname = \"idp\"\n\
+         sni = [\"idp.example.test\"]\nupstream = \"127.0.0.1:{up_port}\"\n\n\
+         [access_log]\nenabled = true\n",
+        listener("required", "[listener.limits]\nmax_connection_age = \"1s\"\n")
+    );
+    let gw = Gateway::start(dir, &config);
+    let started = std::time::Instant::now();
+    // The client waits up to 3 s for the server to close.
+    send_hello(gw.port, Some("idp.example.test"), "whole");
+    assert!(started.elapsed() < Duration::from_millis(2900), "closed by the gateway first");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !gw.access_log().contains("\"close\":\"max_age\"") {
+        assert!(std::time::Instant::now() < deadline, "{}", gw.access_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

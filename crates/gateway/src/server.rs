@@ -612,7 +612,8 @@ async fn accept_loop(slot: Arc<Slot>, stop: watch::Receiver<bool>) {
             let (stream, policy) = match shaken {
                 Ok(Shaken::Tls(stream, policy)) => (*stream, policy),
                 Ok(Shaken::Relay { tcp, hello, route, sni }) => {
-                    return passthrough(tcp, hello, &route, sni, peer, &g.ctx).await;
+                    let max_age = g.limits.max_connection_age;
+                    return passthrough(tcp, hello, &route, sni, peer, &g.ctx, max_age).await;
                 }
                 Err(_) => return,
             };
@@ -717,10 +718,11 @@ async fn passthrough(
     sni: Option<String>,
     peer: SocketAddr,
     ctx: &ListenerCtx,
+    max_age: Option<Duration>,
 ) {
     let started = std::time::Instant::now();
     let local = tcp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let done = relay(&mut tcp, &hello, route, peer, local, sni.as_deref()).await;
+    let done = relay(&mut tcp, &hello, route, peer, local, sni.as_deref(), max_age).await;
     if let Some(log) = &ctx.access_log {
         log.relayed(&crate::access_log::RelayEntry {
             listener: &ctx.name,

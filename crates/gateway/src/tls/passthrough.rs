@@ -239,8 +239,9 @@ pub struct Relayed {
 }
 
 /// Connects to the route's upstream, writes the PROXY header (if asked) and the ClientHello
-/// bytes, then copies both ways until both sides have closed, one stays idle for the route's
-/// `idle_timeout`, or a side fails. Half-closes are passed on.
+/// bytes, then copies both ways until both sides have closed, both stay idle for the route's
+/// `idle_timeout`, `max_age` (the listener's `max_connection_age`) passes, or a side fails.
+/// Half-closes are passed on.
 pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     client: &mut C,
     hello: &[u8],
@@ -248,7 +249,9 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
     peer: SocketAddr,
     local: SocketAddr,
     sni: Option<&str>,
+    max_age: Option<Duration>,
 ) -> Relayed {
+    let until = max_age.map(|age| tokio::time::Instant::now() + age);
     let mut done = Relayed { to_upstream: 0, to_client: 0, close: "upstream_unreachable" };
     let connect = TcpStream::connect(route.upstream.as_str());
     let mut upstream = match tokio::time::timeout(route.connect_timeout, connect).await {
@@ -273,7 +276,7 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
         return done;
     }
     done.to_upstream = hello.len() as u64;
-    let (close, up, down) = copy_both(client, &mut upstream, route.idle_timeout).await;
+    let (close, up, down) = copy_both(client, &mut upstream, route.idle_timeout, until).await;
     done.to_upstream += up;
     done.to_client += down;
     done.close = close;
@@ -281,9 +284,14 @@ pub async fn relay<C: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Copies both ways, passing each EOF on as a write shutdown, until both directions ended,
-/// `idle` passed with no byte either way, or an error. Returns why it ended and the bytes
-/// copied each way.
-async fn copy_both<A, B>(a: &mut A, b: &mut B, idle: Duration) -> (&'static str, u64, u64)
+/// `idle` passed with no byte either way, `until` came, or an error. Returns why it ended and
+/// the bytes copied each way.
+async fn copy_both<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Duration,
+    until: Option<tokio::time::Instant>,
+) -> (&'static str, u64, u64)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -322,6 +330,12 @@ where
                 Err(_) => return ("upstream_reset", to_b, to_a),
             },
             () = tokio::time::sleep(idle) => return ("idle_timeout", to_b, to_a),
+            () = async {
+                match until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => return ("max_age", to_b, to_a),
         }
     }
     ("closed", to_b, to_a)
