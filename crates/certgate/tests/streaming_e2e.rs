@@ -92,3 +92,26 @@ fn grpc_calls_pass_with_trailers() {
     assert_eq!(out["fail_details"], "not you", "{out}");
     assert_eq!(out["fail_trailers"]["x-why"], "testing", "{out}");
 }
+
+/// The built-in `@echo` counts a request body as it streams and never holds it: a 256 MiB
+/// upload is answered with its size while the gateway's peak RSS stays flat (quickstart's
+/// echo route has no body limit).
+#[test]
+fn echo_counts_a_large_upload_without_holding_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = pki_in(dir);
+    write_leaf(dir, "joe", &pki.client("joe", &[]));
+    let config = format!("{}\n[[route]]\nupstream = \"@echo\"\n", listener("required", ""));
+    let gw = Gateway::start(dir, &config);
+    let warm = streaming_client(&gw, "upload", Some("joe"), &["--size", "1048576"]);
+    assert_eq!(warm["status"], 200, "{warm}");
+    let before = memory(gw.pid(), "VmRSS:");
+    let size: u64 = 256 * 1024 * 1024;
+    let out = streaming_client(&gw, "upload", Some("joe"), &["--size", &size.to_string()]);
+    assert_eq!(out["status"], 200, "{out}");
+    assert!(out["body"].as_str().unwrap().contains(&format!("\"body_bytes\": {size}")), "{out}");
+    let peak = memory(gw.pid(), "VmHWM:");
+    let grew = peak.saturating_sub(before);
+    assert!(grew < 64 * 1024 * 1024, "peak RSS {peak} grew by {grew} over {before}");
+}

@@ -16,17 +16,25 @@ use crate::http::upstream::Body;
 
 /// The echo of one request. Reading the body can fail with the gateway's body bounds.
 pub async fn answer(req: Request<Body>) -> Result<Response<Body>, Reject> {
-    let (parts, body) = req.into_parts();
-    let body_bytes = match body.collect().await {
-        Ok(collected) => collected.to_bytes().len(),
-        Err(e) => {
-            return Err(match e.downcast_ref::<BodyError>() {
-                Some(BodyError::Stalled { after }) => Reject::BodyTimeout { after: *after },
-                Some(BodyError::TooLarge { limit }) => Reject::BodyTooLarge { limit: *limit },
-                None => Reject::UpstreamUnreachable { upstream: "@echo".into() },
-            });
+    let (parts, mut body) = req.into_parts();
+    // Counted as it streams, never held: a body of any size costs one frame of memory.
+    let mut body_bytes: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    body_bytes += data.len() as u64;
+                }
+            }
+            Err(e) => {
+                return Err(match e.downcast_ref::<BodyError>() {
+                    Some(BodyError::Stalled { after }) => Reject::BodyTimeout { after: *after },
+                    Some(BodyError::TooLarge { limit }) => Reject::BodyTooLarge { limit: *limit },
+                    None => Reject::UpstreamUnreachable { upstream: "@echo".into() },
+                });
+            }
         }
-    };
+    }
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in &parts.headers {
         let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
