@@ -6,7 +6,7 @@
 
 mod gateway_support;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -455,5 +455,50 @@ fn relays_end_at_max_connection_age() {
     while !gw.access_log().contains("\"close\":\"max_age\"") {
         assert!(std::time::Instant::now() < deadline, "{}", gw.access_log());
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An oversized ClientHello (a record stream past 16 KiB with no complete hello) and garbage
+/// are closed, while a client connecting at the same time is served.
+#[test]
+fn oversized_and_garbage_client_hellos_are_closed_while_others_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    gateway_pki(dir);
+    let (up_port, _received) = recording_upstream();
+    let config = format!(
+        "{}\n[[route]]\nupstream = \"@echo\"\n\n[[passthrough]]\nname = \"idp\"\n\
+         sni = [\"idp.example.test\"]\nupstream = \"127.0.0.1:{up_port}\"\n",
+        listener("required", "")
+    );
+    let gw = Gateway::start(dir, &config);
+    let open = |first: &[u8]| {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+        tcp.write_all(first).unwrap();
+        tcp
+    };
+    // A handshake record announcing 16 KiB, then more handshake records, never a whole hello.
+    let mut big = Vec::new();
+    for _ in 0..5 {
+        big.extend_from_slice(&[0x16, 0x03, 0x01, 0x10, 0x00]);
+        big.extend_from_slice(&[0x01; 4096]);
+    }
+    let mut oversized = open(&big[..8192]);
+    let mut garbage = open(b"\x16\x03\x01\x00\x05hello");
+    let _ = oversized.write_all(&big[8192..]);
+    assert_eq!(curl_as(&gw, Some("joe"), "/", &[]).status, 200, "served meanwhile");
+    for (name, tcp) in [("oversized", &mut oversized), ("garbage", &mut garbage)] {
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let closed = loop {
+            match tcp.read(&mut buf) {
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    break false;
+                }
+                Ok(0) | Err(_) => break true,
+                Ok(_) => continue,
+            }
+        };
+        assert!(closed, "{name} is closed");
     }
 }
