@@ -589,3 +589,57 @@ pub fn passthrough_hello(data: &[u8]) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// proxy_header
+
+/// The PROXY protocol header reader (v1 and v2): fed whole or in reads of 1–64 bytes, it
+/// gives the same address or refuses both times, never reads past the header (what follows
+/// is left for TLS), and never panics.
+pub fn proxy_header(data: &[u8]) {
+    use std::future::Future;
+
+    let step = data.first().map_or(1, |b| usize::from(*b % 64) + 1);
+    let whole = read(data, data.len().max(1));
+    let pieces = read(data, step);
+    assert_eq!(whole.0, pieces.0, "verdict differs in pieces of {step}");
+    assert_eq!(whole.1, pieces.1, "consumed differs in pieces of {step}");
+    if whole.0.is_some() {
+        assert!(whole.1 <= data.len());
+    }
+
+    /// (address if a header was read, bytes consumed).
+    fn read(data: &[u8], step: usize) -> (Option<Option<std::net::SocketAddr>>, usize) {
+        let mut reader = Pieces { data, step };
+        let verdict = {
+            let fut = crate::proxy_protocol::read_header(&mut reader);
+            let mut fut = std::pin::pin!(fut);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match fut.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(Ok(addr)) => Some(addr),
+                _ => None,
+            }
+        };
+        (verdict, data.len() - reader.data.len())
+    }
+
+    /// An in-memory connection that hands out at most `step` bytes per read, then EOF.
+    struct Pieces<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl tokio::io::AsyncRead for Pieces<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self.step.min(self.data.len()).min(buf.remaining());
+            let (now, rest) = self.data.split_at(n);
+            buf.put_slice(now);
+            self.data = rest;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+}

@@ -49,3 +49,9 @@ fn error_page_corpus_escapes_every_value() {
 fn passthrough_hello_corpus_is_chunking_independent() {
     replay("client_hello", fuzz::passthrough_hello);
 }
+
+/// The PROXY header reader reads exactly the header, however the bytes arrive.
+#[test]
+fn proxy_header_corpus_reads_exactly_the_header() {
+    replay("proxy_header", fuzz::proxy_header);
+}
