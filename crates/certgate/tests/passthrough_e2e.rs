@@ -46,6 +46,17 @@ fn recording_upstream() -> (u16, mpsc::Receiver<Vec<u8>>) {
     (port, rx)
 }
 
+/// A required-mode listener with an `@echo` route and the passthrough route `idp` for
+/// idp.example.test to `up_port`; `listener_extra` goes in the `[[listener]]` table, `extra`
+/// after everything.
+fn idp_passthrough(up_port: u16, listener_extra: &str, extra: &str) -> String {
+    format!(
+        "{}\n[[route]]\nupstream = \"@echo\"\n\n[[passthrough]]\nname = \"idp\"\n\
+         sni = [\"idp.example.test\"]\nupstream = \"127.0.0.1:{up_port}\"\n{extra}",
+        listener("required", listener_extra)
+    )
+}
+
 /// Runs `raw_client.py hello`: (client's local port, bytes sent, bytes received).
 fn send_hello(port: u16, sni: Option<&str>, split: &str) -> (u16, Vec<u8>, Vec<u8>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/raw_client.py");
@@ -320,11 +331,7 @@ fn post_quantum_client_hello_larger_than_a_packet_is_routed() {
     let dir = tmp.path();
     gateway_pki(dir);
     let (up_port, received) = recording_upstream();
-    let config = format!(
-        "{}\n[[route]]\nupstream = \"@echo\"\n\n[[passthrough]]\nname = \"idp\"\n\
-         sni = [\"idp.example.test\"]\nupstream = \"127.0.0.1:{up_port}\"\n",
-        listener("required", "")
-    );
+    let config = idp_passthrough(up_port, "", "");
     let gw = Gateway::start(dir, &config);
     let hello = |sni: &str| -> Vec<u8> {
         let mut provider = rustls::crypto::aws_lc_rs::default_provider();
@@ -440,11 +447,10 @@ fn relays_end_at_max_connection_age() {
             });
         }
     });
-    let config = format!(
-        "{}\n[[route]]\nupstream = \"@echo\"\n\n[[passthrough]]\nname = \"idp\"\n\
-         sni = [\"idp.example.test\"]\nupstream = \"127.0.0.1:{up_port}\"\n\n\
-         [access_log]\nenabled = true\n",
-        listener("required", "[listener.limits]\nmax_connection_age = \"1s\"\n")
+    let config = idp_passthrough(
+        up_port,
+        "[listener.limits]\nmax_connection_age = \"1s\"\n",
+        "\n[access_log]\nenabled = true\n",
     );
     let gw = Gateway::start(dir, &config);
     let started = std::time::Instant::now();
@@ -466,11 +472,7 @@ fn oversized_and_garbage_client_hellos_are_closed_while_others_are_served() {
     let dir = tmp.path();
     gateway_pki(dir);
     let (up_port, _received) = recording_upstream();
-    let config = format!(
-        "{}\n[[route]]\nupstream = \"@echo\"\n\n[[passthrough]]\nname = \"idp\"\n\
-         sni = [\"idp.example.test\"]\nupstream = \"127.0.0.1:{up_port}\"\n",
-        listener("required", "")
-    );
+    let config = idp_passthrough(up_port, "", "");
     let gw = Gateway::start(dir, &config);
     let open = |first: &[u8]| {
         let mut tcp = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();

@@ -543,7 +543,6 @@ fn holds(v: &serde_json::Value, needle: &str) -> bool {
 /// exactly a prefix of what was sent. Never panics.
 pub fn passthrough_hello(data: &[u8]) {
     use crate::tls::passthrough::read_client_hello;
-    use std::future::Future;
 
     let step = data.first().map_or(1, |b| usize::from(*b % 64) + 1);
     let whole = read_all(data, data.len().max(1));
@@ -558,37 +557,13 @@ pub fn passthrough_hello(data: &[u8]) {
     /// (verdict with the SNI, bytes kept) from reading `data` in reads of at most `step`.
     fn read_all(data: &[u8], step: usize) -> (Result<Option<String>, &'static str>, Vec<u8>) {
         let mut reader = Pieces { data, step };
-        let fut = read_client_hello(&mut reader, true);
-        let mut fut = std::pin::pin!(fut);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        // The reader is always ready, so one poll runs the reader to its end.
-        match fut.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(Ok((accepted, kept))) => {
+        match poll_ready(read_client_hello(&mut reader, true)) {
+            Some(Ok((accepted, kept))) => {
                 let sni = accepted.client_hello().server_name().map(str::to_owned);
                 (Ok(sni), kept)
             }
-            std::task::Poll::Ready(Err(e)) => (Err(e.outcome()), Vec::new()),
-            std::task::Poll::Pending => (Err("pending"), Vec::new()),
-        }
-    }
-
-    /// An in-memory connection that hands out at most `step` bytes per read, then EOF.
-    struct Pieces<'a> {
-        data: &'a [u8],
-        step: usize,
-    }
-
-    impl tokio::io::AsyncRead for Pieces<'_> {
-        fn poll_read(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &mut tokio::io::ReadBuf<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            let n = self.step.min(self.data.len()).min(buf.remaining());
-            let (now, rest) = self.data.split_at(n);
-            buf.put_slice(now);
-            self.data = rest;
-            std::task::Poll::Ready(Ok(()))
+            Some(Err(e)) => (Err(e.outcome()), Vec::new()),
+            None => (Err("pending"), Vec::new()),
         }
     }
 }
@@ -600,8 +575,6 @@ pub fn passthrough_hello(data: &[u8]) {
 /// gives the same address or refuses both times, never reads past the header (what follows
 /// is left for TLS), and never panics.
 pub fn proxy_header(data: &[u8]) {
-    use std::future::Future;
-
     let step = data.first().map_or(1, |b| usize::from(*b % 64) + 1);
     let whole = read(data, data.len().max(1));
     let pieces = read(data, step);
@@ -614,35 +587,42 @@ pub fn proxy_header(data: &[u8]) {
     /// (address if a header was read, bytes consumed).
     fn read(data: &[u8], step: usize) -> (Option<Option<std::net::SocketAddr>>, usize) {
         let mut reader = Pieces { data, step };
-        let verdict = {
-            let fut = crate::proxy_protocol::read_header(&mut reader);
-            let mut fut = std::pin::pin!(fut);
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            match fut.as_mut().poll(&mut cx) {
-                std::task::Poll::Ready(Ok(addr)) => Some(addr),
-                _ => None,
-            }
-        };
+        let verdict =
+            poll_ready(crate::proxy_protocol::read_header(&mut reader)).and_then(Result::ok);
         (verdict, data.len() - reader.data.len())
     }
+}
 
-    /// An in-memory connection that hands out at most `step` bytes per read, then EOF.
-    struct Pieces<'a> {
-        data: &'a [u8],
-        step: usize,
+// ---------------------------------------------------------------------------------------------
+// in-memory readers for the connection-reading targets
+
+/// An in-memory connection that hands out at most `step` bytes per read, then EOF.
+struct Pieces<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl tokio::io::AsyncRead for Pieces<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.step.min(self.data.len()).min(buf.remaining());
+        let (now, rest) = self.data.split_at(n);
+        buf.put_slice(now);
+        self.data = rest;
+        std::task::Poll::Ready(Ok(()))
     }
+}
 
-    impl tokio::io::AsyncRead for Pieces<'_> {
-        fn poll_read(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &mut tokio::io::ReadBuf<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            let n = self.step.min(self.data.len()).min(buf.remaining());
-            let (now, rest) = self.data.split_at(n);
-            buf.put_slice(now);
-            self.data = rest;
-            std::task::Poll::Ready(Ok(()))
-        }
+/// Polls `fut` once: a reader over [`Pieces`] is always ready, so one poll runs it to its
+/// end. `None` if it was not done.
+fn poll_ready<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
     }
 }
