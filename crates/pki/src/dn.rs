@@ -305,7 +305,7 @@ fn split_comma(body: &str) -> Result<Vec<String>, String> {
 }
 
 /// `NAME=value` at the first unescaped `=`; the name is trimmed.
-fn split_name(piece: &str) -> Result<(&str, &str), String> {
+pub(crate) fn split_name(piece: &str) -> Result<(&str, &str), String> {
     let mut escaped = false;
     for (i, c) in piece.char_indices() {
         match c {
@@ -325,7 +325,7 @@ fn split_name(piece: &str) -> Result<(&str, &str), String> {
 }
 
 /// Slash-form value: a backslash makes the next character literal; nothing is trimmed.
-fn unescape_slash(raw: &str) -> Result<String, String> {
+pub(crate) fn unescape_slash(raw: &str) -> Result<String, String> {
     let mut out = String::with_capacity(raw.len());
     let mut chars = raw.chars();
     while let Some(c) = chars.next() {
@@ -340,7 +340,7 @@ fn unescape_slash(raw: &str) -> Result<String, String> {
 
 /// Comma-form value: spaces around it are dropped (an escaped one is kept); `\X` is X, `\XX`
 /// a hex pair (a UTF-8 byte), and a value in double quotes is taken as written.
-fn unescape_rfc4514(raw: &str) -> Result<String, String> {
+pub(crate) fn unescape_rfc4514(raw: &str) -> Result<String, String> {
     let value = trim_unescaped_end(raw.trim_start());
     if let Some(inner) = value.strip_prefix('"') {
         let inner = inner.strip_suffix('"').ok_or("text follows a double-quoted value")?;
@@ -373,7 +373,7 @@ fn unescape_rfc4514(raw: &str) -> Result<String, String> {
 }
 
 /// `text` without trailing whitespace, except an escaped space (`\ `), which is kept.
-fn trim_unescaped_end(text: &str) -> &str {
+pub(crate) fn trim_unescaped_end(text: &str) -> &str {
     let mut end = text.len();
     while let Some(c) = text[..end].chars().next_back().filter(|c| c.is_whitespace()) {
         let before = &text[..end - c.len_utf8()];

@@ -16,6 +16,7 @@ pub mod chain_cache;
 pub mod crl;
 pub mod csr;
 pub mod dn;
+pub mod dn_match;
 pub mod error;
 pub mod fs;
 #[cfg(feature = "testkit")]
