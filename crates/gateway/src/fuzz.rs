@@ -425,6 +425,7 @@ fn route_table() -> &'static RouteTable {
                 headers: Arc::new(HeaderFormat::Nginx(Box::default())),
                 max_body_bytes: None,
                 upgrades: None,
+                token: None,
                 error_pages: None,
             })
         };

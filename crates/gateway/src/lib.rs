@@ -11,6 +11,7 @@
 //! - [`admin`]: health, readiness, status, reload and metrics on the admin listener;
 //! - [`watch`]: reload when a file the configuration names changes;
 //! - [`echo`]: the built-in echo upstream of `certgate quickstart`;
+//! - [`oauth`]: the built-in token service and the routes' access-token checks;
 //! - `fuzz` (cargo feature `fuzz`): the bodies of the fuzz targets in `fuzz/`.
 
 pub mod access_log;
@@ -22,6 +23,7 @@ pub mod fuzz;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod oauth;
 pub mod proxy_protocol;
 pub mod server;
 pub mod tls;

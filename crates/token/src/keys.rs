@@ -201,12 +201,12 @@ pub enum KeyringError {
 
 impl Keyring {
     /// Builds the ring at unix time `now`. A retired key keeps the publication deadline it had
-    /// in `previous` (the ring before a reload); a key newly seen retired is published until
-    /// `now + max_token_lifetime`.
+    /// in `previous` (the [`Keyring::retired_until`] of the ring before a reload); a key newly
+    /// seen retired is published until `now + max_token_lifetime`.
     pub fn new(
         keys: Vec<SigningKey>,
         max_token_lifetime: u64,
-        previous: Option<&Keyring>,
+        previous: Option<&HashMap<String, u64>>,
         now: u64,
     ) -> Result<Keyring, KeyringError> {
         let active: Vec<usize> =
@@ -222,7 +222,7 @@ impl Keyring {
                 return Err(KeyringError::Duplicate(key.kid.clone()));
             }
             if key.state == KeyState::Retired {
-                let kept = previous.and_then(|p| p.retired_until.get(&key.kid).copied());
+                let kept = previous.and_then(|p| p.get(&key.kid).copied());
                 retired_until.insert(
                     key.kid.clone(),
                     kept.unwrap_or(now.saturating_add(max_token_lifetime)),
@@ -230,6 +230,12 @@ impl Keyring {
             }
         }
         Ok(Keyring { keys: keys.into_iter().map(Arc::new).collect(), active, retired_until })
+    }
+
+    /// Until when (unix seconds) each retired key is published, by kid: what the next ring
+    /// (after a reload) needs to keep the same deadlines.
+    pub fn retired_until(&self) -> &HashMap<String, u64> {
+        &self.retired_until
     }
 
     /// The key that signs.
@@ -296,10 +302,12 @@ pub(crate) mod tests {
         // Rotation at t=2000: old retired, published until 2300, whatever later reloads say.
         let retired = SigningKey::from_pem(&old_pem, None, KeyState::Retired).unwrap();
         let new = SigningKey::from_pem(&new_pem, None, KeyState::Active).unwrap();
-        let ring2 = Keyring::new(vec![retired, new], 300, Some(&ring), 2000).unwrap();
+        let ring2 =
+            Keyring::new(vec![retired, new], 300, Some(ring.retired_until()), 2000).unwrap();
         let retired = SigningKey::from_pem(&old_pem, None, KeyState::Retired).unwrap();
         let new = SigningKey::from_pem(&new_pem, None, KeyState::Active).unwrap();
-        let ring3 = Keyring::new(vec![retired, new], 300, Some(&ring2), 2200).unwrap();
+        let ring3 =
+            Keyring::new(vec![retired, new], 300, Some(ring2.retired_until()), 2200).unwrap();
         assert_eq!(ring3.published(2299).count(), 2);
         assert_eq!(ring3.published(2300).count(), 1);
         let jwks: serde_json::Value = serde_json::from_str(&ring3.jwks_json(2300)).unwrap();

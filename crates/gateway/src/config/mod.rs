@@ -2,6 +2,7 @@
 //! cannot hold an invalid state. Building loads every certificate, key, CA and CRL it names and
 //! reports every problem at once, each with the file, the field and the reason.
 
+mod oauth;
 pub mod raw;
 
 use std::collections::{HashMap, HashSet};
@@ -290,6 +291,10 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         }
     }
 
+    // Opaque tokens need the token store (the inventory database), which comes with the
+    // token-store work; until then `store` is refused by the client check.
+    let oauth = raw.oauth.as_ref().and_then(|o| b.oauth(o, None));
+
     let listener_names: Vec<String> = raw
         .listeners
         .iter()
@@ -308,7 +313,7 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
                 b.error(&format!("{field}.name"), format!("{name:?} names two routes"));
             }
         }
-        let Some(route) = b.route(&field, r, &upstreams) else { continue };
+        let Some(route) = b.route(&field, r, &upstreams, oauth.as_ref()) else { continue };
         let route = Arc::new(route);
         all_header_names.extend(route.headers.names());
         match &r.listener {
@@ -1300,22 +1305,43 @@ impl Builder {
         field: &str,
         r: &raw::RawRoute,
         upstreams: &HashMap<String, Arc<Upstream>>,
+        oauth: Option<&Arc<certgate_token::service::TokenService>>,
     ) -> Option<Route> {
         let before = self.errors.len();
-        let target = if r.upstream == "@echo" {
-            Some(Target::Echo)
-        } else {
-            upstreams.get(&r.upstream).cloned().map(Target::Http)
+        let target = match r.upstream.as_str() {
+            "@echo" => Some(Target::Echo),
+            "@oauth" => {
+                if oauth.is_none() {
+                    self.error(
+                        &format!("{field}.upstream"),
+                        "\"@oauth\" is the built-in token service: configure it in [oauth]".into(),
+                    );
+                }
+                if r.client_cert.as_deref() != Some("optional") {
+                    self.error(
+                        &format!("{field}.client_cert"),
+                        "the token service authenticates clients itself (answering \
+                         invalid_client), and its JWKS and metadata are public: set \
+                         client_cert = \"optional\" on its route"
+                            .into(),
+                    );
+                }
+                oauth.cloned().map(Target::Token)
+            }
+            name => {
+                let found = upstreams.get(name).cloned().map(Target::Http);
+                if found.is_none() {
+                    self.error(
+                        &format!("{field}.upstream"),
+                        format!(
+                            "no upstream named {name:?} (the built-in services are \"@echo\" \
+                             and \"@oauth\")"
+                        ),
+                    );
+                }
+                found
+            }
         };
-        if target.is_none() {
-            self.error(
-                &format!("{field}.upstream"),
-                format!(
-                    "no upstream named {:?} (the built-in echo service is \"@echo\")",
-                    r.upstream
-                ),
-            );
-        }
         let path = r.path.clone().unwrap_or_else(|| "/".into());
         match crate::http::path::normalize(&path) {
             Err(reason) => self.error(&format!("{field}.path"), format!("{path:?}: {reason}")),
@@ -1402,6 +1428,10 @@ impl Builder {
         };
         let error_pages = self.error_pages(&format!("{field}.error_page"), &r.error_pages);
         let upgrades = self.upgrades(field, r, target.as_ref());
+        let token = match &r.token {
+            Some(t) => self.token_check(&format!("{field}.token"), t, oauth, upstreams),
+            None => None,
+        };
         if self.errors.len() > before {
             return None;
         }
@@ -1417,6 +1447,7 @@ impl Builder {
             max_body_bytes: r.max_body_bytes,
             error_pages,
             upgrades,
+            token,
         })
     }
 
@@ -1447,9 +1478,9 @@ impl Builder {
             }
         }
         match target {
-            Some(Target::Echo) => self.error(
+            Some(Target::Echo | Target::Token(_)) => self.error(
                 &format!("{field}.upgrades"),
-                "the built-in echo service does not take upgrades".into(),
+                "the built-in services do not take upgrades".into(),
             ),
             Some(Target::Http(up)) if up.http2() => self.error(
                 &format!("{field}.upgrades"),

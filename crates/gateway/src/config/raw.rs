@@ -21,6 +21,122 @@ pub struct RawConfig {
     #[serde(default)]
     pub runtime: RawRuntime,
     pub admin: Option<RawAdmin>,
+    /// The built-in OAuth token service (routes reach it with `upstream = "@oauth"`).
+    pub oauth: Option<RawOAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth {
+    /// `https://auth.example.com`: the `iss` of every token, byte for byte.
+    pub issuer: String,
+    /// Where the mTLS endpoints are, when not under the issuer (RFC 8705 section 5).
+    pub mtls_endpoint_base: Option<String>,
+    /// SQLite file for opaque tokens (needed by clients with `token_format = "opaque"`).
+    pub store: Option<String>,
+    /// Default `aud` of tokens.
+    #[serde(default)]
+    pub audience: Vec<String>,
+    /// Default token lifetime.
+    pub token_lifetime: Option<String>,
+    #[serde(default, rename = "signing_key")]
+    pub signing_keys: Vec<RawSigningKey>,
+    #[serde(default, rename = "client")]
+    pub clients: Vec<RawOAuthClient>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigningKey {
+    pub key: String,
+    pub alg: Option<String>,
+    /// "next", "active" or "retired".
+    pub state: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuthClient {
+    pub client_id: String,
+    /// "tls_client_auth" or "self_signed_tls_client_auth".
+    pub auth: String,
+    /// tls_client_auth: the CA certificate(s) this client's certificate must chain to.
+    #[serde(default)]
+    pub ca: Vec<String>,
+    pub tls_client_auth_subject_dn: Option<String>,
+    pub tls_client_auth_san_dns: Option<String>,
+    pub tls_client_auth_san_uri: Option<String>,
+    pub tls_client_auth_san_ip: Option<String>,
+    pub tls_client_auth_san_email: Option<String>,
+    /// self_signed_tls_client_auth: a JWKS whose keys carry the certificates (`x5c`)...
+    pub jwks: Option<String>,
+    /// ...or the certificate files themselves.
+    #[serde(default)]
+    pub certificates: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub default_scopes: Option<Vec<String>>,
+    pub audience: Option<Vec<String>>,
+    /// "jwt" (default) or "opaque".
+    pub token_format: Option<String>,
+    pub token_lifetime: Option<String>,
+    #[serde(default)]
+    pub introspect: bool,
+}
+
+/// A route's access-token check.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenCheck {
+    pub issuer: String,
+    pub audience: Vec<String>,
+    /// A JWKS file with the issuer's keys; without it (and without `jwks_url`), the issuer
+    /// must be `[oauth]`'s and its keys are used in-process.
+    pub jwks: Option<String>,
+    /// The issuer's JWKS by URL, fetched through a configured upstream.
+    pub jwks_url: Option<RawJwksUrl>,
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// Every one of these scopes is needed (403 otherwise).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Refuse tokens without a certificate binding (`cnf`).
+    #[serde(default)]
+    pub require_binding: bool,
+    pub leeway: Option<String>,
+    pub realm: Option<String>,
+    /// Accept `typ: JWT` access tokens (RFC 9068 wants `at+jwt`).
+    #[serde(default)]
+    pub allow_plain_jwt_typ: bool,
+    /// Phantom tokens: opaque tokens are introspected and swapped for a JWT.
+    pub introspection: Option<RawIntrospection>,
+    /// Verified results kept (by the token's hash), at most this many.
+    pub cache_size: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwksUrl {
+    /// The `[[upstream]]` that serves it (its `ca` pins the server).
+    pub upstream: String,
+    pub path: String,
+    /// How often it is fetched again.
+    pub refresh: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntrospection {
+    /// `"@oauth"` for the built-in service, or an `[[upstream]]` name.
+    pub upstream: String,
+    /// The introspection path on that upstream.
+    pub path: Option<String>,
+    /// The gateway's client_id at the authorization server.
+    pub client_id: Option<String>,
+    /// How long an answer is kept at most (and never past the token's exp).
+    pub cache_ttl: Option<String>,
+    /// How many introspection calls may be in flight; more get 503.
+    pub max_in_flight: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +310,8 @@ pub struct RawRoute {
     pub upgrades: Vec<String>,
     /// An upgraded connection with no byte either way for this long is closed.
     pub upgrade_idle_timeout: Option<String>,
+    /// Check an OAuth access token on every request (RFC 6750, RFC 8705).
+    pub token: Option<RawTokenCheck>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -108,6 +108,7 @@ impl StripSet {
             .iter()
             .map(|(_, n)| n.to_string())
             .chain(OTHER_FORMATS.iter().map(|n| n.to_string()))
+            .chain(crate::oauth::check::TOKEN_HEADERS.iter().map(|n| n.to_string()))
             .chain(crate::http::forward::FORWARDING_NAMES.iter().map(|n| n.to_string()))
             .chain(configured)
             .map(|n| normalize(&n))

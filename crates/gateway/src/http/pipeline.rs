@@ -151,16 +151,23 @@ fn refusal(
             .flatten()
             .find_map(|pages| pages.answer(reject, wanted))
     });
+    let challenge = reject.challenge().and_then(|c| HeaderValue::from_str(&c).ok());
     let Some(answer) = custom else {
         let (status, body) = reject.body();
         let mut resp = text(status, body);
         resp.headers_mut().insert(header::CONTENT_TYPE, plain);
+        if let Some(challenge) = challenge {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
         return resp;
     };
     let mut resp = text(answer.status, answer.body);
     resp.headers_mut().insert(header::CONTENT_TYPE, answer.content_type.unwrap_or(plain));
     if answer.varies {
         resp.headers_mut().insert(header::VARY, HeaderValue::from_static("accept"));
+    }
+    if let Some(challenge) = challenge {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
     }
     resp
 }
@@ -249,6 +256,16 @@ async fn phases(
         }
     }
 
+    // 7b. Access token (RFC 6750, RFC 8705): verified, resolved if opaque, bound to this
+    //     connection's certificate, with the route's scopes.
+    let token = match &route.token {
+        Some(check) => {
+            let presented = crate::oauth::presented_x5t(&conn.identity.client);
+            Some(check.check(req.headers(), req.uri().query(), presented).await?)
+        }
+        None => None,
+    };
+
     // 8. Body bounds: a declared length over the limit is refused before forwarding; a
     //    streamed body is bounded by inactivity and by the limit as it passes.
     if let Some(limit) = route.max_body_bytes
@@ -282,8 +299,11 @@ async fn phases(
         _ => None,
     };
 
-    // 9. Identity and forwarding headers.
+    // 9. Identity, token and forwarding headers.
     conn.identity.write(&route.headers, req.headers_mut());
+    if let Some(passed) = &token {
+        passed.write(req.headers_mut());
+    }
     let (trusted_xff, trusted_forwarded) = trusted_chain.unzip();
     let (parts, body) = req.into_parts();
     let mut parts = parts;
@@ -322,6 +342,9 @@ async fn phases(
             Response::from_parts(parts, boxed(body.stall_after(ctx.body_timeout)))
         }
         Target::Echo => crate::echo::answer(req).await?,
+        Target::Token(service) => {
+            crate::oauth::service::answer(req, conn, service, ctx.body_timeout).await?
+        }
     };
     if asked.is_some() {
         // The client asked for a switch it does not get: after this answer its connection
@@ -416,6 +439,7 @@ mod tests {
             max_body_bytes: None,
             upgrades: None,
             error_pages: None,
+            token: None,
         }
     }
 

@@ -3,10 +3,12 @@
 //! answer. Bodies never carry internal addresses or library errors (those go to the log);
 //! certificate refusals keep their reason, since it describes the client's own certificate.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use certgate_pki::verify::VerifyError;
+use certgate_token::error::BearerError;
 use http::StatusCode;
 
 use crate::http::path::PathError;
@@ -67,6 +69,22 @@ pub enum Reject {
     /// The upstream answered `101` to a request that did not ask for that switch.
     UpstreamBadSwitch {
         upstream: String,
+    },
+    /// The route's access-token check refused (RFC 6750): 400, 401 or 403 with a
+    /// `WWW-Authenticate` challenge for `realm`.
+    Token {
+        error: BearerError,
+        realm: Arc<str>,
+    },
+    /// The authorization server the route relies on (introspection, JWKS) cannot be reached
+    /// or says it is unavailable.
+    AuthServerUnavailable {
+        server: String,
+    },
+    /// The authorization server answered with an error or something unreadable (the
+    /// gateway's credentials there, or the server, are broken).
+    AuthServerError {
+        server: String,
     },
     /// `CONNECT`: the gateway is not a forward proxy. With `websocket`, an HTTP/2 WebSocket
     /// (extended CONNECT) on a route that does not forward them.
@@ -144,6 +162,15 @@ impl Reject {
                 StatusCode::BAD_GATEWAY,
                 format!("upstream {upstream} switched protocols without being asked to"),
             ),
+            Reject::Token { error, .. } => (status(error.status()), error.description()),
+            Reject::AuthServerUnavailable { server } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the authorization server {server} is unavailable; try again"),
+            ),
+            Reject::AuthServerError { server } => (
+                StatusCode::BAD_GATEWAY,
+                format!("the authorization server {server} answered with an error"),
+            ),
             Reject::Connect { websocket: false } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "CONNECT is not served: this gateway is not a forward proxy".into(),
@@ -174,7 +201,23 @@ impl Reject {
             Reject::UpstreamTimeout { .. } => "upstream_timeout",
             Reject::UpstreamBusy { .. } => "upstream_busy",
             Reject::UpstreamBadSwitch { .. } => "upstream_bad_switch",
+            Reject::Token { error, .. } => match error {
+                BearerError::Missing => "token_missing",
+                BearerError::InvalidRequest(_) => "token_request_invalid",
+                BearerError::InvalidToken(_) => "token_invalid",
+                BearerError::InsufficientScope { .. } => "token_scope",
+            },
+            Reject::AuthServerUnavailable { .. } => "auth_server_unavailable",
+            Reject::AuthServerError { .. } => "auth_server_error",
             Reject::Connect { .. } => "connect",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge that goes with the answer, if any.
+    pub fn challenge(&self) -> Option<String> {
+        match self {
+            Reject::Token { error, realm } => Some(error.challenge(realm)),
+            _ => None,
         }
     }
 

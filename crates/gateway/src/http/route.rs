@@ -37,6 +37,8 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     /// HTTP/1.1 upgrades forwarded (`upgrades`); `None`: none (`Upgrade` is removed).
     pub upgrades: Option<Arc<crate::http::upgrade::Upgrades>>,
+    /// The access-token check (`[route.token]`); `None`: no token needed.
+    pub token: Option<Arc<crate::oauth::check::TokenCheck>>,
 }
 
 impl Route {

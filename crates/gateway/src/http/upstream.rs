@@ -49,6 +49,8 @@ pub enum Target {
     /// The built-in echo service (`upstream = "@echo"`): answers with the request as an
     /// upstream would have received it.
     Echo,
+    /// The built-in OAuth token service (`upstream = "@oauth"`).
+    Token(Arc<certgate_token::service::TokenService>),
 }
 
 impl Target {
@@ -57,6 +59,7 @@ impl Target {
         match self {
             Target::Http(u) => &u.name,
             Target::Echo => "@echo",
+            Target::Token(_) => "@oauth",
         }
     }
 }
