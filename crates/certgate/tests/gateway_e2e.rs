@@ -956,3 +956,52 @@ fn broken_error_page_templates_are_refused_at_load() {
     assert!(text.contains("unknown placeholder {{subject}}"), "{text}");
     assert!(text.contains("200 is not an answer of the gateway's own"), "{text}");
 }
+
+/// `quickstart --oauth` runs the flow it prints: a token for client.p12's certificate, 200 on
+/// the API with that certificate, 401 invalid_token with another valid one.
+#[test]
+fn quickstart_oauth_runs_the_commands_it_prints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = tmp.path().join("qs.out");
+    let mut child = Command::new(CERTGATE)
+        .current_dir(tmp.path())
+        .args(["quickstart", "--oauth", "--listen", &format!("127.0.0.1:{port}"), "--dir", "qs"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, &mut child, &log);
+    let _guard = Proc(child);
+    let printed = std::fs::read_to_string(&log).unwrap();
+    let guide = &printed[printed.find("OAuth (--oauth)").expect("the OAuth guide")..];
+    // The printed commands, continuation lines joined, comments left out.
+    let script = guide
+        .replace("\\\n", " ")
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("TOKEN=") || l.starts_with("curl"))
+        .take(3)
+        .map(|l| format!("{l}; echo '<<END>>'"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let out = Command::new("bash").args(["-c", &script]).current_dir(tmp.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let parts: Vec<&str> = text.split("<<END>>").collect();
+    assert!(parts.len() >= 3, "{script}\n{text}");
+    let api: serde_json::Value = serde_json::from_str(parts[1].trim()).unwrap_or_else(|e| {
+        panic!("the API answer is the echo: {e}\n{text}");
+    });
+    assert_eq!(api["headers"]["x-token-client-id"], "quickstart-client", "{text}");
+    assert_eq!(api["headers"]["x-token-scope"], "accounts:read", "{text}");
+    let stolen = parts[2];
+    assert!(stolen.contains(" 401"), "{stolen}");
+    assert!(stolen.contains("error=\"invalid_token\""), "{stolen}");
+    assert!(stolen.contains("bound to another client certificate"), "{stolen}");
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = |name: &str| std::fs::metadata(tmp.path().join("qs").join(name)).unwrap();
+        [meta("oauth-signing.key"), meta("client.p12")].map(|m| m.permissions().mode() & 0o777)
+    };
+    assert_eq!(mode, [0o600, 0o600]);
+}
