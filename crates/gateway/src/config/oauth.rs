@@ -96,7 +96,8 @@ impl Builder {
             self.error(
                 "oauth.signing_key",
                 "the token service needs a signing key: add [[oauth.signing_key]] with key = \
-                 \"FILE\" and state = \"active\" (certgate cert key --type ec-p256 makes one)"
+                 \"FILE\" and state = \"active\" (openssl genpkey -algorithm EC -pkeyopt \
+                 ec_paramgen_curve:P-256 -out FILE makes one)"
                     .into(),
             );
         }
@@ -525,11 +526,47 @@ impl Builder {
                             String::new()
                         }
                     };
+                    let basic_auth = match (&i.client_secret_file, &i.client_id) {
+                        (None, _) => None,
+                        (Some(_), None) => {
+                            self.error(
+                                &format!("{ifield}.client_secret_file"),
+                                "a client secret goes with a client_id".into(),
+                            );
+                            None
+                        }
+                        (Some(file), Some(id)) => {
+                            let path = self.path(file);
+                            match certgate_pki::fs::read_password(&path) {
+                                Ok(secret) => match String::from_utf8(secret) {
+                                    Ok(secret) => crate::oauth::introspect::basic_auth(id, &secret),
+                                    Err(_) => {
+                                        self.error(
+                                            &format!("{ifield}.client_secret_file"),
+                                            format!(
+                                                "{}: the secret is not UTF-8 text",
+                                                path.display()
+                                            ),
+                                        );
+                                        None
+                                    }
+                                },
+                                Err(e) => {
+                                    self.error(
+                                        &format!("{ifield}.client_secret_file"),
+                                        certgate_pki::error::with_causes(&e),
+                                    );
+                                    None
+                                }
+                            }
+                        }
+                    };
                     upstream(self, &format!("{ifield}.upstream"), &i.upstream).map(|up| {
                         Phantom::Remote(Arc::new(Introspector {
                             upstream: up,
                             path,
                             client_id: i.client_id.clone(),
+                            basic_auth,
                             in_flight: Arc::new(Semaphore::new(in_flight.max(1))),
                         }))
                     })

@@ -133,6 +133,10 @@ pub struct RawIntrospection {
     pub path: Option<String>,
     /// The gateway's client_id at the authorization server.
     pub client_id: Option<String>,
+    /// A file holding the gateway's client secret there (sent as HTTP Basic,
+    /// client_secret_basic); without it the gateway authenticates with the upstream's
+    /// client certificate.
+    pub client_secret_file: Option<String>,
     /// How long an answer is kept at most (and never past the token's exp).
     pub cache_ttl: Option<String>,
     /// How many introspection calls may be in flight; more get 503.

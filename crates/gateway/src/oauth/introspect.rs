@@ -41,7 +41,20 @@ pub struct Introspector {
     pub upstream: Arc<Upstream>,
     pub path: String,
     pub client_id: Option<String>,
+    /// `Authorization: Basic ...` when the gateway authenticates with a client secret.
+    pub basic_auth: Option<HeaderValue>,
     pub in_flight: Arc<Semaphore>,
+}
+
+/// The client_secret_basic header value (RFC 6749 section 2.3.1: both parts form-encoded).
+pub fn basic_auth(client_id: &str, secret: &str) -> Option<HeaderValue> {
+    use base64::Engine;
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let pair = format!("{}:{}", enc(client_id), enc(secret));
+    let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
+    let mut value = HeaderValue::from_str(&value).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 impl Introspector {
@@ -58,19 +71,22 @@ impl Introspector {
             let mut form = form_urlencoded::Serializer::new(String::new());
             form.append_pair("token", token);
             form.append_pair("token_type_hint", "access_token");
-            if let Some(id) = &self.client_id {
+            if let (Some(id), None) = (&self.client_id, &self.basic_auth) {
                 form.append_pair("client_id", id);
             }
             form.finish()
         };
         let body = boxed(Full::new(Bytes::from(form)).map_err(|never| match never {}));
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.path.as_str())
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/jwt")
             .body(body)
             .map_err(|_| Reject::AuthServerError { server: server() })?;
+        if let Some(basic) = &self.basic_auth {
+            req.headers_mut().insert(header::AUTHORIZATION, basic.clone());
+        }
         let resp = self.upstream.send(req).await.map_err(|e| {
             tracing::warn!(server = %self.upstream.name, reason = %e.answer().1,
                 "token introspection failed");
