@@ -627,3 +627,120 @@ fn poll_ready<F: std::future::Future>(fut: F) -> Option<F::Output> {
         std::task::Poll::Pending => None,
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// oauth
+
+/// The token check and the OAuth parsers: the input is an `Authorization` value, a NUL, a
+/// token-endpoint form body, a NUL, a distinguished name. The form and the DN parse or fail
+/// without panicking (a parsed DN compares with a fixed certificate). The Authorization value
+/// goes through a route's whole token check (bearer parsing, JWT verification with a fixed
+/// key, binding, scope): it passes only when it carries the one token that key signed for the
+/// connection's certificate. Every other input is refused with a 400, 401 or 403.
+pub fn oauth(data: &[u8]) {
+    oauth_passes(data);
+}
+
+/// [`oauth`], saying whether the Authorization value passed the token check.
+pub fn oauth_passes(data: &[u8]) -> bool {
+    use certgate_token::form::Form;
+
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.splitn(3, '\0');
+    let (authorization, form, dn) =
+        (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if let Ok(form) = Form::parse(form.as_bytes()) {
+        for name in ["grant_type", "client_id", "scope", "token"] {
+            assert!(form.get(name).is_none_or(|v| !v.is_empty()));
+        }
+    }
+    let fixture = oauth_fixture();
+    if let Ok(pattern) = certgate_pki::dn_match::DnPattern::parse(dn) {
+        let _ = pattern.compare_cert(&fixture.leaf_der);
+    }
+    let Ok(value) = HeaderValue::from_str(authorization) else { return false };
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::AUTHORIZATION, value);
+    let outcome =
+        fixture.runtime.block_on(fixture.check.check(&headers, None, Some(fixture.x5t.as_str())));
+    match outcome {
+        Ok(passed) => {
+            let token = authorization.trim()[7..].trim();
+            assert_eq!(token, fixture.token, "a token the key never signed passed");
+            assert_eq!(passed.verified.sub, "payments");
+            true
+        }
+        Err(reject) => {
+            let status = reject.answer().0.as_u16();
+            assert!(matches!(status, 400 | 401 | 403), "{status} for {authorization:?}");
+            false
+        }
+    }
+}
+
+/// An input whose Authorization value carries the fixture's signed token (it passes).
+pub fn oauth_signed_input() -> Vec<u8> {
+    format!("Bearer {}\0grant_type=client_credentials\0CN=payments", oauth_fixture().token)
+        .into_bytes()
+}
+
+struct OauthFixture {
+    runtime: tokio::runtime::Runtime,
+    check: crate::oauth::check::TokenCheck,
+    /// The one token that passes, and the certificate it is bound to.
+    token: String,
+    x5t: String,
+    leaf_der: Vec<u8>,
+}
+
+fn oauth_fixture() -> &'static OauthFixture {
+    use certgate_token::jwt::{AccessClaims, KeySet, Verifier};
+    use certgate_token::keys::{KeyState, Keyring, SigningKey};
+    static FIXTURE: OnceLock<OauthFixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let pki = TestPki::new();
+        let leaf = pki.client("payments", &["spiffe://example.org/payments"]);
+        let identity = PeerIdentity::from_der(&leaf.der).unwrap();
+        let pem = KeyPair::generate().unwrap().serialize_pem();
+        let key = SigningKey::from_pem(pem.as_bytes(), None, KeyState::Active).unwrap();
+        let ring = Keyring::new(vec![key], 300, None, 0).unwrap();
+        let claims = AccessClaims {
+            issuer: "https://auth.example.com",
+            client_id: "payments",
+            audience: &["https://api.example.com".into()],
+            scopes: &["accounts:read".into()],
+            issued_at: 0,
+            // Far in the future: the fixture outlives any fuzz run.
+            expires_at: 4_000_000_000,
+            jti: "fuzz",
+            x5t_s256: &identity.x5t_s256,
+        }
+        .to_json();
+        let token = ring.active().sign(&claims, "at+jwt").unwrap();
+        let verifier = Verifier {
+            issuer: "https://auth.example.com".into(),
+            audience: vec!["https://api.example.com".into()],
+            algorithms: vec![ring.active().alg],
+            leeway: 30,
+            require_at_jwt: true,
+        };
+        let check = crate::oauth::check::TokenCheck::new(
+            verifier,
+            crate::oauth::check::Keys::Fixed(KeySet::from_keyring(&ring, 0)),
+            None,
+            vec!["accounts:read".into()],
+            true,
+            "api".into(),
+            Duration::from_secs(60),
+            64,
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        OauthFixture {
+            runtime,
+            check,
+            token,
+            x5t: identity.x5t_s256.clone(),
+            leaf_der: leaf.der.to_vec(),
+        }
+    })
+}

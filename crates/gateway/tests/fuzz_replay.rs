@@ -55,3 +55,16 @@ fn passthrough_hello_corpus_is_chunking_independent() {
 fn proxy_header_corpus_reads_exactly_the_header() {
     replay("proxy_header", fuzz::proxy_header);
 }
+
+#[test]
+fn oauth_corpus_passes_only_the_signed_token() {
+    replay("oauth", fuzz::oauth);
+    // The oracle can pass: the signed token does, and one changed character does not.
+    let signed = fuzz::oauth_signed_input();
+    assert!(fuzz::oauth_passes(&signed));
+    let mut changed = signed.clone();
+    let last_signature_char = signed.iter().position(|&b| b == 0).unwrap() - 1;
+    changed[last_signature_char] = if signed[last_signature_char] == b'A' { b'B' } else { b'A' };
+    assert!(!fuzz::oauth_passes(&changed));
+    assert!(!fuzz::oauth_passes(&signed[..last_signature_char]));
+}
