@@ -97,6 +97,9 @@ struct Target {
     /// A label copied into the JSON result.
     #[arg(long, default_value = "")]
     label: String,
+    /// An extra request header, `NAME: VALUE` (repeatable), e.g. an Authorization token.
+    #[arg(long = "header")]
+    headers: Vec<String>,
 }
 
 /// What one worker measured.
@@ -238,9 +241,14 @@ async fn keepalive(
             if sender.ready().await.is_err() {
                 break;
             }
-            let req = hyper::Request::get(t.path.as_str())
-                .header(hyper::header::HOST, t.server_name.as_str())
-                .body(Empty::<Bytes>::new());
+            let mut req = hyper::Request::get(t.path.as_str())
+                .header(hyper::header::HOST, t.server_name.as_str());
+            for h in &t.headers {
+                if let Some((name, value)) = h.split_once(':') {
+                    req = req.header(name.trim(), value.trim());
+                }
+            }
+            let req = req.body(Empty::<Bytes>::new());
             let Ok(req) = req else {
                 tally.errors += 1;
                 return tally;
