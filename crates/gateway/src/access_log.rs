@@ -194,6 +194,9 @@ fn format_line(e: &Entry<'_>) -> String {
         "client_spiffe_id": id.and_then(|i| i.spiffe_id()),
         "client_sans": id.map(|i| i.sans.labelled()),
         "client_fingerprint": id.map(|i| i.fingerprint_sha256.as_str()),
+        // The access token that passed, by its client and id, never by its text.
+        "token_client_id": e.request.token.as_ref().and_then(|t| t.verified.client_id.as_deref()),
+        "token_jti": e.request.token.as_ref().and_then(|t| t.verified.jti.as_deref()),
     })
     .to_string()
 }

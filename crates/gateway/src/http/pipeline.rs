@@ -86,6 +86,8 @@ pub struct RequestCtx {
     pub reject: Option<&'static str>,
     /// The request came with identity headers of its own (removed in phase 3).
     pub stripped_identity: bool,
+    /// The access token that passed the route's check (phase 7b).
+    pub token: Option<Arc<crate::oauth::check::Passed>>,
 }
 
 /// Handles one request; never fails (refusals become responses). Any body fits once boxed
@@ -261,7 +263,9 @@ async fn phases(
     let token = match &route.token {
         Some(check) => {
             let presented = crate::oauth::presented_x5t(&conn.identity.client);
-            Some(check.check(req.headers(), req.uri().query(), presented).await?)
+            let passed = check.check(req.headers(), req.uri().query(), presented).await?;
+            rc.token = ctx.access_log.is_some().then(|| passed.clone());
+            Some(passed)
         }
         None => None,
     };
