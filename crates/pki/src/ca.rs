@@ -29,7 +29,10 @@ use crate::issue::{self, Subject};
 use crate::keys::KeyType;
 use crate::names::{Permit, San};
 use crate::profile::Profile;
-use crate::store::{Record, Store};
+use crate::store::{
+    Inventory, InventoryTx, ListFilter, Record, Revoked, Serial, SqliteInventory, Status,
+    StoreError, Superseded,
+};
 use crate::validity::{Validity, checked_after};
 use crate::verify::{Purpose, TrustStore, VerifyError, VerifyPolicy};
 use crate::{PkiError, dn};
@@ -149,19 +152,19 @@ pub struct Issued {
     pub sans: Vec<San>,
     pub profile: Profile,
     /// Serials of earlier certificates of the same name that this one supersedes.
-    pub supersedes: Vec<String>,
+    pub supersedes: Vec<Serial>,
 }
 
 impl Issued {
     pub fn serial_hex(&self) -> &str {
-        &self.record.serial
+        self.record.serial.as_str()
     }
 }
 
 /// A CA directory opened for use.
 pub struct Authority {
     paths: CaPaths,
-    store: Store,
+    store: Box<dyn Inventory>,
     root_der: CertificateDer<'static>,
     /// The certificate of the CA that signs leaves (intermediate, or root).
     issuing_der: CertificateDer<'static>,
@@ -335,10 +338,11 @@ impl Authority {
                 reason: "the issuing CA's private key file is missing",
             });
         }
-        let store = Store::open(&paths.inventory)?;
+        let store = SqliteInventory::open(&paths.inventory)
+            .map_err(|source| PkiError::Store { path: paths.inventory.clone(), source })?;
         Ok(Authority {
             paths,
-            store,
+            store: Box::new(store),
             root_der,
             issuing_der,
             issuing_key_path,
@@ -356,8 +360,23 @@ impl Authority {
         &self.paths
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The inventory, for reads; writes go through the CA's methods.
+    pub fn inventory(&self) -> &dyn Inventory {
+        self.store.as_ref()
+    }
+
+    /// The certificate `query` names: a serial (hex, any case, colons allowed) or else a name,
+    /// whose latest certificate it means ([`crate::store::by_serial_or_name`]). For people;
+    /// an unknown query is [`PkiError::UnknownCertificate`].
+    pub fn find(&self, query: &str) -> Result<Record, PkiError> {
+        crate::store::by_serial_or_name(self.store.as_ref(), query)
+            .map_err(self.store_err())?
+            .ok_or_else(|| PkiError::UnknownCertificate { query: query.to_string() })
+    }
+
+    /// The certificates `filter` selects, oldest issuance first.
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, PkiError> {
+        self.store.list(filter).map_err(self.store_err())
     }
 
     pub fn root_der(&self) -> &CertificateDer<'static> {
@@ -468,21 +487,14 @@ impl Authority {
     /// cannot ([`PkiError::RenewRevoked`]), nor one already renewed
     /// ([`PkiError::RenewSuperseded`]).
     pub fn renewable(&self, query: &str) -> Result<Record, PkiError> {
-        let old = self.store.find(query)?;
+        let old = self.find(query)?;
         match old.status {
-            crate::store::Status::Valid => {}
-            crate::store::Status::Revoked => {
-                return Err(PkiError::RenewRevoked { serial: old.serial, name: old.name });
-            }
-            crate::store::Status::Superseded => {
-                return Err(PkiError::RenewSuperseded {
-                    serial: old.serial,
-                    name: old.name,
-                    by: old.superseded_by.unwrap_or_default(),
-                });
+            Status::Valid => Ok(old),
+            Status::Revoked => Err(renew_revoked(&old.serial, &old.name)),
+            Status::Superseded => {
+                Err(renew_superseded(&old.serial, &old.name, old.superseded_by.as_ref()))
             }
         }
-        Ok(old)
     }
 
     /// Renews the certificate found by `query`: same subject, SANs and profile, a validity as
@@ -496,7 +508,7 @@ impl Authority {
     ) -> Result<(Issued, Record), PkiError> {
         let old = self.renewable(query)?;
         let (_, cert) = X509Certificate::from_der(&old.der)
-            .map_err(|e| PkiError::bad_file(self.store.path(), format!("stored cert: {e}")))?;
+            .map_err(|e| PkiError::bad_file(&self.paths.inventory, format!("stored cert: {e}")))?;
         let subject = Subject::from_name(cert.subject(), |_| {});
         let sans = stored_sans(&old.sans)?;
         let profile: Profile = old.profile.parse()?;
@@ -539,22 +551,34 @@ impl Authority {
         let record = match intermediate {
             Some(int)
                 if query == "intermediate"
-                    || crate::store::normalize_serial(query) == int.serial =>
+                    || Serial::parse(query).as_ref() == Some(&int.serial) =>
             {
-                match self.store.find(&int.serial) {
-                    Ok(recorded) => recorded,
-                    Err(PkiError::UnknownCertificate { .. }) => {
-                        self.store.transaction(|tx| tx.insert(&int))?;
+                match self.store.find(&int.serial).map_err(self.store_err())? {
+                    Some(recorded) => recorded,
+                    None => {
+                        self.transaction(|tx, err| tx.insert(&int).map_err(err))?;
                         int
                     }
-                    Err(e) => return Err(e),
                 }
             }
-            _ => self.store.find(query)?,
+            _ => self.find(query)?,
         };
-        let serial = record.serial.clone();
-        self.store.transaction(|tx| tx.revoke(&serial, reason, OffsetDateTime::now_utc()))?;
-        self.store.find(&serial)
+        let serial = record.serial;
+        let now = OffsetDateTime::now_utc();
+        let unknown = |query: &Serial| PkiError::UnknownCertificate { query: query.to_string() };
+        let outcome = self.transaction(|tx, err| {
+            tx.revoke(&serial, reason, now).map_err(|e| match e {
+                StoreError::NotFound { .. } => unknown(&serial),
+                e => err(e),
+            })
+        })?;
+        if let Revoked::Already { at } = outcome {
+            return Err(PkiError::AlreadyRevoked {
+                serial: serial.to_string(),
+                revoked_at: crate::validity::format_time(at),
+            });
+        }
+        self.store.find(&serial).map_err(self.store_err())?.ok_or_else(|| unknown(&serial))
     }
 
     /// The CAs of this directory that sign CRLs, the one that signs leaves first:
@@ -582,9 +606,9 @@ impl Authority {
         let now =
             OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::now_utc());
         let next = checked_after("the CRL's next update", now, next_update)?;
-        self.store.transaction(|tx| {
-            let entries = tx.revoked_by(&subject)?;
-            let number = tx.next_crl_number()?;
+        self.transaction(|tx, err| {
+            let entries = tx.revoked_by(&subject).map_err(err)?;
+            let number = tx.next_crl_number().map_err(err)?;
             let der = crate::crl::sign(&signer, &entries, number, now, next)?;
             crate::fs::write_atomic(&published, &der, Mode::Public, Overwrite::Force)?;
             deliver(&der)?;
@@ -623,8 +647,7 @@ impl Authority {
         let mut listed: Vec<Vec<u8>> =
             crl.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()).collect();
         let mut revoked: Vec<Vec<u8>> = self
-            .store
-            .transaction(|tx| tx.revoked_by(&subject))?
+            .transaction(|tx, err| tx.revoked_by(&subject).map_err(err))?
             .into_iter()
             .map(|e| e.serial)
             .collect();
@@ -666,7 +689,7 @@ impl Authority {
             .map_err(|e| PkiError::bad_file(&self.paths.intermediate_crt, e.to_string()))?;
         let not_before = cert.validity().not_before.to_datetime();
         Ok(Some(Record {
-            serial: crate::identity::hex(cert.raw_serial()),
+            serial: Serial::from_bytes(cert.raw_serial()),
             name: "intermediate".into(),
             subject: dn::rfc4514(cert.subject()),
             sans: vec![],
@@ -675,7 +698,7 @@ impl Authority {
             not_before,
             not_after: cert.validity().not_after.to_datetime(),
             issued_at: not_before,
-            status: crate::store::Status::Valid,
+            status: Status::Valid,
             revoked_at: None,
             revocation_reason: None,
             superseded_by: None,
@@ -734,7 +757,7 @@ impl Authority {
             self.check_name_constraints(&chain, profile)?;
         }
         let record = Record {
-            serial: crate::identity::hex(parsed.raw_serial()),
+            serial: Serial::from_bytes(parsed.raw_serial()),
             name: name.to_string(),
             subject: dn::rfc4514(parsed.subject()),
             sans: sans.iter().map(San::to_string).collect(),
@@ -743,7 +766,7 @@ impl Authority {
             not_before,
             not_after,
             issued_at: now,
-            status: crate::store::Status::Valid,
+            status: Status::Valid,
             revoked_at: None,
             revocation_reason: None,
             superseded_by: None,
@@ -790,22 +813,70 @@ impl Authority {
     /// the one renewed) as superseded by it, and calls `deliver`, all in one transaction.
     /// A name thus has one current certificate, which `cert show NAME` and `cert revoke NAME`
     /// find; the serials superseded are noted in `issued.supersedes`.
+    ///
+    /// The renewed certificate's status is checked again inside the transaction: if it was
+    /// revoked or renewed since it was looked up, nothing is recorded
+    /// ([`PkiError::RenewRevoked`], [`PkiError::RenewSuperseded`]), so a lineage never forks.
     fn record(
         &mut self,
         issued: &mut Issued,
-        supersedes: Option<&str>,
+        supersedes: Option<&Serial>,
         deliver: impl FnOnce(&Issued) -> Result<(), PkiError>,
     ) -> Result<(), PkiError> {
-        self.store.transaction(|tx| {
+        self.transaction(|tx, err| {
             let new = issued.record.serial.clone();
             if let Some(old) = supersedes {
-                tx.supersede(old, &new)?;
+                let name = &issued.record.name;
+                let outcome = tx.supersede(old, &new).map_err(|e| match e {
+                    StoreError::NotFound { .. } => {
+                        PkiError::UnknownCertificate { query: old.to_string() }
+                    }
+                    e => err(e),
+                })?;
+                match outcome {
+                    Superseded::Newly => {}
+                    Superseded::Revoked => return Err(renew_revoked(old, name)),
+                    Superseded::Already { by } => {
+                        return Err(renew_superseded(old, name, by.as_ref()));
+                    }
+                }
             }
-            let earlier = tx.supersede_name(&issued.record.name, &new)?;
-            tx.insert(&issued.record)?;
-            issued.supersedes = supersedes.map(str::to_string).into_iter().chain(earlier).collect();
+            let earlier = tx.supersede_name(&issued.record.name, &new).map_err(err)?;
+            tx.insert(&issued.record).map_err(err)?;
+            issued.supersedes = supersedes.cloned().into_iter().chain(earlier).collect();
             deliver(issued)
         })
+    }
+
+    /// Runs `work` in one inventory transaction, committed only when it succeeds; `work` maps
+    /// the inventory's errors with the function it is given.
+    fn transaction<T>(
+        &mut self,
+        work: impl FnOnce(&mut dyn InventoryTx, &dyn Fn(StoreError) -> PkiError) -> Result<T, PkiError>,
+    ) -> Result<T, PkiError> {
+        let err = self.store_err();
+        let mut tx = self.store.begin().map_err(&err)?;
+        let out = work(tx.as_mut(), &err)?;
+        tx.commit().map_err(&err)?;
+        Ok(out)
+    }
+
+    /// Names the inventory file in an inventory error.
+    fn store_err(&self) -> impl Fn(StoreError) -> PkiError + use<> {
+        let path = self.paths.inventory.clone();
+        move |source| PkiError::Store { path: path.clone(), source }
+    }
+}
+
+fn renew_revoked(serial: &Serial, name: &str) -> PkiError {
+    PkiError::RenewRevoked { serial: serial.to_string(), name: name.to_string() }
+}
+
+fn renew_superseded(serial: &Serial, name: &str, by: Option<&Serial>) -> PkiError {
+    PkiError::RenewSuperseded {
+        serial: serial.to_string(),
+        name: name.to_string(),
+        by: by.map(Serial::to_string).unwrap_or_default(),
     }
 }
 
@@ -860,7 +931,7 @@ pub fn renewal_overwrite(
     let foreign = |path: &Path, what| PkiError::NotRenewedFile {
         path: path.to_path_buf(),
         what,
-        serial: old.serial.clone(),
+        serial: old.serial.to_string(),
     };
     let crt_overwrite = if crt.exists() {
         let first = crate::pem::read_certs(crt).ok().and_then(|c| c.into_iter().next());
@@ -1066,8 +1137,8 @@ mod tests {
         let store = TrustStore::from_der(vec![ca.root_der().clone()], vec![]).unwrap();
         let chain = crate::pem::certs_from_bytes(issued.chain_pem.as_bytes()).unwrap();
         store.verify(&chain, &VerifyPolicy::client(), rustls_pki_types::UnixTime::now()).unwrap();
-        assert_eq!(ca.store().find("joe").unwrap().serial, issued.record.serial);
-        assert!(issued.record.serial.len() >= 32, "serial has at least 128 bits");
+        assert_eq!(ca.find("joe").unwrap().serial, issued.record.serial);
+        assert!(issued.record.serial.as_str().len() >= 32, "serial has at least 128 bits");
     }
 
     /// When handing out fails, the inventory keeps no row for the certificate.
@@ -1079,7 +1150,7 @@ mod tests {
         let err =
             ca.issue(&req, |_| Err(PkiError::Crypto { what: "simulated failure" })).unwrap_err();
         assert!(matches!(err, PkiError::Crypto { .. }));
-        assert!(matches!(ca.store().find("web"), Err(PkiError::UnknownCertificate { .. })));
+        assert!(matches!(ca.find("web"), Err(PkiError::UnknownCertificate { .. })));
     }
 
     /// init refuses to replace an existing CA without force.
@@ -1166,9 +1237,9 @@ mod tests {
             second.record.not_after - second.record.not_before,
             Duration::hours(2) + crate::validity::BACKDATE
         );
-        let old = ca.store().find(&first.record.serial).unwrap();
+        let old = ca.find(first.record.serial.as_str()).unwrap();
         assert_eq!(old.status, crate::store::Status::Superseded);
-        assert_eq!(old.superseded_by.as_deref(), Some(second.record.serial.as_str()));
+        assert_eq!(old.superseded_by.as_ref(), Some(&second.record.serial));
     }
 
     /// An encrypted CA signs only with the right password.
@@ -1244,7 +1315,7 @@ mod tests {
             let err = ca.issue(&IssueRequest::new("evil", sans), |_| Ok(())).unwrap_err();
             assert!(matches!(err, PkiError::OutsideNameConstraints { .. }), "{err}");
         }
-        assert!(ca.store().find("evil").is_err(), "a refused certificate is not recorded");
+        assert!(ca.find("evil").is_err(), "a refused certificate is not recorded");
 
         let outside = signed_by_intermediate(&ca, &Subject::cn("evil"), &["evil.test"]);
         let err = store.verify(&outside, &server, now).unwrap_err();
@@ -1312,14 +1383,43 @@ mod tests {
         let first = ca.issue(&req, |_| Ok(())).unwrap();
         let second = ca.issue(&req, |_| Ok(())).unwrap();
         assert_eq!(second.supersedes, vec![first.record.serial.clone()]);
-        let old = ca.store().find(&first.record.serial).unwrap();
+        let old = ca.find(first.record.serial.as_str()).unwrap();
         assert_eq!(old.status, crate::store::Status::Superseded);
-        assert_eq!(old.superseded_by.as_deref(), Some(second.record.serial.as_str()));
-        let err = ca.renew(&first.record.serial, false, |_| Ok(())).err().unwrap();
+        assert_eq!(old.superseded_by.as_ref(), Some(&second.record.serial));
+        let err = ca.renew(first.record.serial.as_str(), false, |_| Ok(())).err().unwrap();
         assert!(matches!(err, PkiError::RenewSuperseded { .. }), "{err}");
         ca.revoke("api", Reason::KeyCompromise).unwrap();
         let err = ca.renew("api", false, |_| Ok(())).err().unwrap();
         assert!(matches!(err, PkiError::RenewRevoked { .. }), "{err}");
         assert!(err.to_string().contains("is revoked and cannot be renewed"), "{err}");
+    }
+
+    /// Renewal checks the old certificate's status again inside the recording transaction:
+    /// revoked or renewed by another process since it was looked up, it is refused and the
+    /// new certificate is not recorded, so a lineage never forks.
+    #[test]
+    fn renewal_rechecks_status_inside_the_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = ca(&dir.path().join("ca"));
+        let req = IssueRequest::new("api", vec!["api.example.test".into()]);
+        for (name, race) in [("api", "revoke"), ("web", "renew")] {
+            let req = IssueRequest { name: name.into(), ..req.clone() };
+            let first = ca.issue(&req, |_| Ok(())).unwrap();
+            let old = ca.renewable(name).unwrap();
+            let mut other = Authority::open(&dir.path().join("ca"), None).unwrap();
+            match race {
+                "revoke" => drop(other.revoke(name, Reason::Superseded).unwrap()),
+                _ => drop(other.renew(name, true, |_| Ok(())).unwrap()),
+            }
+            let mut next = first.clone();
+            next.record.serial = Serial::from_bytes(&[0x42, name.len() as u8]);
+            let err = ca.record(&mut next, Some(&old.serial), |_| Ok(())).unwrap_err();
+            match race {
+                "revoke" => assert!(matches!(err, PkiError::RenewRevoked { .. }), "{err}"),
+                _ => assert!(matches!(err, PkiError::RenewSuperseded { .. }), "{err}"),
+            }
+            let lookup = ca.find(next.record.serial.as_str());
+            assert!(matches!(lookup, Err(PkiError::UnknownCertificate { .. })), "{lookup:?}");
+        }
     }
 }

@@ -102,17 +102,7 @@ pub enum PkiError {
     Store {
         path: PathBuf,
         #[source]
-        source: rusqlite::Error,
-    },
-    #[error(
-        "inventory {path}: certificate {serial} has an invalid {column}: {value:?} is {reason}"
-    )]
-    CorruptRecord {
-        path: PathBuf,
-        serial: String,
-        column: &'static str,
-        value: String,
-        reason: &'static str,
+        source: crate::store::StoreError,
     },
     #[error("certificate generation failed")]
     Generate(#[from] rcgen::Error),

@@ -9,7 +9,7 @@ use certgate_pki::crl::Reason;
 use certgate_pki::fs::{Mode, Overwrite};
 use certgate_pki::keys::KeyType;
 use certgate_pki::profile::Profile;
-use certgate_pki::store::{ListFilter, Record};
+use certgate_pki::store::{Effective, ListFilter, Record};
 use certgate_pki::validity::{Validity, checked_after, format_time, parse_duration, rfc3339};
 use clap::{Args, Subcommand};
 use time::OffsetDateTime;
@@ -213,8 +213,8 @@ pub struct ListArgs {
     #[arg(long)]
     pub expiring: Option<String>,
     /// Only certificates with this status.
-    #[arg(long, value_parser = ["valid", "revoked", "expired", "superseded"])]
-    pub status: Option<String>,
+    #[arg(long, value_parser = status_parser())]
+    pub status: Option<Effective>,
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
@@ -439,9 +439,10 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
             Some(d) => Some(checked_after("--expiring", now, parse_duration(d)?)?),
             None => None,
         },
-        status: a.status.clone(),
+        status: a.status,
+        ..ListFilter::all(now)
     };
-    let records = authority.store().list(&filter, now)?;
+    let records = authority.list(&filter)?;
     let mut stdout = Out::lock();
     if a.json {
         let rows: Vec<_> = records.iter().map(|r| record_json(r, now)).collect();
@@ -474,7 +475,7 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
 
 fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     let authority = Authority::open(&a.dir.ca_dir, None)?;
-    let r = authority.store().find(&a.query)?;
+    let r = authority.find(&a.query)?;
     let now = OffsetDateTime::now_utc();
     let mut stdout = Out::lock();
     if a.json {
@@ -525,9 +526,12 @@ fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
         r.revoked_at.map(format_time).unwrap_or_default(),
         a.reason.as_str()
     )?;
-    let superseded = ListFilter { expiring_before: None, status: Some("superseded".into()) };
-    let now = OffsetDateTime::now_utc();
-    for earlier in authority.store().list(&superseded, now)?.iter().filter(|e| e.name == r.name) {
+    let superseded = ListFilter {
+        status: Some(Effective::Superseded),
+        name: Some(r.name.clone()),
+        ..ListFilter::all(OffsetDateTime::now_utc())
+    };
+    for earlier in authority.list(&superseded)? {
         writeln!(
             stdout,
             "note: an earlier certificate of {}, serial {} (superseded), stays usable until {}; \
@@ -600,8 +604,15 @@ fn print_issued(
 
 fn record_json(r: &Record, now: OffsetDateTime) -> serde_json::Value {
     let mut v = serde_json::to_value(r).unwrap_or_default();
-    v["status"] = r.effective_status(now).into();
+    v["status"] = r.effective_status(now).as_str().into();
     v
+}
+
+/// `--status`: one of the statuses a person sees, listed in `--help`.
+fn status_parser() -> impl clap::builder::TypedValueParser<Value = Effective> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Effective::ALL.map(Effective::as_str))
+        .try_map(|s| s.parse::<Effective>())
 }
 
 fn create_dir(dir: &Path) -> anyhow::Result<()> {
