@@ -9,6 +9,9 @@
 //! several CA replicas) is a second implementation, not a change to its callers. Every write
 //! that depends on the current state is one conditional statement, so it stays race-free
 //! under a database with concurrent writers.
+//!
+//! [`TokenInventory`] keeps opaque OAuth reference tokens, by their hash, in the same database
+//! (or a file of its own).
 
 use std::fmt;
 
@@ -72,6 +75,48 @@ pub trait InventoryTx {
 
     /// Makes every write of this transaction durable.
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Opaque OAuth reference tokens, kept by their SHA-256 hash with their expiry, so a restart
+/// keeps them and replicas can share them. The token itself is never stored. Times are kept
+/// to the second (rounded down). Each method is one statement.
+pub trait TokenInventory: Send {
+    /// Records a token. A hash already recorded is [`StoreError::Conflict`].
+    fn put_token(&mut self, t: &StoredToken) -> Result<(), StoreError>;
+
+    /// The token with this hash, or `None` when it is unknown, expired at `now`, or revoked.
+    fn find_token(
+        &self,
+        hash: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<Option<StoredToken>, StoreError>;
+
+    /// Marks the token revoked at `at`. `true` when this call revoked it; `false` when it is
+    /// unknown (or already purged) or was already revoked.
+    fn revoke_token(&mut self, hash: &[u8; 32], at: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// Revokes every token of `client_id` that is neither revoked nor expired at `at`, and
+    /// returns how many.
+    fn revoke_client_tokens(
+        &mut self,
+        client_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
+
+    /// Deletes the tokens expired at `now` (revoked or not) and returns how many.
+    fn purge_tokens(&mut self, now: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
+/// An opaque token as issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    /// SHA-256 of the token; the token itself is never stored.
+    pub hash: [u8; 32],
+    pub client_id: String,
+    /// The JSON claims object (RFC 9068 claims including `cnf`), as issued.
+    pub claims: String,
+    pub issued_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
 }
 
 /// Why the inventory could not answer.

@@ -1,5 +1,5 @@
 //! [`SqliteInventory`]: the inventory in an embedded SQLite database (WAL, `synchronous =
-//! FULL`, mode 0600): `inventory.db` in the CA directory.
+//! FULL`, mode 0600), `inventory.db` in the CA directory, or a file of its own for tokens.
 
 use std::path::{Path, PathBuf};
 
@@ -7,15 +7,17 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 use time::OffsetDateTime;
 
 use super::{
-    Inventory, InventoryTx, ListFilter, Record, Revoked, Serial, Status, StoreError, Superseded,
+    Inventory, InventoryTx, ListFilter, Record, Revoked, Serial, Status, StoreError, StoredToken,
+    Superseded, TokenInventory,
 };
 use crate::crl::{self, Reason};
 
 /// Schema version stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `MIGRATIONS[n]` brings a database from schema `n` to `n + 1` (0 is a new file).
-const MIGRATIONS: [&str; 1] = ["
+const MIGRATIONS: [&str; 2] = [
+    "
 CREATE TABLE IF NOT EXISTS certificates (
     serial            TEXT PRIMARY KEY,
     name              TEXT NOT NULL,
@@ -38,7 +40,20 @@ CREATE TABLE IF NOT EXISTS crl_state (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
     last_number INTEGER NOT NULL
 );
-"];
+",
+    "
+CREATE TABLE IF NOT EXISTS tokens (
+    hash       BLOB PRIMARY KEY CHECK (length(hash) = 32),
+    client_id  TEXT NOT NULL,
+    claims     TEXT NOT NULL,
+    issued_at  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS tokens_expires_at ON tokens(expires_at);
+CREATE INDEX IF NOT EXISTS tokens_client_id ON tokens(client_id);
+",
+];
 
 /// The inventory in one SQLite file. `Send`, not `Sync`: share it behind a `Mutex`.
 pub struct SqliteInventory {
@@ -319,6 +334,93 @@ impl InventoryTx for SqliteTx<'_> {
     }
 }
 
+impl TokenInventory for SqliteInventory {
+    fn put_token(&mut self, t: &StoredToken) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO tokens (hash, client_id, claims, issued_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    t.hash.as_slice(),
+                    t.client_id,
+                    t.claims,
+                    t.issued_at.unix_timestamp(),
+                    t.expires_at.unix_timestamp()
+                ],
+            )
+            .map_err(|e| conflict_or(e, || format!("token {}", crate::identity::hex(&t.hash))))?;
+        Ok(())
+    }
+
+    fn find_token(
+        &self,
+        hash: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<Option<StoredToken>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT client_id, claims, issued_at, expires_at FROM tokens
+                 WHERE hash = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+                params![hash.as_slice(), now.unix_timestamp()],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(backend)?;
+        let Some((client_id, claims, issued_at, expires_at)) = row else { return Ok(None) };
+        let record = || format!("token {}", crate::identity::hex(hash));
+        Ok(Some(StoredToken {
+            hash: *hash,
+            client_id,
+            claims,
+            issued_at: stored_time(issued_at, "issued_at", record)?,
+            expires_at: stored_time(expires_at, "expires_at", record)?,
+        }))
+    }
+
+    fn revoke_token(&mut self, hash: &[u8; 32], at: OffsetDateTime) -> Result<bool, StoreError> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE hash = ?1 AND revoked_at IS NULL",
+                params![hash.as_slice(), at.unix_timestamp()],
+            )
+            .map_err(backend)?;
+        Ok(changed > 0)
+    }
+
+    fn revoke_client_tokens(
+        &mut self,
+        client_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE tokens SET revoked_at = ?2
+                 WHERE client_id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+                params![client_id, at.unix_timestamp()],
+            )
+            .map_err(backend)?;
+        Ok(count(changed))
+    }
+
+    fn purge_tokens(&mut self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let deleted = self
+            .conn
+            .execute("DELETE FROM tokens WHERE expires_at <= ?1", params![now.unix_timestamp()])
+            .map_err(backend)?;
+        Ok(count(deleted))
+    }
+}
+
 /// A SQLite error: `Busy` when the lock stayed taken past the busy timeout, else `Backend`.
 fn backend(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
@@ -337,6 +439,10 @@ fn conflict_or(e: rusqlite::Error, record: impl FnOnce() -> String) -> StoreErro
         }
         _ => backend(e),
     }
+}
+
+fn count(rows: usize) -> u64 {
+    u64::try_from(rows).unwrap_or(u64::MAX)
 }
 
 fn find(conn: &Connection, serial: &Serial) -> Result<Option<Record>, StoreError> {
@@ -765,5 +871,180 @@ mod tests {
         drop(inv);
         let err = SqliteInventory::open(&path).err().unwrap();
         assert!(matches!(err, StoreError::NewerSchema { found: 99, known: SCHEMA_VERSION }));
+    }
+
+    fn token(byte: u8, client: &str, issued: i64, lifetime: i64) -> StoredToken {
+        StoredToken {
+            hash: [byte; 32],
+            client_id: client.into(),
+            claims: format!(
+                r#"{{"sub":"{client}","cnf":{{"x5t#S256":"bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}}}}"#
+            ),
+            issued_at: at(issued),
+            expires_at: at(issued + lifetime),
+        }
+    }
+
+    /// The gateway keeps the inventory in a `Mutex` and calls it from `spawn_blocking`.
+    #[test]
+    fn inventory_can_be_shared_behind_a_mutex() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<std::sync::Arc<std::sync::Mutex<SqliteInventory>>>();
+        shareable::<std::sync::Arc<std::sync::Mutex<Box<dyn TokenInventory>>>>();
+    }
+
+    /// A stored token is found by its hash with its client, claims (verbatim) and times (to
+    /// the second) until it expires; an unknown hash is not found.
+    #[test]
+    fn token_is_found_until_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inv = open(&dir);
+        let mut t = token(1, "app", 0, 300);
+        t.issued_at += time::Duration::milliseconds(700);
+        inv.put_token(&t).unwrap();
+        let found = inv.find_token(&t.hash, at(299)).unwrap().unwrap();
+        assert_eq!(found, StoredToken { issued_at: at(0), ..t.clone() });
+        assert_eq!(inv.find_token(&t.hash, at(300)).unwrap(), None, "expired at expires_at");
+        assert_eq!(inv.find_token(&t.hash, at(10_000)).unwrap(), None);
+        assert_eq!(inv.find_token(&[2; 32], at(0)).unwrap(), None, "unknown");
+    }
+
+    /// Storing the same hash twice is a Conflict, and the first token stays.
+    #[test]
+    fn same_token_hash_is_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inv = open(&dir);
+        inv.put_token(&token(1, "app", 0, 300)).unwrap();
+        let err = inv.put_token(&token(1, "other", 5, 300)).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Conflict { record } if record.starts_with("token 0101"))
+        );
+        assert_eq!(inv.find_token(&[1; 32], at(6)).unwrap().unwrap().client_id, "app");
+    }
+
+    /// A revoked token is no longer found; revoking it again, or an unknown one, says false.
+    #[test]
+    fn revoked_token_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inv = open(&dir);
+        inv.put_token(&token(1, "app", 0, 300)).unwrap();
+        inv.put_token(&token(2, "app", 0, 300)).unwrap();
+        assert!(inv.revoke_token(&[1; 32], at(10)).unwrap());
+        assert!(!inv.revoke_token(&[1; 32], at(11)).unwrap(), "already revoked");
+        assert!(!inv.revoke_token(&[3; 32], at(11)).unwrap(), "unknown");
+        assert_eq!(inv.find_token(&[1; 32], at(12)).unwrap(), None);
+        assert!(inv.find_token(&[2; 32], at(12)).unwrap().is_some(), "the other one stays");
+    }
+
+    /// Revoking a client's tokens revokes exactly its live ones and counts them.
+    #[test]
+    fn revoke_client_tokens_counts_its_live_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inv = open(&dir);
+        for t in [
+            token(1, "app", 0, 300),
+            token(2, "app", 0, 300),
+            token(3, "app", 0, 10),  // expired at 100
+            token(4, "app", 0, 300), // revoked before
+            token(5, "other", 0, 300),
+        ] {
+            inv.put_token(&t).unwrap();
+        }
+        assert!(inv.revoke_token(&[4; 32], at(50)).unwrap());
+        assert_eq!(inv.revoke_client_tokens("app", at(100)).unwrap(), 2);
+        assert_eq!(inv.revoke_client_tokens("app", at(101)).unwrap(), 0);
+        assert_eq!(inv.revoke_client_tokens("nobody", at(101)).unwrap(), 0);
+        for byte in [1, 2, 3, 4] {
+            assert_eq!(inv.find_token(&[byte; 32], at(102)).unwrap(), None, "token {byte}");
+        }
+        assert!(inv.find_token(&[5; 32], at(102)).unwrap().is_some());
+    }
+
+    /// Purging deletes the expired rows, revoked or not, and keeps the rest.
+    #[test]
+    fn purge_deletes_expired_tokens_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inv = open(&dir);
+        for t in [token(1, "a", 0, 10), token(2, "a", 0, 20), token(3, "a", 0, 300)] {
+            inv.put_token(&t).unwrap();
+        }
+        inv.put_token(&token(4, "a", 0, 300)).unwrap();
+        assert!(inv.revoke_token(&[2; 32], at(5)).unwrap());
+        assert!(inv.revoke_token(&[4; 32], at(5)).unwrap());
+        assert_eq!(inv.purge_tokens(at(20)).unwrap(), 2, "1 expired, 2 expired and revoked");
+        assert_eq!(inv.purge_tokens(at(20)).unwrap(), 0);
+        let left: i64 =
+            inv.conn.query_row("SELECT count(*) FROM tokens", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 2, "the live token and the revoked one not yet expired");
+        assert!(inv.find_token(&[3; 32], at(20)).unwrap().is_some());
+        // A purged hash can be stored again.
+        inv.put_token(&token(1, "a", 30, 10)).unwrap();
+    }
+
+    /// Tokens survive a restart, in the CA's inventory or in a token file of their own
+    /// (`oauth.db`, whose certificate tables stay empty).
+    #[test]
+    fn reopening_the_file_keeps_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["inventory.db", "oauth.db"] {
+            let path = dir.path().join(file);
+            let mut inv = SqliteInventory::open(&path).unwrap();
+            inv.put_token(&token(1, "app", 0, 300)).unwrap();
+            assert!(inv.revoke_token(&[1; 32], at(1)).unwrap());
+            inv.put_token(&token(2, "app", 0, 300)).unwrap();
+            drop(inv);
+            let mut inv = SqliteInventory::open(&path).unwrap();
+            assert_eq!(inv.find_token(&[2; 32], at(2)).unwrap(), Some(token(2, "app", 0, 300)));
+            assert_eq!(inv.find_token(&[1; 32], at(2)).unwrap(), None, "still revoked");
+            assert!(inv.list(&ListFilter::all(at(2))).unwrap().is_empty());
+            assert_eq!(inv.begin().unwrap().next_crl_number().unwrap(), 1);
+        }
+    }
+
+    /// An inventory written by schema 1 (certgate before the token table) opens, keeps its
+    /// certificates and CRL number, and gains the token table.
+    #[test]
+    fn schema_1_inventory_gains_the_token_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "INSERT INTO certificates VALUES ('0a1b', 'joe', 'CN=joe', '[\"DNS:joe.test\"]',
+                    'client', 'CN=Test CA', 1767225600, 1767312000, 1767225600, 'valid',
+                    NULL, NULL, NULL, x'3000');
+                 INSERT INTO crl_state VALUES (1, 7);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            let has_tokens: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'tokens'", [], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            assert_eq!(has_tokens, 0, "a schema 1 file has no token table");
+        }
+        let mut inv = SqliteInventory::open(&path).unwrap();
+        let version: i64 = inv.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 2);
+        let joe = inv.find(&Serial::parse("0a1b").unwrap()).unwrap().unwrap();
+        assert_eq!(
+            (joe.name.as_str(), joe.sans.as_slice()),
+            ("joe", ["DNS:joe.test".to_string()].as_slice())
+        );
+        assert_eq!(inv.begin().unwrap().next_crl_number().unwrap(), 8);
+        inv.put_token(&token(1, "app", 0, 300)).unwrap();
+        assert!(inv.find_token(&[1; 32], at(1)).unwrap().is_some());
+        let indexes: Vec<String> = inv
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tokens'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(indexes.contains(&"tokens_expires_at".to_string()), "{indexes:?}");
     }
 }
