@@ -16,7 +16,9 @@
 //! Issuance is a short list of steps, each a small function: check the request, build the
 //! parameters, sign, record in the inventory and hand out inside one transaction.
 
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rcgen::{Issuer, KeyPair};
 use rustls_pki_types::CertificateDer;
@@ -180,6 +182,9 @@ pub struct Authority {
     /// verified against them before it is handed out.
     constrained: bool,
     password: Option<Vec<u8>>,
+    /// Each CA's signing key with its certificate, loaded on first use (decrypted, checked to
+    /// match) and kept for this `Authority`'s life: `[root, intermediate]`.
+    signers: [OnceCell<Arc<Issuer<'static, KeyPair>>>; 2],
 }
 
 impl Authority {
@@ -353,6 +358,7 @@ impl Authority {
             crl_url,
             constrained,
             password,
+            signers: [OnceCell::new(), OnceCell::new()],
         })
     }
 
@@ -600,8 +606,8 @@ impl Authority {
         next_update: Duration,
         deliver: impl FnOnce(&[u8]) -> Result<(), PkiError>,
     ) -> Result<(Vec<u8>, u64, usize), PkiError> {
-        let (cert, key_path, subject) = self.ca(issuer)?;
-        let signer = self.signer_for(&cert, &key_path)?;
+        let (_, _, subject) = self.ca(issuer)?;
+        let signer = self.signer_of(issuer)?;
         let published = self.paths.published_crl(issuer);
         let now =
             OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::now_utc());
@@ -706,25 +712,31 @@ impl Authority {
         }))
     }
 
-    /// Loads the issuing CA's key (decrypting it if needed) and checks it matches the cert.
-    fn signer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
-        self.signer_for(&self.issuing_der, &self.issuing_key_path)
+    /// The signer of the CA that signs leaves (the intermediate, or the root without one).
+    fn signer(&self) -> Result<Arc<Issuer<'static, KeyPair>>, PkiError> {
+        self.signer_of(self.crl_issuers()[0])
     }
 
-    /// Loads the key of the CA certificate `cert` from `key_path` (decrypting it if needed)
-    /// and checks it matches the certificate.
-    fn signer_for(
-        &self,
-        cert_der: &CertificateDer<'static>,
-        key_path: &Path,
-    ) -> Result<Issuer<'static, KeyPair>, PkiError> {
-        let key = crate::keys::load(key_path, self.password.as_deref())?;
-        let (_, cert) = X509Certificate::from_der(cert_der)
-            .map_err(|e| PkiError::bad_file(key_path, e.to_string()))?;
-        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-            return Err(PkiError::KeyMismatch { path: key_path.to_path_buf() });
+    /// The signer of `ca`: its key, loaded from its key file on first use (decrypted with the
+    /// password if needed) and checked to match its certificate, then kept. A wrong or
+    /// missing password, or a key of another CA, fails here, and again on the next call.
+    fn signer_of(&self, ca: CrlIssuer) -> Result<Arc<Issuer<'static, KeyPair>>, PkiError> {
+        let cell = match ca {
+            CrlIssuer::Root => &self.signers[0],
+            CrlIssuer::Intermediate => &self.signers[1],
+        };
+        if let Some(loaded) = cell.get() {
+            return Ok(loaded.clone());
         }
-        Ok(Issuer::from_ca_cert_der(cert_der, key)?)
+        let (cert_der, key_path, _) = self.ca(ca)?;
+        let key = crate::keys::load(&key_path, self.password.as_deref())?;
+        let (_, cert) = X509Certificate::from_der(&cert_der)
+            .map_err(|e| PkiError::bad_file(&key_path, e.to_string()))?;
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(PkiError::KeyMismatch { path: key_path });
+        }
+        let loaded = Arc::new(Issuer::from_ca_cert_der(&cert_der, key)?);
+        Ok(cell.get_or_init(|| loaded).clone())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -747,7 +759,7 @@ impl Authority {
         let signed_by = self.crl_issuers()[0];
         params.crl_distribution_points = distribution_points(&self.crl_url, signed_by);
         let issuer = self.signer()?;
-        let cert = params.signed_by(public_key, &issuer)?;
+        let cert = params.signed_by(public_key, issuer.as_ref())?;
         let der = cert.der().clone();
         let (_, parsed) = X509Certificate::from_der(&der)
             .map_err(|e| PkiError::bad_file("<new certificate>", e.to_string()))?;
@@ -1287,7 +1299,7 @@ mod tests {
         )
         .unwrap();
         let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &ca.signer().unwrap()).unwrap();
+        let cert = params.signed_by(&key, ca.signer().unwrap().as_ref()).unwrap();
         vec![cert.der().clone(), ca.intermediates()[0].clone()]
     }
 
@@ -1392,6 +1404,40 @@ mod tests {
         let err = ca.renew("api", false, |_| Ok(())).err().unwrap();
         assert!(matches!(err, PkiError::RenewRevoked { .. }), "{err}");
         assert!(err.to_string().contains("is revoked and cannot be renewed"), "{err}");
+    }
+
+    /// The issuing CA's key is loaded and checked once per `Authority`, not for every
+    /// signature: replacing the key file afterwards does not change what this `Authority`
+    /// signs with, while a newly opened one sees the new file (and refuses a key that does not
+    /// match the certificate). The root's key, for its CRL, is kept the same way.
+    #[test]
+    fn issuer_is_loaded_once_per_authority() {
+        fn send<T: Send>() {}
+        send::<Authority>();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca");
+        let mut ca = ca(&path);
+        let req = IssueRequest::new("api", vec!["api.example.test".into()]);
+        ca.issue(&req, |_| Ok(())).unwrap();
+        ca.crl(CrlIssuer::Root, Duration::days(1), |_| Ok(())).unwrap();
+        let other_key = crate::keys::to_pem(&KeyPair::generate().unwrap());
+        for file in [&ca.paths().intermediate_key, &ca.paths().root_key] {
+            std::fs::write(file, &other_key).unwrap();
+        }
+        let again =
+            ca.issue(&IssueRequest::new("web", vec!["web.example.test".into()]), |_| Ok(()));
+        let again = again.unwrap();
+        let chain = [again.cert_der.clone(), ca.intermediates()[0].clone()];
+        let store = TrustStore::from_der(vec![ca.root_der().clone()], vec![]).unwrap();
+        let name = rustls_pki_types::ServerName::try_from("web.example.test").unwrap();
+        let policy = VerifyPolicy::server(name);
+        store.verify(&chain, &policy, rustls_pki_types::UnixTime::now()).unwrap();
+        ca.crl(CrlIssuer::Root, Duration::days(1), |_| Ok(())).unwrap();
+        let mut fresh = Authority::open(&path, None).unwrap();
+        let err = fresh.issue(&req, |_| Ok(())).unwrap_err();
+        assert!(matches!(err, PkiError::KeyMismatch { .. }), "{err}");
+        let err = fresh.crl(CrlIssuer::Root, Duration::days(1), |_| Ok(())).unwrap_err();
+        assert!(matches!(err, PkiError::KeyMismatch { .. }), "{err}");
     }
 
     /// Renewal checks the old certificate's status again inside the recording transaction:
