@@ -291,9 +291,10 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         }
     }
 
-    // Opaque tokens need the token store (the inventory database), which comes with the
-    // token-store work; until then `store` is refused by the client check.
-    let oauth = raw.oauth.as_ref().and_then(|o| b.oauth(o, None));
+    let oauth = raw.oauth.as_ref().and_then(|o| {
+        let store = o.store.as_ref().and_then(|file| b.token_store(file));
+        b.oauth(o, store)
+    });
 
     let listener_names: Vec<String> = raw
         .listeners

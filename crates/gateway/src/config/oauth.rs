@@ -47,6 +47,21 @@ fn scope_problem(scope: &str) -> Option<String> {
 }
 
 impl Builder {
+    /// The opaque-token store (`[oauth] store`), opened (created 0600) now.
+    pub(super) fn token_store(&mut self, file: &str) -> Option<Arc<dyn TokenStore>> {
+        let path = self.resolve(file);
+        match crate::oauth::store::InventoryStore::open(&path) {
+            Ok(store) => Some(Arc::new(store)),
+            Err(e) => {
+                self.error(
+                    "oauth.store",
+                    format!("{}: {}", path.display(), certgate_pki::error::with_causes(&e)),
+                );
+                None
+            }
+        }
+    }
+
     /// The token service, or `None` after reporting why it cannot be built.
     pub(super) fn oauth(
         &mut self,

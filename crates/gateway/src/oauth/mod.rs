@@ -6,11 +6,13 @@
 //! - [`check`]: a route's `[route.token]` phase: bearer token, signature and claims, phantom
 //!   swap of opaque tokens, proof of possession against this connection's certificate, scopes;
 //! - [`introspect`]: the introspection client for phantom tokens from another authorization
-//!   server, bounded in body size, in-flight calls and cache.
+//!   server, bounded in body size, in-flight calls and cache;
+//! - [`store`]: opaque tokens kept in the inventory database.
 
 pub mod check;
 pub mod introspect;
 pub mod service;
+pub mod store;
 
 use crate::tls::server::ClientCert;
 
