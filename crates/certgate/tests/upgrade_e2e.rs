@@ -451,6 +451,6 @@ upgrade_idle_timeout = \"1m\"
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("route[0].upgrades") && text.contains("http2 = true"), "{text}");
     assert!(text.contains("route[1].upgrades") && text.contains("h2c smuggling"), "{text}");
-    assert!(text.contains("echo service does not take upgrades"), "{text}");
+    assert!(text.contains("the built-in services do not take upgrades"), "{text}");
     assert!(text.contains("route[2].upgrade_idle_timeout"), "{text}");
 }
