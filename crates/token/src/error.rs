@@ -11,6 +11,10 @@ pub enum ErrorCode {
     UnauthorizedClient,
     UnsupportedGrantType,
     InvalidScope,
+    /// The server cannot answer now (its token store or signing failed): 503. Not in RFC 6749
+    /// section 5.2, which has no server-side error for the token endpoint; the name is the
+    /// one section 4.1.2.1 gives the same situation.
+    TemporarilyUnavailable,
 }
 
 impl ErrorCode {
@@ -21,6 +25,7 @@ impl ErrorCode {
             ErrorCode::UnauthorizedClient => "unauthorized_client",
             ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
             ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
         }
     }
 }
@@ -31,11 +36,13 @@ pub struct OAuthError {
     pub code: ErrorCode,
     /// Human-readable, for the client's developer (`error_description`).
     pub description: String,
+    /// What the server's log gets in addition (a file, a library error), never the client.
+    pub detail: Option<String>,
 }
 
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<String>) -> OAuthError {
-        OAuthError { code, description: description.into() }
+        OAuthError { code, description: description.into(), detail: None }
     }
 
     pub fn invalid_request(description: impl Into<String>) -> OAuthError {
@@ -46,11 +53,21 @@ impl OAuthError {
         OAuthError::new(ErrorCode::InvalidClient, description)
     }
 
+    /// The server's own failure (the client may retry); `detail` goes to the log only.
+    pub fn unavailable(description: impl Into<String>, detail: impl ToString) -> OAuthError {
+        OAuthError {
+            detail: Some(detail.to_string()),
+            ..OAuthError::new(ErrorCode::TemporarilyUnavailable, description)
+        }
+    }
+
     /// 401 for a failed client authentication (RFC 6749 section 5.2 allows 400 or 401; 401
-    /// tells every client library the same thing), 400 otherwise.
+    /// tells every client library the same thing), 503 for the server's own failure, 400
+    /// otherwise.
     pub fn status(&self) -> u16 {
         match self.code {
             ErrorCode::InvalidClient => 401,
+            ErrorCode::TemporarilyUnavailable => 503,
             _ => 400,
         }
     }
@@ -67,7 +84,11 @@ impl OAuthError {
 
 impl fmt::Display for OAuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code.as_str(), self.description)
+        write!(f, "{}: {}", self.code.as_str(), self.description)?;
+        match &self.detail {
+            Some(detail) => write!(f, " ({detail})"),
+            None => Ok(()),
+        }
     }
 }
 

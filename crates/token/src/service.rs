@@ -306,8 +306,9 @@ impl TokenService {
             return Err(OAuthError::invalid_client("the client certificate has expired"));
         }
         let random = |n| {
-            crate::random_b64(n)
-                .map_err(|_| OAuthError::invalid_request("no randomness available; try again"))
+            crate::random_b64(n).map_err(|_| {
+                OAuthError::unavailable("no randomness available; try again", "aws-lc rand")
+            })
         };
         let jti = random(16)?;
         let claims = AccessClaims {
@@ -332,12 +333,11 @@ impl TokenService {
                     issued_at: now,
                     expires_at,
                 };
-                let store = self
-                    .store
-                    .as_ref()
-                    .ok_or_else(|| OAuthError::invalid_request("this server has no token store"))?;
+                let store = self.store.as_ref().ok_or_else(|| {
+                    OAuthError::unavailable("this server has no token store", "no store configured")
+                })?;
                 store.put(&stored).map_err(|e| {
-                    OAuthError::invalid_request(format!("the token could not be stored: {e}"))
+                    OAuthError::unavailable("the token could not be stored; try again", e)
                 })?;
                 handle
             }
@@ -359,7 +359,7 @@ impl TokenService {
         self.keyring
             .active()
             .sign(claims, "at+jwt")
-            .map_err(|e| OAuthError::invalid_request(format!("the token could not be signed: {e}")))
+            .map_err(|e| OAuthError::unavailable("the token could not be signed; try again", e))
     }
 
     /// The introspection endpoint: the caller is a registered client allowed to introspect.
@@ -376,7 +376,7 @@ impl TokenService {
         let (verified, jwt) = match self.resolve(token, now) {
             Ok(Some(found)) => found,
             Ok(None) => return Ok(Introspected::Inactive),
-            Err(e) => return Err(OAuthError::invalid_request(e.to_string())),
+            Err(e) => return Err(OAuthError::unavailable("the token store failed; try again", e)),
         };
         let mut json = Map::new();
         json.insert("active".into(), Value::Bool(true));
@@ -424,7 +424,7 @@ impl TokenService {
         if verified.current(now, 0).is_err() {
             return Ok(None);
         }
-        let jwt = self.sign(&claims).map_err(|e| StoreFailure(e.description))?;
+        let jwt = self.sign(&claims).map_err(|e| StoreFailure(e.to_string()))?;
         Ok(Some((verified, jwt)))
     }
 }
