@@ -1,13 +1,14 @@
 //! A small bounded cache with per-entry expiry, keyed by a token's SHA-256 (tokens are
 //! secrets: their text is never a key). When full, expired entries go first, then the oldest
-//! insertion; nothing grows past the bound.
+//! insertion; nothing grows past the bound. Lookups share a read lock: the hit path of every
+//! request on a token route takes no exclusive lock.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 /// Entries expire at a unix time in seconds.
 pub struct TtlCache<V> {
-    inner: Mutex<Inner<V>>,
+    inner: RwLock<Inner<V>>,
     capacity: usize,
 }
 
@@ -25,20 +26,20 @@ impl<V> std::fmt::Debug for TtlCache<V> {
 impl<V: Clone> TtlCache<V> {
     pub fn new(capacity: usize) -> TtlCache<V> {
         TtlCache {
-            inner: Mutex::new(Inner { map: HashMap::new(), order: VecDeque::new() }),
+            inner: RwLock::new(Inner { map: HashMap::new(), order: VecDeque::new() }),
             capacity: capacity.max(1),
         }
     }
 
     /// The value for `key` if it has not expired at unix time `now`.
     pub fn get(&self, key: &[u8; 32], now: u64) -> Option<V> {
-        let inner = self.inner.lock().ok()?;
+        let inner = self.inner.read().ok()?;
         inner.map.get(key).filter(|(_, until)| now < *until).map(|(v, _)| v.clone())
     }
 
     /// Keeps `value` until unix time `until`. Returns how many entries were evicted.
     pub fn insert(&self, key: [u8; 32], value: V, until: u64, now: u64) -> usize {
-        let Ok(mut inner) = self.inner.lock() else { return 0 };
+        let Ok(mut inner) = self.inner.write() else { return 0 };
         let mut evicted = 0;
         if inner.map.len() >= self.capacity && !inner.map.contains_key(&key) {
             let before = inner.map.len();
@@ -60,7 +61,7 @@ impl<V: Clone> TtlCache<V> {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().map(|i| i.map.len()).unwrap_or(0)
+        self.inner.read().map(|i| i.map.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {

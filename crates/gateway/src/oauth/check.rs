@@ -49,12 +49,47 @@ pub enum Phantom {
     Remote(Arc<Introspector>),
 }
 
-/// What passed the check, kept in the cache.
+/// What passed the check, kept in the cache with the header values made once.
 #[derive(Debug)]
 pub struct Passed {
     pub verified: Verified,
-    /// The JWT that replaces an opaque token upstream.
-    pub swapped: Option<String>,
+    /// `X-Token-*` values (a claim that is absent or cannot be a header value is left out).
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// `Bearer <JWT>` that replaces an opaque token upstream.
+    swapped: Option<HeaderValue>,
+}
+
+impl Passed {
+    fn new(verified: Verified, swapped_jwt: Option<String>) -> Passed {
+        let scope = verified.scopes.join(" ");
+        let values = [
+            Some(verified.sub.as_str()),
+            verified.client_id.as_deref(),
+            Some(scope.as_str()),
+            verified.jti.as_deref(),
+        ];
+        let headers = TOKEN_HEADERS
+            .iter()
+            .zip(values)
+            .filter_map(|(name, value)| {
+                let value = HeaderValue::from_str(value.filter(|v| !v.is_empty())?).ok()?;
+                Some((HeaderName::from_static(name), value))
+            })
+            .collect();
+        let swapped =
+            swapped_jwt.and_then(|jwt| HeaderValue::from_str(&format!("Bearer {jwt}")).ok());
+        Passed { verified, headers, swapped }
+    }
+
+    /// Writes the `X-Token-*` headers, and the swapped-in JWT in place of an opaque token.
+    pub fn write(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        if let Some(swapped) = &self.swapped {
+            headers.insert(header::AUTHORIZATION, swapped.clone());
+        }
+    }
 }
 
 /// One route's token rules.
@@ -134,13 +169,9 @@ impl TokenCheck {
         };
         binding::check(passed.verified.cnf_x5t.as_deref(), presented_x5t, self.require_binding)
             .map_err(|e| self.invalid(e))?;
-        let missing: Vec<&str> = self
-            .scopes
-            .iter()
-            .filter(|s| !passed.verified.scopes.contains(s))
-            .map(String::as_str)
-            .collect();
-        if !missing.is_empty() {
+        let lacks = |s: &&String| !passed.verified.scopes.contains(s);
+        if self.scopes.iter().any(|s| lacks(&s)) {
+            let missing: Vec<&str> = self.scopes.iter().filter(lacks).map(String::as_str).collect();
             return Err(self.refuse(BearerError::InsufficientScope { needed: missing.join(" ") }));
         }
         Ok(passed)
@@ -196,7 +227,7 @@ impl TokenCheck {
         let Some(phantom) = self.phantom.as_ref().filter(|_| !is_jwt) else {
             let verified = self.verify_jwt(token).await?;
             let until = verified.exp.saturating_add(self.verifier.leeway);
-            return Ok((Passed { verified, swapped: None }, until));
+            return Ok((Passed::new(verified, None), until));
         };
         if self.inactive.get(hash, now).is_some() {
             return Err(self.invalid("the access token is not active"));
@@ -231,12 +262,12 @@ impl TokenCheck {
             Resolution::Jwt(jwt) => {
                 let verified = self.verify_jwt(&jwt).await?;
                 let until = verified.exp.min(now.saturating_add(self.cache_ttl.as_secs()));
-                Ok((Passed { verified, swapped: Some(jwt) }, until))
+                Ok((Passed::new(verified, Some(jwt)), until))
             }
             Resolution::Active { verified, jwt } => {
                 verified.current(now, self.verifier.leeway).map_err(|e| self.invalid(e))?;
                 let until = verified.exp.min(now.saturating_add(self.cache_ttl.as_secs()));
-                Ok((Passed { verified, swapped: Some(jwt) }, until))
+                Ok((Passed::new(verified, Some(jwt)), until))
             }
         }
     }
@@ -252,28 +283,6 @@ impl TokenCheck {
                     }
                 })
             }
-        }
-    }
-}
-
-impl Passed {
-    /// Writes the `X-Token-*` headers, and the swapped-in JWT in place of an opaque token.
-    pub fn write(&self, headers: &mut HeaderMap) {
-        let v = &self.verified;
-        let scope = v.scopes.join(" ");
-        let values =
-            [Some(v.sub.as_str()), v.client_id.as_deref(), Some(scope.as_str()), v.jti.as_deref()];
-        for (name, value) in TOKEN_HEADERS.iter().zip(values) {
-            let Some(value) = value.filter(|v| !v.is_empty()) else { continue };
-            // A claim that cannot be a header value (a control character) is left out.
-            if let Ok(value) = HeaderValue::from_str(value) {
-                headers.insert(HeaderName::from_static(name), value);
-            }
-        }
-        if let Some(jwt) = &self.swapped
-            && let Ok(value) = HeaderValue::from_str(&format!("Bearer {jwt}"))
-        {
-            headers.insert(header::AUTHORIZATION, value);
         }
     }
 }
