@@ -497,9 +497,15 @@ const STREAMING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/stre
 /// Starts `tests/support/streaming.py MODE` (a server) and returns it with the port it
 /// reported.
 pub fn streaming_server(mode: &str) -> (Proc, u16) {
+    python_server(STREAMING, &[mode])
+}
+
+/// Starts the Python server `script` with `args`, which prints `port N` once listening, and
+/// returns it with that port (20 s at most).
+pub fn python_server(script: &str, args: &[&str]) -> (Proc, u16) {
     let mut child = Command::new("python3")
-        .arg(STREAMING)
-        .arg(mode)
+        .arg(script)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -514,7 +520,8 @@ pub fn streaming_server(mode: &str) -> (Proc, u16) {
     let proc = Proc(child);
     let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
     let port = line.trim().strip_prefix("port ").and_then(|p| p.parse().ok());
-    let port = port.unwrap_or_else(|| panic!("{mode} did not report its port: {line:?}"));
+    let port =
+        port.unwrap_or_else(|| panic!("{script} {args:?} did not report its port: {line:?}"));
     (proc, port)
 }
 
