@@ -619,6 +619,29 @@ fn pyjwt_verifies_an_issued_token_with_the_gateway_jwks() {
     assert_eq!(v["x5t"], openssl_x5t(&o.gw.dir, "payments").as_str());
 }
 
+/// Authlib's RFC 8414 validation accepts the metadata; the issuer is byte-identical to the
+/// configured one, certificate-bound tokens are announced and the mTLS aliases are there.
+#[test]
+fn authlib_accepts_the_rfc_8414_metadata() {
+    let o = start("");
+    let url = o.gw.url("/.well-known/oauth-authorization-server/oauth");
+    let out = python(&o.gw.dir, &["metadata", "--url", &url, "--ca", "root.crt"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["error"], Value::Null, "Authlib refused the metadata: {out}");
+    let doc = &v["doc"];
+    assert_eq!(doc["issuer"], ISSUER);
+    assert_eq!(doc["response_types_supported"], serde_json::json!(["none"]));
+    assert_eq!(doc["tls_client_certificate_bound_access_tokens"], true);
+    assert_eq!(doc["token_endpoint"], format!("{ISSUER}/token"));
+    assert_eq!(doc["mtls_endpoint_aliases"]["token_endpoint"], format!("{ISSUER}/token"));
+    assert_eq!(
+        doc["mtls_endpoint_aliases"]["introspection_endpoint"],
+        format!("{ISSUER}/introspect")
+    );
+    let raw = request(&o.gw, None, "/.well-known/oauth-authorization-server/oauth", "--http2", &[]);
+    assert!(raw.body.contains(&format!("\"issuer\":\"{ISSUER}\"")), "{}", raw.body);
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. The route's token check.
 

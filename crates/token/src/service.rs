@@ -174,7 +174,11 @@ impl TokenService {
             "jwks_uri": format!("{base}/jwks"),
             "introspection_endpoint": format!("{base}/introspect"),
             "grant_types_supported": ["client_credentials"],
-            "response_types_supported": [],
+            // REQUIRED and non-empty for common clients (Authlib refuses `[]`). "none"
+            // (OAuth 2.0 Multiple Response Type Encoding Practices, section 4) is the one
+            // registered value that promises no code or token from an authorization endpoint,
+            // which this service does not have.
+            "response_types_supported": ["none"],
             "token_endpoint_auth_methods_supported":
                 ["tls_client_auth", "self_signed_tls_client_auth"],
             "introspection_endpoint_auth_methods_supported":
