@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use gateway_support::*;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -73,8 +73,45 @@ fn prepare(dir: &Path) {
         ]));
         assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let signer = ["--key", "test-signer.key", TEST_KID, "test.jwks"];
-    python(dir, &[&["jwks"][..], &signer, &["--x5c", "self2.crt", "self2.jwks"]].concat());
+    // The JWKS files, with the keys as openssl reads them.
+    let mut signer = ec_jwk(dir, "openssl pkey -in test-signer.key -pubout -outform DER");
+    signer.insert("kid".into(), TEST_KID.into());
+    signer.insert("alg".into(), "ES256".into());
+    signer.insert("use".into(), "sig".into());
+    write_jwks(dir, "test.jwks", signer);
+    let mut self2 =
+        ec_jwk(dir, "openssl x509 -in self2.crt -noout -pubkey | openssl pkey -pubin -outform DER");
+    let der = sh(dir, "openssl x509 -in self2.crt -outform DER");
+    self2.insert("x5c".into(), serde_json::json!([STANDARD.encode(der)]));
+    write_jwks(dir, "self2.jwks", self2);
+}
+
+/// The stdout of `sh -c SCRIPT` in `dir`, which must succeed.
+fn sh(dir: &Path, script: &str) -> Vec<u8> {
+    let out = run(Command::new("sh").current_dir(dir).args(["-c", script]));
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// The JWK members of the P-256 public key whose DER SubjectPublicKeyInfo `script` prints.
+fn ec_jwk(dir: &Path, script: &str) -> serde_json::Map<String, Value> {
+    let spki = sh(dir, script);
+    // The SPKI ends with the uncompressed point: 0x04 || x || y.
+    let point = &spki[spki.len() - 65..];
+    assert_eq!((spki.len(), point[0]), (91, 4), "not a P-256 key: {script}");
+    let jwk = serde_json::json!({
+        "kty": "EC",
+        "crv": "P-256",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+    });
+    jwk.as_object().unwrap().clone()
+}
+
+/// Writes `{"keys": [jwk]}` to `dir/name`.
+fn write_jwks(dir: &Path, name: &str, jwk: serde_json::Map<String, Value>) {
+    let doc = serde_json::json!({ "keys": [jwk] });
+    std::fs::write(dir.join(name), doc.to_string()).unwrap();
 }
 
 /// `openssl ARGS -out OUT` in `dir`.
@@ -305,9 +342,9 @@ fn decode(jwt: &str) -> (Value, Value) {
 /// base64url(SHA-256(DER)) of `dir/NAME.crt`'s first certificate, computed by openssl.
 fn openssl_x5t(dir: &Path, name: &str) -> String {
     let script = format!("openssl x509 -in {name}.crt -outform DER | openssl dgst -sha256 -binary");
-    let out = run(Command::new("sh").current_dir(dir).args(["-c", &script]));
-    assert!(out.status.success() && out.stdout.len() == 32, "{out:?}");
-    URL_SAFE_NO_PAD.encode(&out.stdout)
+    let digest = sh(dir, &script);
+    assert_eq!(digest.len(), 32, "{script}");
+    URL_SAFE_NO_PAD.encode(digest)
 }
 
 /// A token for [`TEST_ISSUER`] and [`AUDIENCE`] minted by PyJWT, with `args` added (a later

@@ -4,9 +4,6 @@
 Nothing here shares code with certgate: tokens are minted, verified and inspected by other
 people's libraries, so a test that passes shows interoperability, not agreement with itself.
 
-  oauth.py jwks [--key KEY_PEM KID OUT]... [--x5c CERT_PEM OUT]...
-                                                 the public JWKS of a P-256 key (ES256), and
-                                                 the JWKS of a certificate's key with x5c
   oauth.py mint --key KEY --kid KID --iss ISS --aud AUD [--cert CERT] [--typ T]
                 [--scope S] [--sub S] [--lifetime SECONDS] [--hs256-secret FILE]
                                                  prints a signed access token
@@ -44,27 +41,6 @@ def first_cert(path):
 def x5t(path):
     der = first_cert(path).public_bytes(serialization.Encoding.DER)
     return b64url(hashlib.sha256(der).digest())
-
-
-def public_jwk(public_key, kid):
-    jwk = ECAlgorithm.to_jwk(public_key, as_dict=True)
-    jwk.update({"kid": kid, "alg": "ES256", "use": "sig"})
-    return jwk
-
-
-def cmd_jwks(args):
-    for key_path, kid, out in args.key or []:
-        with open(key_path, "rb") as f:
-            key = serialization.load_pem_private_key(f.read(), password=None)
-        with open(out, "w") as f:
-            json.dump({"keys": [public_jwk(key.public_key(), kid)]}, f)
-    for cert_path, out in args.x5c or []:
-        cert = first_cert(cert_path)
-        jwk = ECAlgorithm.to_jwk(cert.public_key(), as_dict=True)
-        der = cert.public_bytes(serialization.Encoding.DER)
-        jwk["x5c"] = [base64.b64encode(der).decode()]
-        with open(out, "w") as f:
-            json.dump({"keys": [jwk]}, f)
 
 
 def claims(args):
@@ -157,9 +133,6 @@ def cmd_metadata(args):
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("jwks")
-    s.add_argument("--key", nargs=3, action="append")
-    s.add_argument("--x5c", nargs=2, action="append")
     s = sub.add_parser("mint")
     for name in ("--key", "--kid", "--iss", "--aud"):
         s.add_argument(name, required=True)
@@ -177,7 +150,6 @@ def main():
     s.add_argument("--ca", required=True)
     args = p.parse_args()
     {
-        "jwks": cmd_jwks,
         "mint": cmd_mint,
         "verify": cmd_verify,
         "metadata": cmd_metadata,
