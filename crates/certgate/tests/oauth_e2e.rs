@@ -122,7 +122,7 @@ fn openssl(dir: &Path, args: &[&str], out: &str) {
 
 /// `tests/support/oauth.py ARGS` in `dir`: its stdout, trimmed.
 fn python(dir: &Path, args: &[&str]) -> String {
-    let out = run(Command::new("python3").current_dir(dir).arg(OAUTH_PY).args(args));
+    let out = run(Command::new("python3").current_dir(dir).arg("-B").arg(OAUTH_PY).args(args));
     assert!(
         out.status.success(),
         "oauth.py {args:?}: {}{}",

@@ -501,9 +501,10 @@ pub fn streaming_server(mode: &str) -> (Proc, u16) {
 }
 
 /// Starts the Python server `script` with `args`, which prints `port N` once listening, and
-/// returns it with that port (20 s at most).
+/// returns it with that port (20 s at most). No bytecode is written into the source tree.
 pub fn python_server(script: &str, args: &[&str]) -> (Proc, u16) {
     let mut child = Command::new("python3")
+        .arg("-B")
         .arg(script)
         .args(args)
         .stdout(Stdio::piped())
