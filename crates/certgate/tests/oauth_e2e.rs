@@ -1180,3 +1180,21 @@ fn token_check_for_a_foreign_issuer_without_keys_is_refused() {
     assert!(out.contains("route[7].token"), "{out}");
     assert!(out.contains("set jwks"), "{out}");
 }
+
+/// A broken `[oauth]` is reported once, by its own field: the routes that use the service
+/// (as target, for its keys, for introspection) fail with it without claiming it is missing.
+#[test]
+fn broken_oauth_section_is_reported_once() {
+    let extra = format!(
+        "\n[[route]]\npath = \"/local-phantom\"\nupstream = \"@echo\"\n[route.token]\n\
+         issuer = \"{ISSUER}\"\naudience = [\"{AUDIENCE}\"]\n\
+         [route.token.introspection]\nupstream = \"@oauth\"\n"
+    );
+    let (code, out) = check(&extra, |c| c);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) =
+        check(&extra, |c| c.replacen("key = \"signing.key\"", "key = \"gone.key\"", 1));
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("1 problem in the configuration"), "{out}");
+    assert!(out.contains("oauth.signing_key[0].key: cannot read"), "{out}");
+}

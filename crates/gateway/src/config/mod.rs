@@ -295,6 +295,11 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
         let store = o.store.as_ref().and_then(|file| b.token_store(file));
         b.oauth(o, store)
     });
+    let service = match (&raw.oauth, &oauth) {
+        (_, Some(built)) => oauth::OAuthService::Built(built),
+        (Some(o), None) => oauth::OAuthService::Broken { issuer: &o.issuer },
+        (None, None) => oauth::OAuthService::Absent,
+    };
 
     let listener_names: Vec<String> = raw
         .listeners
@@ -314,7 +319,7 @@ pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
                 b.error(&format!("{field}.name"), format!("{name:?} names two routes"));
             }
         }
-        let Some(route) = b.route(&field, r, &upstreams, oauth.as_ref()) else { continue };
+        let Some(route) = b.route(&field, r, &upstreams, service) else { continue };
         let route = Arc::new(route);
         all_header_names.extend(route.headers.names());
         match &r.listener {
@@ -1306,13 +1311,14 @@ impl Builder {
         field: &str,
         r: &raw::RawRoute,
         upstreams: &HashMap<String, Arc<Upstream>>,
-        oauth: Option<&Arc<certgate_token::service::TokenService>>,
+        oauth: oauth::OAuthService<'_>,
     ) -> Option<Route> {
         let before = self.errors.len();
         let target = match r.upstream.as_str() {
             "@echo" => Some(Target::Echo),
             "@oauth" => {
-                if oauth.is_none() {
+                // A broken [oauth] has reported its own errors.
+                if matches!(oauth, oauth::OAuthService::Absent) {
                     self.error(
                         &format!("{field}.upstream"),
                         "\"@oauth\" is the built-in token service: configure it in [oauth]".into(),
@@ -1327,7 +1333,7 @@ impl Builder {
                             .into(),
                     );
                 }
-                oauth.cloned().map(Target::Token)
+                oauth.built().cloned().map(Target::Token)
             }
             name => {
                 let found = upstreams.get(name).cloned().map(Target::Http);

@@ -35,6 +35,28 @@ const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
 /// `alg` still have to fit the token's).
 const DEFAULT_ALGORITHMS: [&str; 5] = ["ES256", "ES384", "EdDSA", "PS256", "RS256"];
 
+/// The token service as the routes see it.
+#[derive(Clone, Copy)]
+pub(super) enum OAuthService<'a> {
+    /// No `[oauth]`.
+    Absent,
+    /// `[oauth]` with errors, already reported: what refers to it fails without repeating them
+    /// (saying "add [oauth]" or "set jwks" would be false: it is there, it did not build).
+    Broken {
+        issuer: &'a str,
+    },
+    Built(&'a Arc<TokenService>),
+}
+
+impl<'a> OAuthService<'a> {
+    pub(super) fn built(self) -> Option<&'a Arc<TokenService>> {
+        match self {
+            OAuthService::Built(service) => Some(service),
+            OAuthService::Absent | OAuthService::Broken { .. } => None,
+        }
+    }
+}
+
 /// RFC 6749 section 3.3 scope-token characters.
 fn scope_problem(scope: &str) -> Option<String> {
     let ok = !scope.is_empty()
@@ -395,7 +417,7 @@ impl Builder {
         &mut self,
         field: &str,
         t: &RawTokenCheck,
-        oauth: Option<&Arc<TokenService>>,
+        oauth: OAuthService<'_>,
         upstreams: &HashMap<String, Arc<Upstream>>,
     ) -> Option<Arc<TokenCheck>> {
         let before = self.errors.len();
@@ -405,7 +427,12 @@ impl Builder {
                 "name the audience this API is (the tokens' aud must include it)".into(),
             );
         }
-        let local = oauth.filter(|s| s.issuer() == t.issuer);
+        let local = oauth.built().filter(|s| s.issuer() == t.issuer);
+        // Set when the check needs the token service and it did not build: the check fails,
+        // and the service's own errors say why.
+        let mut unbuilt = matches!(oauth, OAuthService::Broken { issuer } if issuer == t.issuer)
+            && t.jwks.is_none()
+            && t.jwks_url.is_none();
         let upstream = |b: &mut Builder, field: &str, name: &str| -> Option<Arc<Upstream>> {
             let found = upstreams.get(name).cloned();
             if found.is_none() {
@@ -457,6 +484,7 @@ impl Builder {
                     service.keyring(),
                     crate::oauth::unix_now(),
                 ))),
+                None if unbuilt => None,
                 None => {
                     self.error(
                         field,
@@ -508,11 +536,15 @@ impl Builder {
                 }
                 if i.upstream == "@oauth" {
                     match oauth {
-                        Some(service) => Some(Phantom::Local {
+                        OAuthService::Built(service) => Some(Phantom::Local {
                             service: service.clone(),
                             in_flight: Arc::new(Semaphore::new(in_flight.max(1))),
                         }),
-                        None => {
+                        OAuthService::Broken { .. } => {
+                            unbuilt = true;
+                            None
+                        }
+                        OAuthService::Absent => {
                             self.error(
                                 &format!("{ifield}.upstream"),
                                 "\"@oauth\" is the built-in token service; add [oauth]".into(),
@@ -592,7 +624,7 @@ impl Builder {
         if cache_size == 0 || cache_size > 1_000_000 {
             self.error(&format!("{field}.cache_size"), "between 1 and 1000000".into());
         }
-        if self.errors.len() > before {
+        if self.errors.len() > before || unbuilt {
             return None;
         }
         let verifier = Verifier {
