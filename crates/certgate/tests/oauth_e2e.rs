@@ -1198,3 +1198,26 @@ fn broken_oauth_section_is_reported_once() {
     assert!(out.contains("1 problem in the configuration"), "{out}");
     assert!(out.contains("oauth.signing_key[0].key: cannot read"), "{out}");
 }
+
+/// The JWKS and metadata answer HEAD with their GET headers and no body, over HTTP/2 too
+/// (where a body on a HEAD stream makes clients reset it); so do the gateway's refusals.
+#[test]
+fn jwks_and_metadata_answer_head_without_a_body() {
+    let o = start("");
+    for path in ["/oauth/jwks", "/.well-known/oauth-authorization-server/oauth"] {
+        for http in VERSIONS {
+            let get = request(&o.gw, None, path, http, &[]);
+            assert_eq!(get.status, 200, "{get:?}");
+            let head = request(&o.gw, None, path, http, &["-I"]);
+            assert_eq!(head.status, 200, "{head:?}");
+            assert_eq!(head.header("content-type"), Some("application/json"));
+            let length = get.body.len().to_string();
+            assert_eq!(head.header("content-length"), Some(length.as_str()), "{head:?}");
+        }
+    }
+    for http in VERSIONS {
+        let head = request(&o.gw, Some("payments"), "/api/accounts", http, &["-I"]);
+        assert_eq!(head.status, 401, "{head:?}");
+        assert_eq!(head.challenge(), "Bearer realm=\"api\"");
+    }
+}

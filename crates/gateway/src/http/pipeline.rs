@@ -105,8 +105,9 @@ pub async fn handle(
     // hyper marks requests that ask for an upgrade (or CONNECT): a refusal closes their
     // connection, so nothing the client sends expecting a tunnel is read as a request.
     let upgrade_asked = req.extensions().get::<OnUpgrade>().is_some();
+    let head = req.method() == http::Method::HEAD;
     let mut rc = RequestCtx::default();
-    let response = match phases(req, upgrade_asked, &conn, &ctx, &mut rc).await {
+    let mut response = match phases(req, upgrade_asked, &conn, &ctx, &mut rc).await {
         Ok(resp) => resp,
         Err(reject) => {
             rc.reject = Some(reject.code());
@@ -117,6 +118,9 @@ pub async fn handle(
             resp
         }
     };
+    if head {
+        response = without_body(response);
+    }
     let took = started.map(|at| at.elapsed()).unwrap_or_default();
     if let Some(metrics) = &ctx.metrics {
         metrics.request(rc.route.as_ref(), response.status().as_u16(), took);
@@ -136,6 +140,21 @@ pub async fn handle(
         });
     }
     Ok(response)
+}
+
+/// A HEAD answer: the headers of the GET answer, no body (RFC 9110 section 9.3.2). hyper
+/// drops the body itself on HTTP/1.1 but sends it on HTTP/2, where clients reset the stream
+/// (DATA on a HEAD stream is a protocol error), so the gateway drops it for both. The
+/// Content-Length of a body it drops stays; an upstream's HEAD answer (already empty) keeps
+/// its own headers.
+fn without_body(response: Response<Body>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    if !parts.headers.contains_key(header::CONTENT_LENGTH)
+        && let Some(len) = body.size_hint().exact().filter(|&len| len > 0)
+    {
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    Response::from_parts(parts, boxed(http_body_util::Empty::<Bytes>::new()))
 }
 
 /// The gateway's own answer to `reject`: the route's or the listener's error page if one
@@ -515,6 +534,23 @@ mod tests {
 
     fn empty() -> Body {
         boxed(http_body_util::Empty::<Bytes>::new())
+    }
+
+    /// HEAD gets the headers of the GET answer, Content-Length included, and no body: the
+    /// echo's answer and a refusal alike.
+    #[tokio::test]
+    async fn head_answers_keep_their_headers_and_drop_the_body() {
+        let ctx = admin_and_open();
+        for (path, status) in [("/x", 200), ("/admin", 496)] {
+            let req = Request::head(path).header("host", "localhost").body(empty()).unwrap();
+            let resp = handle(req, anonymous(), ctx.clone()).await.unwrap();
+            assert_eq!(resp.status().as_u16(), status, "{path}");
+            let length = resp.headers().get(header::CONTENT_LENGTH).cloned();
+            let length: usize = length.unwrap().to_str().unwrap().parse().unwrap();
+            assert!(length > 0, "{path}");
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            assert!(bytes.is_empty(), "{path}: {bytes:?}");
+        }
     }
 
     /// Every way of writing `/admin` that an upstream would read as `/admin` gets `/admin`'s
