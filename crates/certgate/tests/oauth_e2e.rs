@@ -1221,3 +1221,22 @@ fn jwks_and_metadata_answer_head_without_a_body() {
         assert_eq!(head.challenge(), "Bearer realm=\"api\"");
     }
 }
+
+/// A form over the token endpoint's limit is `invalid_request`, and the answer reaches the
+/// client over HTTP/2 too while it is still sending (the rest is read, not reset).
+#[test]
+fn token_endpoint_refuses_an_oversized_form() {
+    let o = start("");
+    // Well over the limit, within what the gateway reads of a refused body (256 KiB).
+    let form =
+        format!("grant_type=client_credentials&client_id=payments&x={}", "a".repeat(200_000));
+    std::fs::write(o.gw.dir.join("big-form.txt"), form).unwrap();
+    let file = format!("@{}", o.gw.dir.join("big-form.txt").display());
+    // At 1 MB/s the client is still sending when the refusal is ready (a reset would beat
+    // the answer) and done well within the second the gateway reads a refused body for.
+    for http in VERSIONS {
+        let args = ["--data", &file, "--limit-rate", "1M"];
+        let resp = request(&o.gw, Some("payments"), "/oauth/token", http, &args);
+        resp.assert_oauth_error(400, "invalid_request", "larger than 16384 bytes");
+    }
+}

@@ -295,19 +295,7 @@ async fn phases(
         && let Some(length) = content_length(req.headers())
         && length > limit
     {
-        // Read (and discard) what the client is already sending, briefly and boundedly, so
-        // closing after the 413 does not turn into a reset that destroys the answer.
-        let drain = async {
-            let mut body = req.into_body();
-            let mut read = 0usize;
-            while read < REFUSED_BODY_DRAIN_BYTES {
-                match body.frame().await {
-                    Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
-                    Some(Err(_)) | None => break,
-                }
-            }
-        };
-        let _ = tokio::time::timeout(REFUSED_BODY_DRAIN, drain).await;
+        drain_refused(req.into_body()).await;
         return Err(Reject::BodyTooLarge { limit });
     }
 
@@ -424,6 +412,22 @@ async fn forward_upgrade(
 /// refusal is sent (nginx's lingering close does the same).
 const REFUSED_BODY_DRAIN_BYTES: usize = 256 * 1024;
 const REFUSED_BODY_DRAIN: Duration = Duration::from_secs(1);
+
+/// Reads (and discards) what the client is already sending of a refused body, briefly and
+/// boundedly, so that ending the request after the refusal does not turn into a reset that
+/// destroys the answer (HTTP/2 clients drop it).
+pub(crate) async fn drain_refused(mut body: Body) {
+    let drain = async {
+        let mut read = 0usize;
+        while read < REFUSED_BODY_DRAIN_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                Some(Err(_)) | None => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSED_BODY_DRAIN, drain).await;
+}
 
 /// The declared `Content-Length`, when there is exactly one valid value.
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

@@ -153,28 +153,42 @@ async fn read_form(req: Request<Body>, timeout: Duration) -> Result<Form, OAuthE
             "the body must be application/x-www-form-urlencoded",
         ));
     }
+    let mut body = req.into_body();
     let read = async {
-        let mut body = req.into_body();
         let mut bytes = Vec::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| "the request body could not be read".to_string())?;
+            let frame = frame.map_err(|_| Unread::Broken)?;
             if let Some(data) = frame.data_ref() {
                 if bytes.len() + data.len() > MAX_FORM_BYTES {
-                    return Err(FormError::TooLarge.to_string());
+                    return Err(Unread::TooLarge);
                 }
                 bytes.extend_from_slice(data);
             }
         }
         Ok(bytes)
     };
-    let body = match tokio::time::timeout(timeout, read).await {
+    let form = match tokio::time::timeout(timeout, read).await {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(why)) => return Err(OAuthError::invalid_request(why)),
+        Ok(Err(Unread::TooLarge)) => {
+            // The client may still be sending: the rest is read briefly so the answer
+            // reaches it.
+            crate::http::pipeline::drain_refused(body).await;
+            return Err(OAuthError::invalid_request(FormError::TooLarge.to_string()));
+        }
+        Ok(Err(Unread::Broken)) => {
+            return Err(OAuthError::invalid_request("the request body could not be read"));
+        }
         Err(_) => {
             return Err(OAuthError::invalid_request("the request body did not arrive in time"));
         }
     };
-    Form::parse(&body).map_err(|e| OAuthError::invalid_request(e.to_string()))
+    Form::parse(&form).map_err(|e| OAuthError::invalid_request(e.to_string()))
+}
+
+/// Why a form body was not read.
+enum Unread {
+    TooLarge,
+    Broken,
 }
 
 fn full(body: String) -> Body {
