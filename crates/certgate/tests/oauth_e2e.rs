@@ -620,6 +620,48 @@ fn self_signed_client_with_an_unregistered_certificate_is_refused() {
     }
 }
 
+/// The JWKS and metadata answer HEAD with their GET headers and no body, over HTTP/2 too
+/// (where a body on a HEAD stream makes clients reset it); so do the gateway's refusals.
+#[test]
+fn jwks_and_metadata_answer_head_without_a_body() {
+    let o = start("");
+    for path in ["/oauth/jwks", "/.well-known/oauth-authorization-server/oauth"] {
+        for http in VERSIONS {
+            let get = request(&o.gw, None, path, http, &[]);
+            assert_eq!(get.status, 200, "{get:?}");
+            let head = request(&o.gw, None, path, http, &["-I"]);
+            assert_eq!(head.status, 200, "{head:?}");
+            assert_eq!(head.header("content-type"), Some("application/json"));
+            let length = get.body.len().to_string();
+            assert_eq!(head.header("content-length"), Some(length.as_str()), "{head:?}");
+        }
+    }
+    for http in VERSIONS {
+        let head = request(&o.gw, Some("payments"), "/api/accounts", http, &["-I"]);
+        assert_eq!(head.status, 401, "{head:?}");
+        assert_eq!(head.challenge(), "Bearer realm=\"api\"");
+    }
+}
+
+/// A form over the token endpoint's limit is `invalid_request`, and the answer reaches the
+/// client over HTTP/2 too while it is still sending (the rest is read, not reset).
+#[test]
+fn token_endpoint_refuses_an_oversized_form() {
+    let o = start("");
+    // Well over the limit, within what the gateway reads of a refused body (256 KiB).
+    let form =
+        format!("grant_type=client_credentials&client_id=payments&x={}", "a".repeat(200_000));
+    std::fs::write(o.gw.dir.join("big-form.txt"), form).unwrap();
+    let file = format!("@{}", o.gw.dir.join("big-form.txt").display());
+    // At 1 MB/s the client is still sending when the refusal is ready (a reset would beat
+    // the answer) and done well within the second the gateway reads a refused body for.
+    for http in VERSIONS {
+        let args = ["--data", &file, "--limit-rate", "1M"];
+        let resp = request(&o.gw, Some("payments"), "/oauth/token", http, &args);
+        resp.assert_oauth_error(400, "invalid_request", "larger than 16384 bytes");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. Interoperability.
 
@@ -1197,46 +1239,4 @@ fn broken_oauth_section_is_reported_once() {
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("1 problem in the configuration"), "{out}");
     assert!(out.contains("oauth.signing_key[0].key: cannot read"), "{out}");
-}
-
-/// The JWKS and metadata answer HEAD with their GET headers and no body, over HTTP/2 too
-/// (where a body on a HEAD stream makes clients reset it); so do the gateway's refusals.
-#[test]
-fn jwks_and_metadata_answer_head_without_a_body() {
-    let o = start("");
-    for path in ["/oauth/jwks", "/.well-known/oauth-authorization-server/oauth"] {
-        for http in VERSIONS {
-            let get = request(&o.gw, None, path, http, &[]);
-            assert_eq!(get.status, 200, "{get:?}");
-            let head = request(&o.gw, None, path, http, &["-I"]);
-            assert_eq!(head.status, 200, "{head:?}");
-            assert_eq!(head.header("content-type"), Some("application/json"));
-            let length = get.body.len().to_string();
-            assert_eq!(head.header("content-length"), Some(length.as_str()), "{head:?}");
-        }
-    }
-    for http in VERSIONS {
-        let head = request(&o.gw, Some("payments"), "/api/accounts", http, &["-I"]);
-        assert_eq!(head.status, 401, "{head:?}");
-        assert_eq!(head.challenge(), "Bearer realm=\"api\"");
-    }
-}
-
-/// A form over the token endpoint's limit is `invalid_request`, and the answer reaches the
-/// client over HTTP/2 too while it is still sending (the rest is read, not reset).
-#[test]
-fn token_endpoint_refuses_an_oversized_form() {
-    let o = start("");
-    // Well over the limit, within what the gateway reads of a refused body (256 KiB).
-    let form =
-        format!("grant_type=client_credentials&client_id=payments&x={}", "a".repeat(200_000));
-    std::fs::write(o.gw.dir.join("big-form.txt"), form).unwrap();
-    let file = format!("@{}", o.gw.dir.join("big-form.txt").display());
-    // At 1 MB/s the client is still sending when the refusal is ready (a reset would beat
-    // the answer) and done well within the second the gateway reads a refused body for.
-    for http in VERSIONS {
-        let args = ["--data", &file, "--limit-rate", "1M"];
-        let resp = request(&o.gw, Some("payments"), "/oauth/token", http, &args);
-        resp.assert_oauth_error(400, "invalid_request", "larger than 16384 bytes");
-    }
 }
