@@ -373,14 +373,21 @@ require_binding = true
     )
 }
 
-fn print_guide(dir: &Path, addr: SocketAddr) {
-    let d = dir.display();
+/// The URL the guide's curl commands use (`localhost`, which the server certificate names),
+/// and the `--resolve` option they need when the gateway listens elsewhere than loopback.
+fn curl_target(addr: SocketAddr) -> (String, String) {
     let url = format!("https://localhost:{}", addr.port());
     let resolve = if addr.ip().is_loopback() {
         String::new()
     } else {
         format!(" --resolve localhost:{}:{}", addr.port(), addr.ip())
     };
+    (url, resolve)
+}
+
+fn print_guide(dir: &Path, addr: SocketAddr) {
+    let d = dir.display();
+    let (url, resolve) = curl_target(addr);
     // The gateway keeps serving if nobody reads the guide (stdout closed).
     let _ = writeln!(
         std::io::stdout(),
@@ -411,12 +418,7 @@ behind it, add an [[upstream]] with your app's url to that file and point the ro
 
 fn print_oauth_guide(dir: &Path, addr: SocketAddr) {
     let d = dir.display();
-    let url = format!("https://localhost:{}", addr.port());
-    let resolve = if addr.ip().is_loopback() {
-        String::new()
-    } else {
-        format!(" --resolve localhost:{}:{}", addr.port(), addr.ip())
-    };
+    let (url, resolve) = curl_target(addr);
     let _ = writeln!(
         std::io::stdout(),
         r#"
