@@ -12,10 +12,12 @@
 //! - [`watch`]: reload when a file the configuration names changes;
 //! - [`echo`]: the built-in echo upstream of `certgate quickstart`;
 //! - [`oauth`]: the built-in token service and the routes' access-token checks;
+//! - [`ca`]: the online CA (`certgate ca serve`), its thread and its endpoints;
 //! - `fuzz` (cargo feature `fuzz`): the bodies of the fuzz targets in `fuzz/`.
 
 pub mod access_log;
 pub mod admin;
+pub mod ca;
 pub mod config;
 pub mod echo;
 #[cfg(feature = "fuzz")]

@@ -398,6 +398,11 @@ impl Authority {
         &self.intermediates
     }
 
+    /// The `ca init --crl-url` base (no trailing `/`), when the CA was made with one.
+    pub fn crl_url(&self) -> Option<&str> {
+        self.crl_url.as_deref()
+    }
+
     pub fn issuing_subject(&self) -> &str {
         &self.issuing_subject
     }

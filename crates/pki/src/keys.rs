@@ -142,6 +142,15 @@ pub fn is_encrypted(pem: &[u8]) -> bool {
     crate::pem::first_label(pem).as_deref() == Some("ENCRYPTED PRIVATE KEY")
 }
 
+/// Whether `key` is the private key of the certificate `cert_der` (false for a certificate
+/// that does not parse).
+pub fn matches_cert(key: &KeyPair, cert_der: &[u8]) -> bool {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    X509Certificate::from_der(cert_der).is_ok_and(|(_, cert)| {
+        cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
+    })
+}
+
 /// Loads a private key from a PEM file: PKCS#8, SEC1 (`EC PRIVATE KEY`), PKCS#1
 /// (`RSA PRIVATE KEY`), or encrypted PKCS#8 when `password` is given.
 pub fn load(path: &Path, password: Option<&[u8]>) -> Result<KeyPair, PkiError> {

@@ -1,4 +1,4 @@
-//! `certgate ca init`.
+//! `certgate ca init`, `ca root` and `ca serve` (the online CA).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +29,36 @@ pub enum CaCommand {
   certgate ca root > root_certificate.pem
   certgate ca root --out /etc/nginx/client_certs/root_certificate.pem")]
     Root(RootArgs),
+    /// Run the online CA over HTTPS: GET /health, /roots and /crl/<issuer>.crl (see
+    /// docs/pki.md). It serves a certificate its CA issues to itself for --name (dual-purpose,
+    /// kept as serve.crt/serve.key in the CA directory and issued again when missing, for
+    /// other names, from another CA or within a third of its lifetime of expiring). Client
+    /// certificates are optional and verified against the CA's root. SIGTERM and Ctrl-C stop
+    /// it.
+    #[command(after_help = "Examples:
+  certgate ca serve --listen 127.0.0.1:9443
+  certgate ca serve --listen 0.0.0.0:443 --name ca.example.com --name 10.0.0.5
+  curl --cacert certgate-ca/root.crt https://localhost:9443/health")]
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub dir: CaDir,
+    /// Address to listen on, e.g. `127.0.0.1:9443` (port 0: any free port, printed on start).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// A name clients reach the CA at: DNS name or IP address (repeatable). Default:
+    /// localhost and 127.0.0.1.
+    #[arg(long = "name", value_name = "NAME")]
+    pub names: Vec<String>,
+    /// The password of encrypted CA keys, in this file (first line).
+    #[arg(long, env = "CERTGATE_CA_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// How diagnostics on stderr are written (text or json).
+    #[arg(long, value_enum, default_value_t = super::serve::LogFormat::Text)]
+    pub log_format: super::serve::LogFormat,
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +139,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CaCommand::Init(args) => init(args),
         CaCommand::Root(args) => root(args),
+        CaCommand::Serve(args) => serve(args),
     }
 }
 
@@ -179,4 +210,138 @@ fn root(args: RootArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The name the service's own certificate has in the inventory.
+const SERVE_NAME: &str = "ca-serve";
+
+/// The lifetime of the service's own certificate.
+const SERVE_DAYS: u32 = 90;
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    super::serve::init_logging(args.log_format);
+    let password = super::ca_password(args.password_file.as_ref())?;
+    let mut ca = Authority::open(&args.dir.ca_dir, password)?;
+    let names = if args.names.is_empty() {
+        vec!["localhost".to_string(), "127.0.0.1".to_string()]
+    } else {
+        args.names.clone()
+    };
+    let (cert, key) = server_certificate(&mut ca, &names)?;
+    let settings = certgate_gateway::ca::ServeSettings {
+        listen: args.listen,
+        cert,
+        key,
+        root: ca.paths().root_crt.clone(),
+        origin: ca.paths().dir.clone(),
+    };
+    let service = certgate_gateway::ca::CaService::start(ca, certgate_gateway::ca::DEFAULT_QUEUE)?;
+    let config = match certgate_gateway::ca::config(&settings, std::sync::Arc::new(service)) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for (_, note) in &config.notes {
+        eprintln!("warning: {note}");
+    }
+    let runtime = super::serve::runtime(config.worker_threads)?;
+    runtime.block_on(async {
+        certgate_gateway::serve(config, None, super::serve::shutdown_signal(), |ready| {
+            for (_, addr) in ready.listeners {
+                eprintln!("certgate: listener ca on https://{addr}");
+            }
+        })
+        .await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `<ca-dir>/serve.crt` and `serve.key`: the service's own certificate (dual-purpose, so it
+/// can renew itself over mTLS) for `names`. The files are kept while the certificate is for
+/// exactly these names, chains to this CA's root, and has more than a third of its lifetime
+/// left; otherwise the CA issues a new key and certificate, recorded as `ca-serve` and
+/// written atomically (key 0600) over the old pair, which only this command writes.
+fn server_certificate(ca: &mut Authority, names: &[String]) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let dir = ca.paths().dir.clone();
+    let (crt, key) = (dir.join("serve.crt"), dir.join("serve.key"));
+    let wanted: Vec<certgate_pki::names::San> =
+        names.iter().map(|n| certgate_pki::names::San::parse(n)).collect::<Result<_, _>>()?;
+    if let Some(bad) = wanted.iter().find(|san| san.is_client_identity()) {
+        anyhow::bail!(
+            "--name {}: the CA is reached at a DNS name or an IP address, not a {} SAN",
+            bad.value(),
+            bad.kind()
+        );
+    }
+    match reusable(ca, &crt, &key, &wanted) {
+        Ok(()) => return Ok((crt, key)),
+        Err(why) => tracing::info!(reason = why, "issuing the CA service's certificate"),
+    }
+    let mut req = certgate_pki::ca::IssueRequest::new(SERVE_NAME, names.to_vec());
+    req.profile = Some(certgate_pki::profile::Profile::Dual);
+    req.validity = certgate_pki::validity::Validity::Days(SERVE_DAYS);
+    let issued = ca.issue(&req, |issued| {
+        certgate_pki::ca::write_leaf_files_at(
+            &crt,
+            &key,
+            issued,
+            Overwrite::Force,
+            Overwrite::Force,
+        )
+        .map(|_| ())
+    })?;
+    eprintln!(
+        "certgate: issued the CA service's certificate {} for {} (serial {}, until {})",
+        crt.display(),
+        names.join(", "),
+        issued.serial_hex(),
+        certgate_pki::validity::format_time(issued.record.not_after)
+    );
+    Ok((crt, key))
+}
+
+/// Why the existing service certificate cannot be kept, or `Ok` when it can.
+fn reusable(
+    ca: &Authority,
+    crt: &std::path::Path,
+    key: &std::path::Path,
+    wanted: &[certgate_pki::names::San],
+) -> Result<(), &'static str> {
+    if !crt.exists() || !key.exists() {
+        return Err("none yet");
+    }
+    let chain = certgate_pki::pem::read_certs(crt).map_err(|_| "serve.crt is unreadable")?;
+    let leaf = chain.first().ok_or("serve.crt holds no certificate")?;
+    let id = certgate_pki::identity::PeerIdentity::from_der(leaf)
+        .map_err(|_| "serve.crt is not X.509")?;
+    let mut have: Vec<String> = id.sans.dns.to_vec();
+    have.extend(id.sans.ip.iter().map(ToString::to_string));
+    have.extend(id.sans.uri.iter().cloned());
+    have.extend(id.sans.email.iter().cloned());
+    let mut want: Vec<String> = wanted.iter().map(|s| s.value()).collect();
+    have.sort();
+    want.sort();
+    if have != want {
+        return Err("other names were asked for");
+    }
+    let now = time::OffsetDateTime::now_utc();
+    if id.not_after - now <= (id.not_after - id.not_before) / 3 {
+        return Err("it expires within a third of its lifetime");
+    }
+    let store = certgate_pki::verify::TrustStore::from_der(vec![ca.root_der().clone()], vec![])
+        .map_err(|_| "the root is unusable")?;
+    let policy = certgate_pki::verify::VerifyPolicy {
+        purpose: certgate_pki::verify::Purpose::ServerAuth,
+        ..certgate_pki::verify::VerifyPolicy::client()
+    };
+    store
+        .verify(&chain, &policy, rustls_pki_types::UnixTime::now())
+        .map_err(|_| "it does not chain to this CA's root")?;
+    let key = certgate_pki::keys::load(key, None).map_err(|_| "serve.key is unreadable")?;
+    if !certgate_pki::keys::matches_cert(&key, leaf) {
+        return Err("serve.key does not match serve.crt");
+    }
+    Ok(())
 }

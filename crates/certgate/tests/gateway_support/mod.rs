@@ -100,15 +100,29 @@ impl Gateway {
         std::fs::write(&path, text).unwrap();
         let listeners_wanted = config.matches("[[listener]]").count().max(1);
         let admin_wanted = usize::from(config.contains("[admin]"));
-        let mut child = Command::new(CERTGATE)
-            .args(["serve", "--config"])
-            .arg(&path)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut command = Command::new(CERTGATE);
+        command.args(["serve", "--config"]).arg(&path).args(args).envs(env.iter().copied());
+        Gateway::spawn_command(dir, command, stdout, listeners_wanted, admin_wanted)
+    }
+
+    /// Runs `certgate ARGS` (a command that serves one listener with no configuration file,
+    /// such as `ca serve --listen 127.0.0.1:0`) in `dir`, its access log in `dir/access.log`,
+    /// and learns its port from its ready line.
+    pub fn start_command(dir: &Path, args: &[&str]) -> Gateway {
+        let stdout = Stdio::from(std::fs::File::create(dir.join("access.log")).unwrap());
+        let mut command = Command::new(CERTGATE);
+        command.current_dir(dir).args(args);
+        Gateway::spawn_command(dir, command, stdout, 1, 0).0
+    }
+
+    fn spawn_command(
+        dir: &Path,
+        mut command: Command,
+        stdout: Stdio,
+        listeners_wanted: usize,
+        admin_wanted: usize,
+    ) -> (Gateway, Option<std::process::ChildStdout>) {
+        let mut child = command.stdout(stdout).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let piped_stdout = child.stdout.take();
         let mut listeners =

@@ -263,7 +263,18 @@ fn too_deep(text: &str, max: usize) -> Option<usize> {
 
 /// Builds a raw configuration; relative paths are taken from `path`'s directory.
 pub fn build(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigErrors> {
+    build_with(raw, path, None)
+}
+
+/// As [`build`], with the online CA that routes reach with `upstream = "@ca"` (only
+/// `certgate ca serve` has one; elsewhere `"@ca"` is an error).
+pub fn build_with(
+    raw: raw::RawConfig,
+    path: &Path,
+    ca: Option<Arc<crate::ca::CaService>>,
+) -> Result<Config, ConfigErrors> {
     let mut b = Builder {
+        ca,
         file: path.to_path_buf(),
         base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         errors: Vec::new(),
@@ -431,6 +442,8 @@ fn parse_net(s: &str) -> Option<IpNet> {
 }
 
 struct Builder {
+    /// The online CA, for `"@ca"` routes.
+    ca: Option<Arc<crate::ca::CaService>>,
     file: PathBuf,
     base: PathBuf,
     errors: Vec<ConfigError>,
@@ -1335,6 +1348,15 @@ impl Builder {
                 }
                 oauth.built().cloned().map(Target::Token)
             }
+            "@ca" => {
+                if self.ca.is_none() {
+                    self.error(
+                        &format!("{field}.upstream"),
+                        "\"@ca\" is the online CA, served by `certgate ca serve` only".into(),
+                    );
+                }
+                self.ca.clone().map(Target::Ca)
+            }
             name => {
                 let found = upstreams.get(name).cloned().map(Target::Http);
                 if found.is_none() {
@@ -1485,7 +1507,7 @@ impl Builder {
             }
         }
         match target {
-            Some(Target::Echo | Target::Token(_)) => self.error(
+            Some(Target::Echo | Target::Token(_) | Target::Ca(_)) => self.error(
                 &format!("{field}.upgrades"),
                 "the built-in services do not take upgrades".into(),
             ),

@@ -1,4 +1,4 @@
-//! Where a route sends requests ([`Target`]): a pooled upstream, or the built-in echo service.
+//! Where a route sends requests ([`Target`]): a pooled upstream, or a built-in service.
 //!
 //! An [`Upstream`] is one pooled hyper client (keep-alive, HTTP/1.1 or HTTP/2, plain or TLS).
 //! TLS upstreams are verified by default, against the configured CA or the system roots and the
@@ -51,6 +51,8 @@ pub enum Target {
     Echo,
     /// The built-in OAuth token service (`upstream = "@oauth"`).
     Token(Arc<certgate_token::service::TokenService>),
+    /// The online CA (`upstream = "@ca"`), served by `certgate ca serve`.
+    Ca(Arc<crate::ca::CaService>),
 }
 
 impl Target {
@@ -60,6 +62,7 @@ impl Target {
             Target::Http(u) => &u.name,
             Target::Echo => "@echo",
             Target::Token(_) => "@oauth",
+            Target::Ca(_) => "@ca",
         }
     }
 }

@@ -1,0 +1,311 @@
+//! The online CA as a route target (`upstream = "@ca"`, run by `certgate ca serve`).
+//!
+//! - `GET /health`: `{"status":"ok"}` while the CA thread takes jobs;
+//! - `GET /roots`: the root certificate, PEM (`?format=json`: `{"crts":[PEM]}`);
+//! - `GET /crl/<issuer>.crl`: the DER CRL of `intermediate` or `root` (also at the path of
+//!   the CA's `--crl-url` base, which the certificates' CRL distribution points name).
+//!
+//! Requests reach it after the route's phases; it answers itself and never forwards. Work on
+//! the CA (signing, the inventory) runs on the CA thread ([`actor`]), never on the runtime.
+//! Every refusal is a [`CaError`], answered in one exhaustive map ([`CaError::status`]) as
+//! `{"status":N,"message":"..."}` (step-ca's error shape).
+
+pub mod actor;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use certgate_pki::PkiError;
+use certgate_pki::ca::Authority;
+use certgate_pki::crl::CrlIssuer;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+use crate::config::{Config, ConfigErrors};
+use crate::http::pipeline::{ConnInfo, text};
+use crate::http::reject::Reject;
+use crate::http::upstream::Body;
+
+pub use actor::CaHandle;
+
+/// Jobs waiting for the CA thread before new ones are refused with 503.
+pub const DEFAULT_QUEUE: usize = 64;
+
+/// Seconds a client told 503 (queue full) is asked to wait.
+const RETRY_AFTER_SECONDS: u64 = 1;
+
+/// Why the CA service refused or failed a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaError {
+    #[error("the CA is busy; try again in {RETRY_AFTER_SECONDS} s")]
+    Busy,
+    #[error("the CA service has stopped")]
+    Stopped,
+    #[error("cannot start the CA thread")]
+    Thread {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no CRL issuer named {name:?}; this CA publishes {}", issuer_list(known))]
+    UnknownIssuer { name: String, known: Vec<CrlIssuer> },
+    #[error(
+        "the {issuer}'s CRL has not been made yet; its key stays offline: run `certgate crl \
+         --issuer {issuer}` in the CA directory"
+    )]
+    NoOfflineCrl { issuer: CrlIssuer },
+    #[error("method not allowed here (allowed: {allow})")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("the format must be pem or json, not {value:?}")]
+    BadFormat { value: String },
+    #[error("the CA failed")]
+    Pki(#[from] PkiError),
+}
+
+impl CaError {
+    /// The HTTP status of each refusal; one match, no catch-all.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            CaError::Busy | CaError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            CaError::UnknownIssuer { .. } | CaError::NoOfflineCrl { .. } => StatusCode::NOT_FOUND,
+            CaError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            CaError::BadFormat { .. } => StatusCode::BAD_REQUEST,
+            CaError::Thread { .. } | CaError::Pki(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// What the client is told: the reason for a refusal; nothing internal for a failure
+    /// (that goes to the log).
+    fn message(&self) -> String {
+        match self.status() {
+            StatusCode::INTERNAL_SERVER_ERROR => "the CA failed; its log says why".into(),
+            _ => self.to_string(),
+        }
+    }
+}
+
+fn issuer_list(issuers: &[CrlIssuer]) -> String {
+    issuers.iter().map(|i| format!("{i}.crl")).collect::<Vec<_>>().join(" and ")
+}
+
+/// The CA service: the CA thread's handle and what every request may read without it.
+pub struct CaService {
+    ca: CaHandle,
+    root_pem: String,
+    /// Where CRLs are served besides `/crl/`: the path of the `--crl-url` base (`/pki` for
+    /// `http://host/pki`), when it is another.
+    crl_base_path: Option<String>,
+}
+
+impl CaService {
+    /// Moves `ca` onto its own thread, with a queue of `queue` jobs.
+    pub fn start(ca: Authority, queue: usize) -> Result<CaService, CaError> {
+        let root_pem = ca.root_pem();
+        let crl_base_path = ca.crl_url().and_then(url_path).filter(|p| p != "/crl");
+        Ok(CaService { ca: CaHandle::start(ca, queue)?, root_pem, crl_base_path })
+    }
+
+    /// What `path` asks for, or `None` (404).
+    fn endpoint<'p>(&self, path: &'p str) -> Option<Endpoint<'p>> {
+        match path {
+            "/health" => return Some(Endpoint::Health),
+            "/roots" | "/roots.pem" => return Some(Endpoint::Roots),
+            _ => {}
+        }
+        let crl_file = |rest: &'p str| rest.strip_prefix('/').and_then(|f| f.strip_suffix(".crl"));
+        if let Some(name) = path.strip_prefix("/crl").and_then(crl_file) {
+            return Some(Endpoint::Crl(name));
+        }
+        let base = self.crl_base_path.as_deref()?;
+        path.strip_prefix(base).and_then(crl_file).map(Endpoint::Crl)
+    }
+}
+
+/// What a request asks the CA service for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint<'p> {
+    Health,
+    Roots,
+    /// The CRL of the issuer named (not yet checked).
+    Crl(&'p str),
+}
+
+/// Answers one request to the CA service.
+///
+/// Not an `async fn`: what it needs from the connection is taken (owned) before the returned
+/// future starts, so that future borrows nothing from it.
+pub fn answer(
+    req: Request<Body>,
+    _conn: &ConnInfo,
+    service: &Arc<CaService>,
+) -> impl Future<Output = Result<Response<Body>, Reject>> + Send + 'static {
+    serve(req, service.clone())
+}
+
+async fn serve(req: Request<Body>, service: Arc<CaService>) -> Result<Response<Body>, Reject> {
+    let path = req.uri().path().to_string();
+    let Some(endpoint) = service.endpoint(&path) else {
+        return Err(Reject::NoRoute);
+    };
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Ok(error(&CaError::MethodNotAllowed { allow: "GET, HEAD" }));
+    }
+    let outcome = match endpoint {
+        Endpoint::Health => Ok(health(&service)),
+        Endpoint::Roots => roots(&service, req.uri().query()),
+        Endpoint::Crl(name) => crl(&service, name).await,
+    };
+    Ok(outcome.unwrap_or_else(|e| error(&e)))
+}
+
+fn health(service: &CaService) -> Response<Body> {
+    match service.ca.alive() {
+        true => json(StatusCode::OK, "{\"status\":\"ok\"}".into()),
+        false => error(&CaError::Stopped),
+    }
+}
+
+fn roots(service: &CaService, query: Option<&str>) -> Result<Response<Body>, CaError> {
+    let format = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("format="))
+        .unwrap_or("pem");
+    match format {
+        "pem" => {
+            let mut resp = text(StatusCode::OK, service.root_pem.clone());
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file"));
+            Ok(resp)
+        }
+        "json" => {
+            let body = serde_json::json!({ "crts": [service.root_pem] }).to_string();
+            Ok(json(StatusCode::OK, body))
+        }
+        other => Err(CaError::BadFormat { value: other.chars().take(64).collect() }),
+    }
+}
+
+async fn crl(service: &CaService, name: &str) -> Result<Response<Body>, CaError> {
+    let Some(issuer) = CrlIssuer::parse(name) else {
+        return Err(CaError::UnknownIssuer {
+            name: name.chars().take(64).collect(),
+            known: CrlIssuer::ALL.to_vec(),
+        });
+    };
+    let der = service.ca.ask(|reply| actor::Job::Crl { issuer, reply }).await?;
+    let mut resp = text(StatusCode::OK, Bytes::from(der));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pkix-crl"));
+    Ok(resp)
+}
+
+/// The answer to a refusal or failure; failures are logged with their causes.
+fn error(e: &CaError) -> Response<Body> {
+    let status = e.status();
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %certgate_pki::error::with_causes(e), "CA service");
+    }
+    let body = serde_json::json!({ "status": status.as_u16(), "message": e.message() });
+    let mut resp = json(status, body.to_string());
+    if let CaError::Busy = e {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    }
+    if let CaError::MethodNotAllowed { allow } = e {
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    resp
+}
+
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = text(status, body);
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The path of an `http://host[:port]/path` URL without its trailing `/`; `None` for none.
+fn url_path(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = rest.find('/').map(|i| &rest[i..])?;
+    let path = path.trim_end_matches('/');
+    (!path.is_empty()).then(|| path.to_string())
+}
+
+/// What `certgate ca serve` listens with.
+pub struct ServeSettings {
+    pub listen: SocketAddr,
+    /// The service's own certificate (chain) and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA's root: client certificates are verified against it (optional: `/sign` and the
+    /// public endpoints need none).
+    pub root: PathBuf,
+    /// Named in configuration errors (the CA directory).
+    pub origin: PathBuf,
+}
+
+/// The gateway configuration of `certgate ca serve`, built in code: one listener (client
+/// certificates optional, trusting the CA's root) whose every request goes to `service`.
+pub fn config(settings: &ServeSettings, service: Arc<CaService>) -> Result<Config, ConfigErrors> {
+    let path = |p: &PathBuf| toml::Value::String(p.display().to_string());
+    let mut cert = toml::Table::new();
+    cert.insert("cert".into(), path(&settings.cert));
+    cert.insert("key".into(), path(&settings.key));
+    let mut client_auth = toml::Table::new();
+    client_auth.insert("mode".into(), "optional".into());
+    client_auth.insert("trust".into(), toml::Value::Array(vec![path(&settings.root)]));
+    let mut listener = toml::Table::new();
+    listener.insert("name".into(), "ca".into());
+    listener.insert("listen".into(), settings.listen.to_string().into());
+    listener.insert("certificates".into(), toml::Value::Array(vec![cert.into()]));
+    listener.insert("client_auth".into(), client_auth.into());
+    // Clients reach a CA by IP address as often as by name; one service, nothing to confuse.
+    listener.insert("sni_host_check".into(), false.into());
+    let mut route = toml::Table::new();
+    route.insert("name".into(), "ca".into());
+    route.insert("upstream".into(), "@ca".into());
+    route.insert("client_cert".into(), "optional".into());
+    let mut raw = toml::Table::new();
+    raw.insert("listener".into(), toml::Value::Array(vec![listener.into()]));
+    raw.insert("route".into(), toml::Value::Array(vec![route.into()]));
+    let raw: crate::config::raw::RawConfig = toml::Value::Table(raw).try_into().map_err(|e| {
+        ConfigErrors(vec![crate::config::ConfigError {
+            file: settings.origin.clone(),
+            field: String::new(),
+            reason: format!("the built-in configuration: {e}"),
+        }])
+    })?;
+    crate::config::build_with(raw, &settings.origin, Some(service))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CRL paths: `/crl/<issuer>.crl`, and the `--crl-url` base's path when it differs.
+    #[test]
+    fn crl_paths_follow_the_crl_url_base() {
+        assert_eq!(url_path("http://pki.example.com/crl"), Some("/crl".into()));
+        assert_eq!(url_path("http://pki.example.com:8080/a/b/"), Some("/a/b".into()));
+        assert_eq!(url_path("http://pki.example.com"), None);
+        assert_eq!(url_path("http://pki.example.com/"), None);
+    }
+
+    /// Every refusal has its status; failures never show their cause to the client.
+    #[test]
+    fn refusals_map_to_statuses_and_failures_hide_their_cause() {
+        assert_eq!(CaError::Busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let unknown = CaError::UnknownIssuer {
+            name: "leaf".into(),
+            known: vec![CrlIssuer::Intermediate, CrlIssuer::Root],
+        };
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+        assert!(unknown.message().contains("intermediate.crl and root.crl"), "{unknown}");
+        let failed = CaError::Pki(PkiError::NoCa { dir: "/secret/dir".into(), reason: "x" });
+        assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!failed.message().contains("/secret/dir"));
+    }
+}
