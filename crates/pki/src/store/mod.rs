@@ -70,6 +70,17 @@ pub trait InventoryTx {
     /// The revoked certificates issued by `issuer` (its RFC 4514 subject), for a CRL.
     fn revoked_by(&mut self, issuer: &str) -> Result<Vec<crl::Entry>, StoreError>;
 
+    /// Records the one-time token `jti` (of `provisioner`, valid until `expires_at`) as used,
+    /// in one conditional insert: `false` when it was already used (a replay). Rows expired at
+    /// `now` are purged first.
+    fn use_token(
+        &mut self,
+        jti: &str,
+        provisioner: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
     /// Takes the next CRL number (1, 2, 3, ...), one sequence for every CA of the directory.
     fn next_crl_number(&mut self) -> Result<u64, StoreError>;
 

@@ -13,10 +13,10 @@ use super::{
 use crate::crl::{self, Reason};
 
 /// Schema version stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `MIGRATIONS[n]` brings a database from schema `n` to `n + 1` (0 is a new file).
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     "
 CREATE TABLE IF NOT EXISTS certificates (
     serial            TEXT PRIMARY KEY,
@@ -52,6 +52,14 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 CREATE INDEX IF NOT EXISTS tokens_expires_at ON tokens(expires_at);
 CREATE INDEX IF NOT EXISTS tokens_client_id ON tokens(client_id);
+",
+    "
+CREATE TABLE IF NOT EXISTS used_tokens (
+    jti         TEXT PRIMARY KEY,
+    provisioner TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS used_tokens_expires_at ON used_tokens(expires_at);
 ",
 ];
 
@@ -308,6 +316,27 @@ impl InventoryTx for SqliteTx<'_> {
             entries.push(crl::Entry { serial: serial.to_bytes(), revoked_at, reason });
         }
         Ok(entries)
+    }
+
+    fn use_token(
+        &mut self,
+        jti: &str,
+        provisioner: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.tx
+            .execute("DELETE FROM used_tokens WHERE expires_at < ?1", [now.unix_timestamp()])
+            .map_err(backend)?;
+        let inserted = self
+            .tx
+            .execute(
+                "INSERT INTO used_tokens (jti, provisioner, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (jti) DO NOTHING",
+                params![jti, provisioner, expires_at.unix_timestamp()],
+            )
+            .map_err(backend)?;
+        Ok(inserted == 1)
     }
 
     fn next_crl_number(&mut self) -> Result<u64, StoreError> {
@@ -1028,7 +1057,7 @@ mod tests {
         }
         let mut inv = SqliteInventory::open(&path).unwrap();
         let version: i64 = inv.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, SCHEMA_VERSION);
         let joe = inv.find(&Serial::parse("0a1b").unwrap()).unwrap().unwrap();
         assert_eq!(
             (joe.name.as_str(), joe.sans.as_slice()),
@@ -1046,5 +1075,53 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert!(indexes.contains(&"tokens_expires_at".to_string()), "{indexes:?}");
+    }
+
+    /// A one-time token's `jti` is taken once: the second use in any later transaction is
+    /// refused (one conditional insert), a rolled-back use leaves it free, and rows are
+    /// purged once expired, so the same `jti` then counts as new (its token is expired anyway).
+    #[test]
+    fn one_time_token_ids_are_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inv = open(&dir);
+        {
+            let mut tx = inv.begin().unwrap();
+            assert!(tx.use_token("abc", "default", at(300), at(0)).unwrap());
+            // Rolled back: never committed.
+        }
+        let mut tx = inv.begin().unwrap();
+        assert!(tx.use_token("abc", "default", at(300), at(0)).unwrap());
+        tx.commit().unwrap();
+        let mut tx = inv.begin().unwrap();
+        assert!(!tx.use_token("abc", "other", at(600), at(10)).unwrap());
+        assert!(tx.use_token("def", "default", at(300), at(10)).unwrap());
+        tx.commit().unwrap();
+        let mut tx = inv.begin().unwrap();
+        assert!(tx.use_token("abc", "default", at(900), at(301)).unwrap());
+        tx.commit().unwrap();
+        let left: i64 =
+            inv.conn.query_row("SELECT count(*) FROM used_tokens", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 1, "expired rows are purged");
+    }
+
+    /// An inventory of schema 2 gains the table of used token ids and keeps its tokens.
+    #[test]
+    fn schema_2_inventory_gains_the_used_token_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.execute_batch("INSERT INTO crl_state VALUES (1, 3); PRAGMA user_version = 2;")
+                .unwrap();
+        }
+        let mut inv = SqliteInventory::open(&path).unwrap();
+        let version: i64 = inv.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 3);
+        let mut tx = inv.begin().unwrap();
+        assert!(tx.use_token("abc", "default", at(300), at(0)).unwrap());
+        assert_eq!(tx.next_crl_number().unwrap(), 4);
+        tx.commit().unwrap();
     }
 }
