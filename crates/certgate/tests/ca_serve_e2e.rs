@@ -9,7 +9,7 @@
 mod gateway_support;
 mod pki_support;
 
-use gateway_support::{Gateway, curl, curl_as};
+use gateway_support::{Curl, Gateway, curl, curl_as};
 use pki_support::{Scratch, mode, text};
 
 /// `certgate ca serve --listen 127.0.0.1:0` on the scratch CA (`ca/`), with `ca/root.crt`
@@ -178,4 +178,173 @@ fn ca_serve_issues_itself_a_dual_purpose_certificate_for_its_names() {
 
     let err = s.fails(&["ca", "serve", "--listen", "127.0.0.1:0", "--name", "spiffe://x/y"]);
     assert!(err.contains("--name spiffe://x/y"), "{err}");
+}
+
+/// `openssl req`: a new P-256 key `NAME.key` and CSR `NAME.csr` with `subj` and `ext`.
+fn openssl_csr(s: &Scratch, name: &str, subj: &str, ext: &str) {
+    let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+    let out = s.openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        subj,
+        "-addext",
+        ext,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// POSTs `{"csr": <NAME.csr>, "ott": token, extra...}` to /sign.
+fn post_sign(s: &Scratch, gw: &Gateway, csr: &str, token: &str, extra: &[(&str, &str)]) -> Curl {
+    let mut body = serde_json::json!({
+        "csr": String::from_utf8(s.read(csr)).unwrap(),
+        "ott": token,
+    });
+    for (k, v) in extra {
+        body[*k] = serde_json::Value::String(v.to_string());
+    }
+    std::fs::write(s.path("sign.json"), body.to_string()).unwrap();
+    let data = format!("@{}", s.path("sign.json").display());
+    curl_as(gw, None, "/sign", &["-H", "Content-Type: application/json", "--data-binary", &data])
+}
+
+/// A token made by Python's cryptography with `key` (a PEM file, or "new" for a stranger's
+/// key) and these claims.
+fn python_token(key: &str, claims: &serde_json::Value) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/ott.py");
+    let out = std::process::Command::new("python3")
+        .args([script, key, &claims.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn message(c: &Curl) -> String {
+    let v: serde_json::Value = serde_json::from_str(&c.body).unwrap_or_default();
+    v["message"].as_str().unwrap_or_default().to_string()
+}
+
+/// `POST /sign`: a CSR made by openssl with a token from `certgate ca token` gets a
+/// dual-purpose certificate that openssl verifies to the root, once: a replay is 401 "token
+/// already used"; names outside the token are 403 (and use no token); a token that expired,
+/// is for another CA, or is signed by a key that is no provisioner's is 401 with its
+/// reason; a lifetime outside the profile is 400; a token made by another JOSE signer
+/// (Python's cryptography) with the provisioner key works, within its bounds.
+#[test]
+fn sign_with_a_one_time_token_issues_once_and_only_what_the_token_allows() {
+    let s = Scratch::with_ca(&[]);
+    assert_eq!(mode(&s.path("ca/provisioner.key")), 0o600);
+    let profile = String::from_utf8(s.read("ca/provisioners.toml")).unwrap();
+    assert!(profile.contains("renew_after_expiry = false"), "{profile}");
+    let gw = ca_serve(&s, &[]);
+    openssl_csr(&s, "svc", "/CN=svc", "subjectAltName=DNS:svc.example.com");
+    let token = s.ok(&["ca", "token", "svc", "--san", "svc.example.com", "--ttl", "5m"]);
+    let token = token.trim();
+
+    let signed = post_sign(&s, &gw, "svc.csr", token, &[]);
+    assert_eq!(signed.status, 201, "{signed:?}");
+    let body: serde_json::Value = serde_json::from_str(&signed.body).unwrap();
+    std::fs::write(s.path("svc.crt"), body["crt"].as_str().unwrap()).unwrap();
+    std::fs::write(s.path("svc-ca.crt"), body["ca"].as_str().unwrap()).unwrap();
+    assert_eq!(body["certChain"][0], body["crt"]);
+    assert_eq!(body["certChain"][1], body["ca"]);
+    for purpose in ["sslserver", "sslclient"] {
+        let verify = s.openssl(&[
+            "verify",
+            "-CAfile",
+            "ca/root.crt",
+            "-untrusted",
+            "svc-ca.crt",
+            "-purpose",
+            purpose,
+            "svc.crt",
+        ]);
+        assert!(verify.status.success(), "{purpose}: {}", text(&verify));
+    }
+    let issued = text(&s.openssl(&[
+        "x509",
+        "-in",
+        "svc.crt",
+        "-noout",
+        "-subject",
+        "-ext",
+        "subjectAltName",
+    ]));
+    assert!(issued.replace(" = ", "=").contains("CN=svc"), "{issued}");
+    assert!(issued.contains("DNS:svc.example.com"), "{issued}");
+    let listed = s.ok(&["cert", "list"]);
+    assert!(listed.contains("svc"), "{listed}");
+
+    let replay = post_sign(&s, &gw, "svc.csr", token, &[]);
+    assert_eq!((replay.status, message(&replay).as_str()), (401, "token already used"));
+
+    openssl_csr(&s, "evil", "/CN=evil", "subjectAltName=DNS:evil.example.com");
+    let other = s.ok(&["ca", "token", "svc", "--san", "svc.example.com"]);
+    let refused = post_sign(&s, &gw, "evil.csr", other.trim(), &[]);
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert!(message(&refused).contains("the CSR's CN \"evil\" is not in the token"), "{refused:?}");
+    openssl_csr(&s, "sneaky", "/CN=svc", "subjectAltName=DNS:svc.example.com,DNS:evil.example.com");
+    let refused = post_sign(&s, &gw, "sneaky.csr", other.trim(), &[]);
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert!(message(&refused).contains("DNS:evil.example.com"), "{refused:?}");
+    let too_long =
+        post_sign(&s, &gw, "svc.csr", other.trim(), &[("notAfter", "2999-01-01T00:00:00Z")]);
+    assert_eq!(too_long.status, 400, "{too_long:?}");
+    assert!(
+        message(&too_long).contains("outside what provisioner \"default\" allows"),
+        "{too_long:?}"
+    );
+    // Refused requests used no token.
+    assert_eq!(post_sign(&s, &gw, "svc.csr", other.trim(), &[]).status, 201);
+
+    let now = unix_now();
+    let fingerprint = {
+        let out = s.openssl(&["x509", "-in", "ca/root.crt", "-noout", "-fingerprint", "-sha256"]);
+        text(&out).trim().rsplit('=').next().unwrap().replace(':', "").to_ascii_lowercase()
+    };
+    let claims = |aud: &str, exp: u64, jti: &str| {
+        serde_json::json!({
+            "iss": "default", "aud": aud, "sub": "svc", "sans": ["svc.example.com"],
+            "iat": now - 600, "nbf": now - 600, "exp": exp, "jti": jti,
+        })
+    };
+    let key = s.path("ca/provisioner.key").display().to_string();
+    for (token, reason) in [
+        (python_token(&key, &claims(&fingerprint, now - 120, "expired")), "the token expired"),
+        (python_token("new", &claims(&fingerprint, now + 300, "stranger")), "does not verify"),
+        (
+            python_token(&key, &claims("https://other.example/sign", now + 300, "aud")),
+            "another audience",
+        ),
+    ] {
+        let refused = post_sign(&s, &gw, "svc.csr", &token, &[]);
+        assert_eq!(refused.status, 401, "{reason}: {refused:?}");
+        assert!(message(&refused).contains(reason), "{reason}: {refused:?}");
+    }
+    let url_aud = format!("https://localhost:{}/sign", gw.port);
+    let interop = python_token(&key, &claims(&url_aud, now + 300, "python"));
+    let not_after = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
+    let not_after = not_after.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let signed = post_sign(&s, &gw, "svc.csr", &interop, &[("notAfter", &not_after)]);
+    assert_eq!(signed.status, 201, "{signed:?}");
+    let body: serde_json::Value = serde_json::from_str(&signed.body).unwrap();
+    std::fs::write(s.path("short.crt"), body["crt"].as_str().unwrap()).unwrap();
+    let ten_minutes = s.openssl(&["x509", "-in", "short.crt", "-noout", "-checkend", "660"]);
+    assert!(!ten_minutes.status.success(), "it ends within 11 minutes");
+    let nine = s.openssl(&["x509", "-in", "short.crt", "-noout", "-checkend", "480"]);
+    assert!(nine.status.success(), "it lasts more than 8 minutes: {}", text(&nine));
 }

@@ -163,6 +163,16 @@ impl Issued {
     }
 }
 
+/// A one-time token redeemed by an issuance: its `jti` is recorded in the same transaction
+/// as the certificate, so a token is used at most once and a failed issuance uses none.
+#[derive(Debug, Clone)]
+pub struct Redeemed {
+    pub jti: String,
+    pub provisioner: String,
+    /// The token's expiry: its row may be purged after it.
+    pub expires_at: OffsetDateTime,
+}
+
 /// A CA directory opened for use.
 pub struct Authority {
     paths: CaPaths,
@@ -280,6 +290,11 @@ impl Authority {
             for suffix in ["-wal", "-shm"] {
                 let _ = std::fs::remove_file(paths.dir.join(format!("inventory.db{suffix}")));
             }
+        }
+        // The default provisioner of the online CA (its token key, 0600, and its profile).
+        if let Err(e) = crate::provisioner::init(dir, overwrite) {
+            files.roll_back();
+            return Err(e);
         }
         let opened = Authority::open(dir, opts.password.clone());
         match opened {
@@ -492,6 +507,46 @@ impl Authority {
         )?;
         self.record(&mut issued, None, deliver)?;
         Ok(issued)
+    }
+
+    /// Signs the public key of a CSR (whose signature [`crate::csr::parse`] verified) for
+    /// `name` and `sans`, already checked by the caller's policy, redeeming `token` in the
+    /// same transaction: a token already used is [`PkiError::TokenUsed`] and nothing is
+    /// recorded. The answer can be sent once this returns: the row is committed.
+    pub fn sign_redeeming(
+        &mut self,
+        csr: &crate::csr::Csr,
+        name: &str,
+        sans: &[San],
+        profile: Profile,
+        validity: Validity,
+        token: &Redeemed,
+    ) -> Result<Issued, PkiError> {
+        check_cn(name)?;
+        require_server_san(profile, sans)?;
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der).map_err(|e| {
+            PkiError::CsrRejected {
+                source_name: csr.source_name.clone(),
+                reason: format!("unsupported public key: {e}"),
+            }
+        })?;
+        let subject = Subject::cn(name);
+        let mut issued =
+            self.sign(name, &subject, sans, profile, validity, &public_key, csr.rsa_key, None)?;
+        self.record_redeeming(&mut issued, None, Some(token), |_| Ok(()))?;
+        Ok(issued)
+    }
+
+    /// SHA-256 of the root certificate's DER, lowercase hex: how a one-time token names this
+    /// CA as its audience (`certgate ca token` without `--ca-url`).
+    pub fn root_fingerprint(&self) -> String {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.root_der);
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The PEM of the CA that signs leaves (the intermediate, or the root without one).
+    pub fn issuing_pem(&self) -> String {
+        crate::pem::encode("CERTIFICATE", &self.issuing_der)
     }
 
     /// The certificate `query` (serial or name) names, if it can be renewed: a revoked one
@@ -840,7 +895,24 @@ impl Authority {
         supersedes: Option<&Serial>,
         deliver: impl FnOnce(&Issued) -> Result<(), PkiError>,
     ) -> Result<(), PkiError> {
+        self.record_redeeming(issued, supersedes, None, deliver)
+    }
+
+    /// [`Authority::record`], first taking `token`'s `jti` in the same transaction.
+    fn record_redeeming(
+        &mut self,
+        issued: &mut Issued,
+        supersedes: Option<&Serial>,
+        token: Option<&Redeemed>,
+        deliver: impl FnOnce(&Issued) -> Result<(), PkiError>,
+    ) -> Result<(), PkiError> {
         self.transaction(|tx, err| {
+            if let Some(t) = token {
+                let now = OffsetDateTime::now_utc();
+                if !tx.use_token(&t.jti, &t.provisioner, t.expires_at, now).map_err(err)? {
+                    return Err(PkiError::TokenUsed { jti: t.jti.clone() });
+                }
+            }
             let new = issued.record.serial.clone();
             if let Some(old) = supersedes {
                 let name = &issued.record.name;

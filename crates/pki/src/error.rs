@@ -87,6 +87,8 @@ pub enum PkiError {
          current one: certgate cert renew {name}"
     )]
     RenewSuperseded { serial: String, name: String, by: String },
+    #[error("token already used (jti {jti:?})")]
+    TokenUsed { jti: String },
     #[error(
         "{path} does not hold {what} being renewed (serial {serial}), so renew will not \
          replace it; pass --force to overwrite it, or --out-dir for another directory"

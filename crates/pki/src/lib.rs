@@ -29,6 +29,7 @@ pub mod names;
 pub mod pem;
 pub mod pkcs12;
 pub mod profile;
+pub mod provisioner;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -19,6 +19,7 @@ pub mod error;
 pub mod form;
 pub mod jwt;
 pub mod keys;
+pub mod ott;
 pub mod service;
 
 /// SHA-256 of `bytes`: how tokens are keyed in caches and stores (never by their text).

@@ -1,4 +1,4 @@
-//! `certgate ca init`, `ca root` and `ca serve` (the online CA).
+//! `certgate ca init`, `ca root`, `ca serve` (the online CA) and `ca token`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,8 +29,8 @@ pub enum CaCommand {
   certgate ca root > root_certificate.pem
   certgate ca root --out /etc/nginx/client_certs/root_certificate.pem")]
     Root(RootArgs),
-    /// Run the online CA over HTTPS: GET /health, /roots and /crl/<issuer>.crl (see
-    /// docs/pki.md). It serves a certificate its CA issues to itself for --name (dual-purpose,
+    /// Run the online CA over HTTPS: GET /health, /roots and /crl/<issuer>.crl, and POST
+    /// /sign (a CSR with a one-time token from `certgate ca token`; see docs/pki.md). It serves a certificate its CA issues to itself for --name (dual-purpose,
     /// kept as serve.crt/serve.key in the CA directory and issued again when missing, for
     /// other names, from another CA or within a third of its lifetime of expiring). Client
     /// certificates are optional and verified against the CA's root. SIGTERM and Ctrl-C stop
@@ -40,6 +40,36 @@ pub enum CaCommand {
   certgate ca serve --listen 0.0.0.0:443 --name ca.example.com --name 10.0.0.5
   curl --cacert certgate-ca/root.crt https://localhost:9443/health")]
     Serve(ServeArgs),
+    /// Print a one-time token for the online CA's POST /sign: a JWS (ES256) signed by a
+    /// provisioner key (provisioners.toml in the CA directory), naming NAME and the --san
+    /// values the bearer may get a certificate for. Its audience is the CA's root
+    /// fingerprint, or URL/sign with --ca-url. It is used once: the CA records its id.
+    #[command(after_help = "Examples:
+  certgate ca token svc --san svc.example.com
+  certgate ca token svc --san svc.example.com --san 10.0.0.7 --ttl 10m
+  certgate ca token svc --san svc.example.com --ca-url https://ca.example.com:9443")]
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub dir: CaDir,
+    /// The identity the token is for: the certificate's CN (and a SAN when no --san is given).
+    pub name: String,
+    /// A name the certificate may carry besides NAME (repeatable): DNS name, IP, URI, email.
+    #[arg(long = "san", value_name = "SAN")]
+    pub sans: Vec<String>,
+    /// How long the token can be used (at most 24h).
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub ttl: String,
+    /// The provisioner that signs it (a name in provisioners.toml).
+    #[arg(long, default_value = certgate_pki::provisioner::DEFAULT_NAME)]
+    pub provisioner: String,
+    /// The CA's URL (https://HOST:PORT): the token's audience is then URL/sign instead of the
+    /// root's SHA-256 fingerprint.
+    #[arg(long, value_name = "URL")]
+    pub ca_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +170,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
         CaCommand::Init(args) => init(args),
         CaCommand::Root(args) => root(args),
         CaCommand::Serve(args) => serve(args),
+        CaCommand::Token(args) => token(args),
     }
 }
 
@@ -182,6 +213,11 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     let encrypted = if opts.password.is_some() { ", encrypted" } else { "" };
     writeln!(stdout, "  keys          mode 0600{encrypted}")?;
     writeln!(stdout, "  issuing CA    {}", ca.issuing_subject())?;
+    writeln!(
+        stdout,
+        "  provisioner   {}  (signs one-time tokens: certgate ca token)",
+        p.dir.join(certgate_pki::provisioner::DEFAULT_KEY).display()
+    )?;
     if let Some(base) = &opts.crl_url {
         writeln!(
             stdout,
@@ -235,7 +271,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         root: ca.paths().root_crt.clone(),
         origin: ca.paths().dir.clone(),
     };
-    let service = certgate_gateway::ca::CaService::start(ca, certgate_gateway::ca::DEFAULT_QUEUE)?;
+    let service = certgate_gateway::ca::CaService::start(
+        ca,
+        names.clone(),
+        certgate_gateway::ca::DEFAULT_QUEUE,
+    )?;
     let config = match certgate_gateway::ca::config(&settings, std::sync::Arc::new(service)) {
         Ok(config) => config,
         Err(errors) => {
@@ -344,4 +384,51 @@ fn reusable(
         return Err("serve.key does not match serve.crt");
     }
     Ok(())
+}
+
+/// The longest a one-time token may live.
+const MAX_TOKEN_TTL: time::Duration = time::Duration::hours(24);
+
+fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
+    use certgate_token::ott;
+    let ca = Authority::open(&args.dir.ca_dir, None)?;
+    let provisioners = certgate_pki::provisioner::Provisioners::load(&ca.paths().dir)?;
+    let Some(p) = provisioners.find(&args.provisioner) else {
+        let known: Vec<&str> = provisioners.list.iter().map(|p| p.name.as_str()).collect();
+        anyhow::bail!(
+            "--provisioner {}: no such provisioner in {} (there are: {})",
+            args.provisioner,
+            ca.paths().dir.join(certgate_pki::provisioner::FILE).display(),
+            known.join(", ")
+        );
+    };
+    for san in &args.sans {
+        certgate_pki::names::San::parse(san)?;
+    }
+    let ttl = certgate_pki::validity::parse_duration(&args.ttl)?;
+    if ttl > MAX_TOKEN_TTL {
+        anyhow::bail!("--ttl {}: a one-time token lives at most 24h", args.ttl);
+    }
+    let aud = match &args.ca_url {
+        Some(url) if url.starts_with("https://") => format!("{}/sign", url.trim_end_matches('/')),
+        Some(url) => anyhow::bail!("--ca-url {url}: the CA is reached over https://"),
+        None => ca.root_fingerprint(),
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = u64::try_from(now).unwrap_or(0);
+    let claims = ott::OttClaims {
+        iss: p.name.clone(),
+        aud,
+        sub: args.name.clone(),
+        sans: args.sans.clone(),
+        iat: now,
+        nbf: now,
+        exp: now + u64::try_from(ttl.whole_seconds()).unwrap_or(0),
+        jti: ott::random_jti()?,
+    };
+    let key = certgate_pki::fs::read(&p.key)?;
+    let token =
+        ott::sign(&key, &claims).map_err(|e| anyhow::anyhow!("{}: {e}", p.key.display()))?;
+    writeln!(Out::lock(), "{token}")?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -38,7 +38,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create the certificate authority (root and intermediate).
+    /// The certificate authority: create it, print its root, serve it online, make one-time
+    /// tokens for it.
     #[command(
         subcommand,
         after_help = "Examples:

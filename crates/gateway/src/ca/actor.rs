@@ -7,13 +7,19 @@
 //! Every job commits its inventory transaction before its answer is sent: an answer lost on
 //! the way leaves a recorded (and revocable) certificate, never an unrecorded one.
 
+use std::collections::HashMap;
+
 use certgate_pki::PkiError;
-use certgate_pki::ca::Authority;
+use certgate_pki::ca::{Authority, Redeemed};
 use certgate_pki::crl::CrlIssuer;
+use certgate_pki::names::San;
+use certgate_pki::provisioner::Provisioners;
+use certgate_pki::validity::Validity;
+use certgate_token::ott;
 use time::{Duration, OffsetDateTime};
 use tokio::sync::{mpsc, oneshot};
 
-use super::CaError;
+use super::{CaError, SignRequest, Signed};
 
 /// How long a CRL the service signs is valid (its nextUpdate).
 pub const CRL_LIFETIME: Duration = Duration::hours(24);
@@ -26,6 +32,51 @@ pub const CRL_REFRESH_BEFORE: Duration = Duration::hours(8);
 pub enum Job {
     /// The DER CRL of `issuer`.
     Crl { issuer: CrlIssuer, reply: oneshot::Sender<Result<Vec<u8>, CaError>> },
+    /// `POST /sign`: a CSR with a one-time token.
+    Sign { request: SignRequest, reply: oneshot::Sender<Result<Signed, CaError>> },
+}
+
+/// What the CA thread owns: the CA, its provisioners with their public keys, and what a
+/// token's `aud` may be.
+pub struct CaState {
+    pub ca: Authority,
+    pub provisioners: Provisioners,
+    /// Each provisioner's public key (PEM), by name.
+    pub keys: HashMap<String, Vec<u8>>,
+    /// The root's SHA-256 fingerprint, lowercase hex: one audience a token may name.
+    pub fingerprint: String,
+    /// The names the service is reached at: `https://NAME[:port]/sign` is an audience too.
+    pub names: Vec<String>,
+}
+
+impl CaState {
+    /// Loads the provisioners of `ca`'s directory and their public keys.
+    pub fn new(ca: Authority, names: Vec<String>) -> Result<CaState, PkiError> {
+        let provisioners = Provisioners::load(&ca.paths().dir)?;
+        let mut keys = HashMap::new();
+        for p in &provisioners.list {
+            let key = certgate_pki::keys::load(&p.key, None)?;
+            keys.insert(p.name.clone(), key.public_key_pem().into_bytes());
+        }
+        let fingerprint = ca.root_fingerprint();
+        Ok(CaState { ca, provisioners, keys, fingerprint, names })
+    }
+
+    /// Whether a token's `aud` names this CA: its root fingerprint (with or without a
+    /// `sha256:` prefix, any case), or `https://NAME[:PORT]/sign` for one of its names.
+    fn audience_ok(&self, aud: &str) -> bool {
+        let fp = aud.strip_prefix("sha256:").unwrap_or(aud).replace(':', "");
+        if fp.eq_ignore_ascii_case(&self.fingerprint) {
+            return true;
+        }
+        let Some(rest) = aud.strip_prefix("https://") else { return false };
+        let Some(authority) = rest.strip_suffix("/sign") else { return false };
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        };
+        self.names.iter().any(|n| n.eq_ignore_ascii_case(host))
+    }
 }
 
 /// The sending side of the CA thread's queue.
@@ -35,12 +86,12 @@ pub struct CaHandle {
 }
 
 impl CaHandle {
-    /// Starts the CA thread with `ca` and a queue of `capacity` jobs (at least 1).
-    pub fn start(ca: Authority, capacity: usize) -> Result<CaHandle, CaError> {
+    /// Starts the CA thread with `state` and a queue of `capacity` jobs (at least 1).
+    pub fn start(state: CaState, capacity: usize) -> Result<CaHandle, CaError> {
         let (jobs, rx) = mpsc::channel(capacity.max(1));
         std::thread::Builder::new()
             .name("certgate-ca".into())
-            .spawn(move || run(ca, rx))
+            .spawn(move || run(state, rx))
             .map_err(|source| CaError::Thread { source })?;
         Ok(CaHandle { jobs })
     }
@@ -66,17 +117,142 @@ impl CaHandle {
 }
 
 /// The CA thread's loop: one job at a time until every sender is gone.
-fn run(mut ca: Authority, mut jobs: mpsc::Receiver<Job>) {
-    let ca = &mut ca;
+fn run(mut state: CaState, mut jobs: mpsc::Receiver<Job>) {
     while let Some(job) = jobs.blocking_recv() {
+        // The requester may have gone away (timeout, closed connection): the work is done
+        // (and committed) anyway and the answer dropped.
         match job {
             Job::Crl { issuer, reply } => {
-                // The requester may have gone away (timeout, closed connection): the work
-                // is done anyway and the answer dropped.
-                let _ = reply.send(crl(ca, issuer));
+                let _ = reply.send(crl(&mut state.ca, issuer));
+            }
+            Job::Sign { request, reply } => {
+                let outcome = sign(&mut state, &request);
+                if let Ok(signed) = &outcome {
+                    tracing::info!(serial = %signed.serial, name = %signed.name, "signed a CSR \
+                        with a one-time token");
+                }
+                let _ = reply.send(outcome);
             }
         }
     }
+}
+
+/// `POST /sign`, step by step: the token (signature by a provisioner key, audience, time),
+/// the CSR (its signature), the names (the CSR's CN and SANs within the token's `sub` and
+/// `sans`, and within the provisioner's profile), the lifetime (within the profile's
+/// bounds), then issuance, recording the token's `jti` in the same transaction.
+fn sign(state: &mut CaState, req: &SignRequest) -> Result<Signed, CaError> {
+    let now = OffsetDateTime::now_utc();
+    let unix_now = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+    // 1. The token.
+    let claims = ott::verify(
+        &req.ott,
+        |iss| state.keys.get(iss).cloned(),
+        |aud| state.audience_ok(aud),
+        unix_now,
+    )
+    .map_err(CaError::Token)?;
+    let provisioner = state
+        .provisioners
+        .find(&claims.iss)
+        .ok_or_else(|| CaError::Token(ott::OttError::UnknownProvisioner(claims.iss.clone())))?
+        .clone();
+    // 2. The CSR.
+    let csr = certgate_pki::csr::parse(req.csr.as_bytes(), "the CSR").map_err(CaError::BadCsr)?;
+    // 3. The names.
+    let mut allowed: Vec<String> = vec![claims.sub.to_ascii_lowercase()];
+    allowed.extend(claims.sans.iter().map(|s| s.to_ascii_lowercase()));
+    let token_names = || format!("sub {:?}, sans [{}]", claims.sub, claims.sans.join(", "));
+    if let Some(cn) = csr.subject.common_name()
+        && !allowed.contains(&cn.to_ascii_lowercase())
+    {
+        return Err(CaError::NameNotAllowed {
+            reason: format!("the CSR's CN {cn:?} is not in the token ({})", token_names()),
+        });
+    }
+    let sans: Vec<San> = if csr.sans.is_empty() {
+        let listed =
+            if claims.sans.is_empty() { vec![claims.sub.clone()] } else { claims.sans.clone() };
+        listed.iter().map(|s| San::parse(s)).collect::<Result<_, _>>().map_err(CaError::BadCsr)?
+    } else {
+        csr.sans.clone()
+    };
+    for san in &sans {
+        if !allowed.contains(&san.value().to_ascii_lowercase()) {
+            return Err(CaError::NameNotAllowed {
+                reason: format!(
+                    "the CSR asks for {san}, which the token does not name ({})",
+                    token_names()
+                ),
+            });
+        }
+        if !provisioner.allows(san) {
+            return Err(CaError::NameNotAllowed {
+                reason: format!("provisioner {:?} does not allow {san}", provisioner.name),
+            });
+        }
+    }
+    // 4. The lifetime.
+    let parse =
+        |field: &'static str, value: &Option<String>| -> Result<Option<OffsetDateTime>, CaError> {
+            value
+                .as_deref()
+                .map(|v| {
+                    OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                        .map_err(|_| CaError::BadRequest {
+                            reason: format!("{field} is not an RFC 3339 time: {v:?}"),
+                        })
+                })
+                .transpose()
+        };
+    if parse("notBefore", &req.not_before)?.is_some_and(|nb| nb > now + Duration::minutes(1)) {
+        return Err(CaError::BadRequest {
+            reason: "notBefore in the future is not supported: certificates start now".into(),
+        });
+    }
+    let lifetime = match parse("notAfter", &req.not_after)? {
+        Some(na) => na - now,
+        None => provisioner.default_lifetime,
+    };
+    let minutes = lifetime.whole_minutes();
+    let rounded = Duration::minutes(minutes);
+    if rounded < provisioner.min_lifetime || rounded > provisioner.max_lifetime {
+        return Err(CaError::BadRequest {
+            reason: format!(
+                "a lifetime of {minutes} minutes is outside what provisioner {:?} allows ({} to {} minutes)",
+                provisioner.name,
+                provisioner.min_lifetime.whole_minutes(),
+                provisioner.max_lifetime.whole_minutes()
+            ),
+        });
+    }
+    let validity = Validity::Minutes(u32::try_from(minutes).unwrap_or(u32::MAX));
+    // 5. Issue, taking the token's jti in the same transaction; answered once committed.
+    let token = Redeemed {
+        jti: claims.jti.clone(),
+        provisioner: claims.iss.clone(),
+        expires_at: OffsetDateTime::from_unix_timestamp(
+            i64::try_from(claims.exp).unwrap_or(i64::MAX),
+        )
+        .unwrap_or(now + Duration::days(1)),
+    };
+    let issued = state
+        .ca
+        .sign_redeeming(&csr, &claims.sub, &sans, provisioner.profile, validity, &token)
+        .map_err(CaError::from_issuance)?;
+    let crt = certgate_pki::pem::encode("CERTIFICATE", &issued.cert_der);
+    let ca_pem = state.ca.issuing_pem();
+    let mut chain = vec![crt.clone()];
+    chain.extend(
+        state.ca.intermediates().iter().map(|c| certgate_pki::pem::encode("CERTIFICATE", c)),
+    );
+    Ok(Signed {
+        crt,
+        ca: ca_pem,
+        chain,
+        serial: issued.record.serial.to_string(),
+        name: issued.record.name.clone(),
+    })
 }
 
 /// The CRL of `issuer`. The CA that signs leaves (the intermediate, or a root without one)

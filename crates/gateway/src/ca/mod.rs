@@ -3,7 +3,9 @@
 //! - `GET /health`: `{"status":"ok"}` while the CA thread takes jobs;
 //! - `GET /roots`: the root certificate, PEM (`?format=json`: `{"crts":[PEM]}`);
 //! - `GET /crl/<issuer>.crl`: the DER CRL of `intermediate` or `root` (also at the path of
-//!   the CA's `--crl-url` base, which the certificates' CRL distribution points name).
+//!   the CA's `--crl-url` base, which the certificates' CRL distribution points name);
+//! - `POST /sign`: `{"csr": PEM, "ott": token, "notBefore"?, "notAfter"?}`, a CSR with a
+//!   one-time token (`certgate ca token`), answered `201 {"crt","ca","certChain"}`.
 //!
 //! Requests reach it after the route's phases; it answers itself and never forwards. Work on
 //! the CA (signing, the inventory) runs on the CA thread ([`actor`]), never on the runtime.
@@ -28,7 +30,34 @@ use crate::http::pipeline::{ConnInfo, text};
 use crate::http::reject::Reject;
 use crate::http::upstream::Body;
 
-pub use actor::CaHandle;
+pub use actor::{CaHandle, CaState};
+
+/// The largest `POST /sign` body read.
+const MAX_SIGN_BODY: usize = 64 * 1024;
+
+/// The body of `POST /sign` (step-ca's SignRequest).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct SignRequest {
+    pub csr: String,
+    pub ott: String,
+    #[serde(rename = "notBefore")]
+    pub not_before: Option<String>,
+    #[serde(rename = "notAfter")]
+    pub not_after: Option<String>,
+}
+
+/// A certificate signed for `POST /sign`.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The leaf, PEM.
+    pub crt: String,
+    /// The CA that signed it, PEM.
+    pub ca: String,
+    /// The leaf and the intermediates, PEM each.
+    pub chain: Vec<String>,
+    pub serial: String,
+    pub name: String,
+}
 
 /// Jobs waiting for the CA thread before new ones are refused with 503.
 pub const DEFAULT_QUEUE: usize = 64;
@@ -60,8 +89,42 @@ pub enum CaError {
     MethodNotAllowed { allow: &'static str },
     #[error("the format must be pem or json, not {value:?}")]
     BadFormat { value: String },
+    #[error("{0}")]
+    Token(certgate_token::ott::OttError),
+    #[error("token already used")]
+    TokenUsed,
+    #[error("{reason}")]
+    NameNotAllowed { reason: String },
+    #[error("{reason}")]
+    BadRequest { reason: String },
+    #[error("{}", certgate_pki::error::with_causes(.0))]
+    BadCsr(PkiError),
     #[error("the CA failed")]
     Pki(#[from] PkiError),
+}
+
+impl CaError {
+    /// An issuance failure: a used token (401), a request the CA's rules refuse (400), or a
+    /// failure of the CA itself (500).
+    fn from_issuance(e: PkiError) -> CaError {
+        if let PkiError::TokenUsed { .. } = e {
+            return CaError::TokenUsed;
+        }
+        let refused = matches!(
+            e,
+            PkiError::InvalidName { .. }
+                | PkiError::InvalidSan { .. }
+                | PkiError::CsrRejected { .. }
+                | PkiError::OutsideNameConstraints { .. }
+                | PkiError::InvalidValidity { .. }
+                | PkiError::LifetimeTooLong { .. }
+                | PkiError::TimeOutOfRange { .. }
+        );
+        match refused {
+            true => CaError::BadCsr(e),
+            false => CaError::Pki(e),
+        }
+    }
 }
 
 impl CaError {
@@ -71,7 +134,11 @@ impl CaError {
             CaError::Busy | CaError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
             CaError::UnknownIssuer { .. } | CaError::NoOfflineCrl { .. } => StatusCode::NOT_FOUND,
             CaError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            CaError::BadFormat { .. } => StatusCode::BAD_REQUEST,
+            CaError::BadFormat { .. } | CaError::BadRequest { .. } | CaError::BadCsr(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            CaError::Token(_) | CaError::TokenUsed => StatusCode::UNAUTHORIZED,
+            CaError::NameNotAllowed { .. } => StatusCode::FORBIDDEN,
             CaError::Thread { .. } | CaError::Pki(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -100,11 +167,13 @@ pub struct CaService {
 }
 
 impl CaService {
-    /// Moves `ca` onto its own thread, with a queue of `queue` jobs.
-    pub fn start(ca: Authority, queue: usize) -> Result<CaService, CaError> {
+    /// Moves `ca` (with its provisioners) onto its own thread, with a queue of `queue` jobs.
+    /// `names` are the names the service is reached at (a token's audience may name them).
+    pub fn start(ca: Authority, names: Vec<String>, queue: usize) -> Result<CaService, CaError> {
         let root_pem = ca.root_pem();
         let crl_base_path = ca.crl_url().and_then(url_path).filter(|p| p != "/crl");
-        Ok(CaService { ca: CaHandle::start(ca, queue)?, root_pem, crl_base_path })
+        let state = CaState::new(ca, names)?;
+        Ok(CaService { ca: CaHandle::start(state, queue)?, root_pem, crl_base_path })
     }
 
     /// What `path` asks for, or `None` (404).
@@ -112,6 +181,7 @@ impl CaService {
         match path {
             "/health" => return Some(Endpoint::Health),
             "/roots" | "/roots.pem" => return Some(Endpoint::Roots),
+            "/sign" | "/1.0/sign" => return Some(Endpoint::Sign),
             _ => {}
         }
         let crl_file = |rest: &'p str| rest.strip_prefix('/').and_then(|f| f.strip_suffix(".crl"));
@@ -128,6 +198,7 @@ impl CaService {
 enum Endpoint<'p> {
     Health,
     Roots,
+    Sign,
     /// The CRL of the issuer named (not yet checked).
     Crl(&'p str),
 }
@@ -140,24 +211,80 @@ pub fn answer(
     req: Request<Body>,
     _conn: &ConnInfo,
     service: &Arc<CaService>,
+    body_timeout: std::time::Duration,
 ) -> impl Future<Output = Result<Response<Body>, Reject>> + Send + 'static {
-    serve(req, service.clone())
+    serve(req, service.clone(), body_timeout)
 }
 
-async fn serve(req: Request<Body>, service: Arc<CaService>) -> Result<Response<Body>, Reject> {
+async fn serve(
+    req: Request<Body>,
+    service: Arc<CaService>,
+    body_timeout: std::time::Duration,
+) -> Result<Response<Body>, Reject> {
     let path = req.uri().path().to_string();
     let Some(endpoint) = service.endpoint(&path) else {
         return Err(Reject::NoRoute);
     };
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return Ok(error(&CaError::MethodNotAllowed { allow: "GET, HEAD" }));
+    let post = endpoint == Endpoint::Sign;
+    let method_ok = match post {
+        true => req.method() == Method::POST,
+        false => matches!(*req.method(), Method::GET | Method::HEAD),
+    };
+    if !method_ok {
+        let allow = if post { "POST" } else { "GET, HEAD" };
+        return Ok(error(&CaError::MethodNotAllowed { allow }));
     }
     let outcome = match endpoint {
         Endpoint::Health => Ok(health(&service)),
         Endpoint::Roots => roots(&service, req.uri().query()),
         Endpoint::Crl(name) => crl(&service, name).await,
+        Endpoint::Sign => sign(&service, req, body_timeout).await,
     };
-    Ok(outcome.unwrap_or_else(|e| error(&e)))
+    Ok(outcome.unwrap_or_else(|e| {
+        if e.status() != StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::info!(error = %e, "CA service refused a request");
+        }
+        error(&e)
+    }))
+}
+
+/// `POST /sign`: the JSON body (at most [`MAX_SIGN_BODY`], within the listener's body
+/// timeout) goes to the CA thread; the answer is `201` with step-ca's SignResponse.
+async fn sign(
+    service: &CaService,
+    req: Request<Body>,
+    timeout: std::time::Duration,
+) -> Result<Response<Body>, CaError> {
+    let body = read_body(req, timeout).await?;
+    let request: SignRequest = serde_json::from_slice(&body).map_err(|e| CaError::BadRequest {
+        reason: format!("the body is not a sign request ({{\"csr\", \"ott\"}}): {e}"),
+    })?;
+    let signed = service.ca.ask(|reply| actor::Job::Sign { request, reply }).await?;
+    let body = serde_json::json!({ "crt": signed.crt, "ca": signed.ca, "certChain": signed.chain });
+    Ok(json(StatusCode::CREATED, body.to_string()))
+}
+
+async fn read_body(req: Request<Body>, timeout: std::time::Duration) -> Result<Vec<u8>, CaError> {
+    use http_body_util::BodyExt;
+    let read = async {
+        let mut body = req.into_body();
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| "the request body could not be read".to_string())?;
+            if let Some(data) = frame.data_ref() {
+                if bytes.len() + data.len() > MAX_SIGN_BODY {
+                    return Err(format!("the body is larger than {MAX_SIGN_BODY} bytes"));
+                }
+                bytes.extend_from_slice(data);
+            }
+        }
+        Ok(bytes)
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(reason)) => Err(CaError::BadRequest { reason }),
+        Err(_) => Err(CaError::BadRequest { reason: "the body did not arrive in time".into() }),
+    }
 }
 
 fn health(service: &CaService) -> Response<Body> {

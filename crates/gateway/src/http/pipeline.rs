@@ -356,7 +356,7 @@ async fn phases(
         Target::Token(service) => {
             crate::oauth::service::answer(req, conn, service, ctx.body_timeout).await?
         }
-        Target::Ca(service) => crate::ca::answer(req, conn, service).await?,
+        Target::Ca(service) => crate::ca::answer(req, conn, service, ctx.body_timeout).await?,
     };
     if asked.is_some() {
         // The client asked for a switch it does not get: after this answer its connection
