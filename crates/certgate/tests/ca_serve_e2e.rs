@@ -348,3 +348,107 @@ fn sign_with_a_one_time_token_issues_once_and_only_what_the_token_allows() {
     let nine = s.openssl(&["x509", "-in", "short.crt", "-noout", "-checkend", "480"]);
     assert!(nine.status.success(), "it lasts more than 8 minutes: {}", text(&nine));
 }
+
+/// curl `POST /renew` presenting `NAME.crt`/`NAME.key` (none: `None`).
+fn post_renew(gw: &Gateway, client: Option<&str>) -> Curl {
+    curl_as(gw, client, "/renew", &["-X", "POST"])
+}
+
+/// `openssl x509 -noout ARGS` of a certificate file, as text.
+fn x509(s: &Scratch, cert: &str, args: &[&str]) -> String {
+    let mut all = vec!["x509", "-in", cert, "-noout"];
+    all.extend_from_slice(args);
+    text(&s.openssl(&all))
+}
+
+/// `POST /renew` over mTLS: the certificate on the connection is renewed with the same key,
+/// subject and SANs and as long a lifetime, and the old one is superseded; renewing the old
+/// one again, a revoked one, an expired one (renewal after expiry is off) or none at all is
+/// refused with the reason.
+#[test]
+fn renew_over_mtls_renews_only_the_current_valid_certificate_presented() {
+    let s = Scratch::with_ca(&[]);
+    s.ok(&[
+        "cert",
+        "issue",
+        "svc",
+        "--san",
+        "svc.example.com",
+        "--profile",
+        "dual",
+        "--minutes",
+        "30",
+    ]);
+    s.ok(&[
+        "cert",
+        "issue",
+        "short",
+        "--san",
+        "short.example.com",
+        "--profile",
+        "dual",
+        "--minutes",
+        "1",
+    ]);
+    let expires = std::time::Instant::now() + std::time::Duration::from_secs(62);
+    let gw = ca_serve(&s, &[]);
+    // The curl helpers read NAME.crt/NAME.key from the scratch directory.
+    let renewed = post_renew(&gw, Some("svc"));
+    assert_eq!(renewed.status, 201, "{renewed:?}");
+    let body: serde_json::Value = serde_json::from_str(&renewed.body).unwrap();
+    std::fs::write(
+        s.path("new.crt"),
+        format!("{}{}", body["crt"].as_str().unwrap(), body["ca"].as_str().unwrap()),
+    )
+    .unwrap();
+    std::fs::copy(s.path("svc.key"), s.path("new.key")).unwrap();
+    for what in [&["-subject"][..], &["-ext", "subjectAltName,extendedKeyUsage"], &["-pubkey"]] {
+        assert_eq!(x509(&s, "new.crt", what), x509(&s, "svc.crt", what), "{what:?}");
+    }
+    assert_ne!(x509(&s, "new.crt", &["-serial"]), x509(&s, "svc.crt", &["-serial"]));
+    let lifetime = |cert: &str| {
+        let out = s.openssl(&["x509", "-in", cert, "-noout", "-checkend", "1740"]);
+        let still_valid_in_29m = out.status.success();
+        let out = s.openssl(&["x509", "-in", cert, "-noout", "-checkend", "1860"]);
+        (still_valid_in_29m, out.status.success())
+    };
+    assert_eq!(lifetime("new.crt"), (true, false), "30 minutes from now");
+    let verify = s.openssl(&[
+        "verify",
+        "-CAfile",
+        "ca/root.crt",
+        "-untrusted",
+        "new.crt",
+        "-purpose",
+        "sslclient",
+        "new.crt",
+    ]);
+    assert!(verify.status.success(), "{}", text(&verify));
+    let superseded = s.ok(&["cert", "list", "--status", "superseded"]);
+    let old_serial =
+        x509(&s, "svc.crt", &["-serial"]).trim().trim_start_matches("serial=").to_ascii_lowercase();
+    assert!(superseded.to_ascii_lowercase().contains(&old_serial), "{superseded}");
+
+    // Only the latest certificate of a lineage renews.
+    let again = post_renew(&gw, Some("svc"));
+    assert_eq!(again.status, 401, "{again:?}");
+    assert!(message(&again).contains("was already renewed"), "{again:?}");
+    // The renewed one renews; once revoked, it does not.
+    let new_serial =
+        x509(&s, "new.crt", &["-serial"]).trim().trim_start_matches("serial=").to_string();
+    s.ok(&["cert", "revoke", &new_serial]);
+    let revoked = post_renew(&gw, Some("new"));
+    assert_eq!(revoked.status, 401, "{revoked:?}");
+    assert!(message(&revoked).contains("is revoked"), "{revoked:?}");
+    let none = post_renew(&gw, None);
+    assert_eq!(none.status, 400, "{none:?}");
+    assert!(message(&none).contains("missing client certificate"), "{none:?}");
+    let get = curl_as(&gw, Some("short"), "/renew", &[]);
+    assert_eq!(get.status, 405, "{get:?}");
+
+    // An expired certificate: refused, since renewal after expiry is off by default.
+    std::thread::sleep(expires.saturating_duration_since(std::time::Instant::now()));
+    let expired = post_renew(&gw, Some("short"));
+    assert_eq!(expired.status, 401, "{expired:?}");
+    assert!(message(&expired).contains("expired on"), "{expired:?}");
+}

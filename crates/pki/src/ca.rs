@@ -573,6 +573,35 @@ impl Authority {
         deliver: impl FnOnce(&Issued) -> Result<(), PkiError>,
     ) -> Result<(Issued, Record), PkiError> {
         let old = self.renewable(query)?;
+        self.renew_record(old, reuse_key, deliver)
+    }
+
+    /// Renews the certificate with exactly this serial, for a network caller pinned to the
+    /// certificate it presented (never looked up by name): the same public key, subject,
+    /// SANs and profile, as long a lifetime starting now (backdated a minute). A revoked or
+    /// superseded certificate is refused, again inside the transaction that records the new
+    /// one; an unknown serial is [`PkiError::UnknownCertificate`].
+    pub fn renew_serial(&mut self, serial: &Serial) -> Result<(Issued, Record), PkiError> {
+        let old = self
+            .store
+            .find(serial)
+            .map_err(self.store_err())?
+            .ok_or_else(|| PkiError::UnknownCertificate { query: serial.to_string() })?;
+        match old.status {
+            Status::Valid => self.renew_record(old, true, |_| Ok(())),
+            Status::Revoked => Err(renew_revoked(&old.serial, &old.name)),
+            Status::Superseded => {
+                Err(renew_superseded(&old.serial, &old.name, old.superseded_by.as_ref()))
+            }
+        }
+    }
+
+    fn renew_record(
+        &mut self,
+        old: Record,
+        reuse_key: bool,
+        deliver: impl FnOnce(&Issued) -> Result<(), PkiError>,
+    ) -> Result<(Issued, Record), PkiError> {
         let (_, cert) = X509Certificate::from_der(&old.der)
             .map_err(|e| PkiError::bad_file(&self.paths.inventory, format!("stored cert: {e}")))?;
         let subject = Subject::from_name(cert.subject(), |_| {});

@@ -19,6 +19,8 @@ use certgate_token::ott;
 use time::{Duration, OffsetDateTime};
 use tokio::sync::{mpsc, oneshot};
 
+use certgate_pki::store::{Serial, Status};
+
 use super::{CaError, SignRequest, Signed};
 
 /// How long a CRL the service signs is valid (its nextUpdate).
@@ -34,6 +36,16 @@ pub enum Job {
     Crl { issuer: CrlIssuer, reply: oneshot::Sender<Result<Vec<u8>, CaError>> },
     /// `POST /sign`: a CSR with a one-time token.
     Sign { request: SignRequest, reply: oneshot::Sender<Result<Signed, CaError>> },
+    /// `POST /renew`: the certificate presented on the connection.
+    Renew { presented: Presented, reply: oneshot::Sender<Result<Signed, CaError>> },
+}
+
+/// The client certificate of a connection, as the handshake left it.
+#[derive(Debug, Clone)]
+pub struct Presented {
+    pub der: Vec<u8>,
+    /// Why verification refused it (it still proved possession of its key); `None`: verified.
+    pub failure: Option<certgate_pki::verify::VerifyError>,
 }
 
 /// What the CA thread owns: the CA, its provisioners with their public keys, and what a
@@ -130,6 +142,14 @@ fn run(mut state: CaState, mut jobs: mpsc::Receiver<Job>) {
                 if let Ok(signed) = &outcome {
                     tracing::info!(serial = %signed.serial, name = %signed.name, "signed a CSR \
                         with a one-time token");
+                }
+                let _ = reply.send(outcome);
+            }
+            Job::Renew { presented, reply } => {
+                let outcome = renew(&mut state, &presented);
+                if let Ok(signed) = &outcome {
+                    tracing::info!(serial = %signed.serial, name = %signed.name, "renewed a \
+                        certificate over mTLS");
                 }
                 let _ = reply.send(outcome);
             }
@@ -240,19 +260,105 @@ fn sign(state: &mut CaState, req: &SignRequest) -> Result<Signed, CaError> {
         .ca
         .sign_redeeming(&csr, &claims.sub, &sans, provisioner.profile, validity, &token)
         .map_err(CaError::from_issuance)?;
+    Ok(signed(state, &issued))
+}
+
+/// `POST /renew`: the certificate of this connection, pinned to its serial and compared byte
+/// for byte with the inventory's, is renewed (same key, subject, SANs and profile, as long a
+/// lifetime from now) unless it is unknown, revoked, superseded, not yet valid, expired
+/// (unless a provisioner allowing it has `renew_after_expiry`), refused by the handshake's
+/// verification for another reason, or no provisioner allows its names and profile any
+/// longer. The old certificate is superseded in the transaction that records the new one.
+fn renew(state: &mut CaState, presented: &Presented) -> Result<Signed, CaError> {
+    let refuse = |reason: String| CaError::RenewRefused { reason };
+    let now = OffsetDateTime::now_utc();
+    let id = certgate_pki::identity::PeerIdentity::from_der(&presented.der)
+        .map_err(|_| refuse("the client certificate is not valid X.509".into()))?;
+    let serial = Serial::parse(&id.serial_hex)
+        .ok_or_else(|| refuse(format!("serial {} is not valid", id.serial_hex)))?;
+    let record = state
+        .ca
+        .inventory()
+        .find(&serial)
+        .map_err(|source| PkiError::Store { path: state.ca.paths().inventory.clone(), source })?
+        .ok_or_else(|| refuse(format!("certificate {serial} was not issued by this CA")))?;
+    if record.der != presented.der {
+        return Err(refuse(format!("certificate {serial} is not the one this CA issued")));
+    }
+    let who = format!("certificate {} (serial {serial})", record.name);
+    match record.status {
+        Status::Valid => {}
+        Status::Revoked => return Err(refuse(format!("{who} is revoked"))),
+        Status::Superseded => {
+            let by = record.superseded_by.as_ref().map(Serial::to_string).unwrap_or_default();
+            return Err(refuse(format!(
+                "{who} was already renewed (superseded by serial {by}); renew the current one"
+            )));
+        }
+    }
+    let sans: Vec<San> = id
+        .sans
+        .dns
+        .iter()
+        .cloned()
+        .chain(id.sans.ip.iter().map(ToString::to_string))
+        .chain(id.sans.uri.iter().cloned())
+        .chain(id.sans.email.iter().cloned())
+        .map(|s| San::parse(&s))
+        .collect::<Result<_, _>>()
+        .map_err(|e| refuse(format!("{who}: {e}")))?;
+    let provisioner = state
+        .provisioners
+        .list
+        .iter()
+        .find(|p| p.profile.as_str() == record.profile && sans.iter().all(|s| p.allows(s)))
+        .ok_or_else(|| {
+            let names: Vec<String> = sans.iter().map(ToString::to_string).collect();
+            refuse(format!(
+                "{who}: no provisioner allows {} with profile {} any longer",
+                names.join(", "),
+                record.profile
+            ))
+        })?;
+    if now < record.not_before {
+        return Err(refuse(format!("{who} is not valid yet")));
+    }
+    let expired = now >= record.not_after;
+    if expired && !provisioner.renew_after_expiry {
+        return Err(refuse(format!(
+            "{who} expired on {}; renewal after expiry is off, request a new one",
+            certgate_pki::validity::format_time(record.not_after)
+        )));
+    }
+    if let Some(failure) = &presented.failure
+        && !(expired && matches!(failure, certgate_pki::verify::VerifyError::Expired { .. }))
+    {
+        return Err(refuse(format!("{who} was refused on this connection: {failure}")));
+    }
+    let (issued, _) = state.ca.renew_serial(&serial).map_err(|e| {
+        if matches!(e, PkiError::RenewRevoked { .. } | PkiError::RenewSuperseded { .. }) {
+            return refuse(e.to_string());
+        }
+        CaError::from_issuance(e)
+    })?;
+    Ok(signed(state, &issued))
+}
+
+/// The answer to `/sign` and `/renew`: the leaf, its CA and the chain, PEM.
+fn signed(state: &CaState, issued: &certgate_pki::ca::Issued) -> Signed {
     let crt = certgate_pki::pem::encode("CERTIFICATE", &issued.cert_der);
     let ca_pem = state.ca.issuing_pem();
     let mut chain = vec![crt.clone()];
     chain.extend(
         state.ca.intermediates().iter().map(|c| certgate_pki::pem::encode("CERTIFICATE", c)),
     );
-    Ok(Signed {
+    Signed {
         crt,
         ca: ca_pem,
         chain,
         serial: issued.record.serial.to_string(),
         name: issued.record.name.clone(),
-    })
+    }
 }
 
 /// The CRL of `issuer`. The CA that signs leaves (the intermediate, or a root without one)

@@ -5,7 +5,9 @@
 //! - `GET /crl/<issuer>.crl`: the DER CRL of `intermediate` or `root` (also at the path of
 //!   the CA's `--crl-url` base, which the certificates' CRL distribution points name);
 //! - `POST /sign`: `{"csr": PEM, "ott": token, "notBefore"?, "notAfter"?}`, a CSR with a
-//!   one-time token (`certgate ca token`), answered `201 {"crt","ca","certChain"}`.
+//!   one-time token (`certgate ca token`), answered `201 {"crt","ca","certChain"}`;
+//! - `POST /renew`: the client certificate of this connection renewed (same key, subject,
+//!   SANs and profile), answered like `/sign`.
 //!
 //! Requests reach it after the route's phases; it answers itself and never forwards. Work on
 //! the CA (signing, the inventory) runs on the CA thread ([`actor`]), never on the runtime.
@@ -29,8 +31,9 @@ use crate::config::{Config, ConfigErrors};
 use crate::http::pipeline::{ConnInfo, text};
 use crate::http::reject::Reject;
 use crate::http::upstream::Body;
+use crate::tls::server::ClientCert;
 
-pub use actor::{CaHandle, CaState};
+pub use actor::{CaHandle, CaState, Presented};
 
 /// The largest `POST /sign` body read.
 const MAX_SIGN_BODY: usize = 64 * 1024;
@@ -93,6 +96,13 @@ pub enum CaError {
     Token(certgate_token::ott::OttError),
     #[error("token already used")]
     TokenUsed,
+    #[error(
+        "missing client certificate: renew over mTLS, presenting the certificate to renew \
+         (it needs the clientAuth usage)"
+    )]
+    NoClientCertificate,
+    #[error("{reason}")]
+    RenewRefused { reason: String },
     #[error("{reason}")]
     NameNotAllowed { reason: String },
     #[error("{reason}")]
@@ -137,7 +147,10 @@ impl CaError {
             CaError::BadFormat { .. } | CaError::BadRequest { .. } | CaError::BadCsr(_) => {
                 StatusCode::BAD_REQUEST
             }
-            CaError::Token(_) | CaError::TokenUsed => StatusCode::UNAUTHORIZED,
+            CaError::Token(_) | CaError::TokenUsed | CaError::RenewRefused { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
+            CaError::NoClientCertificate => StatusCode::BAD_REQUEST,
             CaError::NameNotAllowed { .. } => StatusCode::FORBIDDEN,
             CaError::Thread { .. } | CaError::Pki(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -182,6 +195,7 @@ impl CaService {
             "/health" => return Some(Endpoint::Health),
             "/roots" | "/roots.pem" => return Some(Endpoint::Roots),
             "/sign" | "/1.0/sign" => return Some(Endpoint::Sign),
+            "/renew" | "/1.0/renew" => return Some(Endpoint::Renew),
             _ => {}
         }
         let crl_file = |rest: &'p str| rest.strip_prefix('/').and_then(|f| f.strip_suffix(".crl"));
@@ -199,6 +213,7 @@ enum Endpoint<'p> {
     Health,
     Roots,
     Sign,
+    Renew,
     /// The CRL of the issuer named (not yet checked).
     Crl(&'p str),
 }
@@ -209,23 +224,34 @@ enum Endpoint<'p> {
 /// future starts, so that future borrows nothing from it.
 pub fn answer(
     req: Request<Body>,
-    _conn: &ConnInfo,
+    conn: &ConnInfo,
     service: &Arc<CaService>,
     body_timeout: std::time::Duration,
 ) -> impl Future<Output = Result<Response<Body>, Reject>> + Send + 'static {
-    serve(req, service.clone(), body_timeout)
+    // The identity is the certificate of this TLS connection, never a header.
+    let presented = match &conn.identity.client {
+        ClientCert::Verified { identity, .. } => {
+            Some(Presented { der: identity.der.clone(), failure: None })
+        }
+        ClientCert::Failed { reason, identity: Some(identity) } => {
+            Some(Presented { der: identity.der.clone(), failure: Some(reason.clone()) })
+        }
+        ClientCert::Failed { identity: None, .. } | ClientCert::None => None,
+    };
+    serve(req, service.clone(), body_timeout, presented)
 }
 
 async fn serve(
     req: Request<Body>,
     service: Arc<CaService>,
     body_timeout: std::time::Duration,
+    presented: Option<Presented>,
 ) -> Result<Response<Body>, Reject> {
     let path = req.uri().path().to_string();
     let Some(endpoint) = service.endpoint(&path) else {
         return Err(Reject::NoRoute);
     };
-    let post = endpoint == Endpoint::Sign;
+    let post = matches!(endpoint, Endpoint::Sign | Endpoint::Renew);
     let method_ok = match post {
         true => req.method() == Method::POST,
         false => matches!(*req.method(), Method::GET | Method::HEAD),
@@ -239,6 +265,13 @@ async fn serve(
         Endpoint::Roots => roots(&service, req.uri().query()),
         Endpoint::Crl(name) => crl(&service, name).await,
         Endpoint::Sign => sign(&service, req, body_timeout).await,
+        Endpoint::Renew => match presented {
+            Some(presented) => {
+                let signed = service.ca.ask(|reply| actor::Job::Renew { presented, reply }).await;
+                signed.map(|s| signed_response(&s))
+            }
+            None => Err(CaError::NoClientCertificate),
+        },
     };
     Ok(outcome.unwrap_or_else(|e| {
         if e.status() != StatusCode::INTERNAL_SERVER_ERROR {
@@ -260,8 +293,13 @@ async fn sign(
         reason: format!("the body is not a sign request ({{\"csr\", \"ott\"}}): {e}"),
     })?;
     let signed = service.ca.ask(|reply| actor::Job::Sign { request, reply }).await?;
+    Ok(signed_response(&signed))
+}
+
+/// `201` with step-ca's SignResponse: `{"crt","ca","certChain"}`.
+fn signed_response(signed: &Signed) -> Response<Body> {
     let body = serde_json::json!({ "crt": signed.crt, "ca": signed.ca, "certChain": signed.chain });
-    Ok(json(StatusCode::CREATED, body.to_string()))
+    json(StatusCode::CREATED, body.to_string())
 }
 
 async fn read_body(req: Request<Body>, timeout: std::time::Duration) -> Result<Vec<u8>, CaError> {
