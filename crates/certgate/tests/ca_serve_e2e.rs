@@ -452,3 +452,19 @@ fn renew_over_mtls_renews_only_the_current_valid_certificate_presented() {
     assert_eq!(expired.status, 401, "{expired:?}");
     assert!(message(&expired).contains("expired on"), "{expired:?}");
 }
+
+/// `"@ca"` exists only under `certgate ca serve`: a gateway configuration that routes to it is
+/// refused at load, naming the field and why.
+#[test]
+fn a_gateway_configuration_cannot_route_to_the_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    gateway_support::pki_in(tmp.path());
+    let config = format!(
+        "{}\n[[route]]\nupstream = \"@ca\"\nclient_cert = \"optional\"\n",
+        gateway_support::listener("optional", "")
+    );
+    let (code, out) = gateway_support::serve_check(tmp.path(), &config);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("route[0].upstream"), "{out}");
+    assert!(out.contains("served by `certgate ca serve` only"), "{out}");
+}
