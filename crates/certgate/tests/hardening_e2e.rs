@@ -641,3 +641,27 @@ fn too_small_open_files_limit_is_warned_about() {
     assert!(seen.contains("max_connections (5000"), "{seen}");
     assert!(seen.contains("certgate: listener"), "it still serves: {seen}");
 }
+
+/// A request refused before it is forwarded still has its body read (bounded), so an HTTP/2
+/// client sending one gets the refusal rather than a stream reset (curl: "Stream error in the
+/// HTTP/2 framing layer"). Every kind of early refusal, each several times over.
+#[test]
+fn refusals_of_requests_with_bodies_reach_http2_clients() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    pki_in(dir);
+    let config =
+        format!("{}\n[[route]]\npath = \"/api\"\nupstream = \"@echo\"\n", listener("optional", ""));
+    let gw = Gateway::start(dir, &config);
+    let body = dir.join("body.bin");
+    std::fs::write(&body, vec![b'x'; 512 * 1024]).unwrap();
+    let upload = format!("@{}", body.display());
+    for (path, status) in [("/api/x", 496), ("/nowhere", 404), ("/%2e%2e/api", 400)] {
+        for http in ["--http2", "--http1.1"] {
+            for _ in 0..5 {
+                let r = curl_as(&gw, None, path, &[http, "--data-binary", &upload]);
+                assert_eq!((r.exit, r.status), (0, status), "{path} {http}: {r:?}");
+            }
+        }
+    }
+}

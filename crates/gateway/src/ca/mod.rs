@@ -256,6 +256,15 @@ async fn serve(
         true => req.method() == Method::POST,
         false => matches!(*req.method(), Method::GET | Method::HEAD),
     };
+    // Only /sign reads its body. Any other body is read and dropped first: ending a request
+    // with its body unread resets an HTTP/2 stream, and the client would lose the answer.
+    let req = if method_ok && endpoint == Endpoint::Sign {
+        req
+    } else {
+        let (parts, body) = req.into_parts();
+        crate::http::pipeline::drain_refused(body).await;
+        Request::from_parts(parts, crate::http::upstream::boxed(http_body_util::Empty::new()))
+    };
     if !method_ok {
         let allow = if post { "POST" } else { "GET, HEAD" };
         return Ok(error(&CaError::MethodNotAllowed { allow }));
@@ -304,14 +313,14 @@ fn signed_response(signed: &Signed) -> Response<Body> {
 
 async fn read_body(req: Request<Body>, timeout: std::time::Duration) -> Result<Vec<u8>, CaError> {
     use http_body_util::BodyExt;
+    let mut body = req.into_body();
     let read = async {
-        let mut body = req.into_body();
         let mut bytes = Vec::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| "the request body could not be read".to_string())?;
+            let frame = frame.map_err(|_| (false, "the request body could not be read".into()))?;
             if let Some(data) = frame.data_ref() {
                 if bytes.len() + data.len() > MAX_SIGN_BODY {
-                    return Err(format!("the body is larger than {MAX_SIGN_BODY} bytes"));
+                    return Err((true, format!("the body is larger than {MAX_SIGN_BODY} bytes")));
                 }
                 bytes.extend_from_slice(data);
             }
@@ -320,7 +329,13 @@ async fn read_body(req: Request<Body>, timeout: std::time::Duration) -> Result<V
     };
     match tokio::time::timeout(timeout, read).await {
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(reason)) => Err(CaError::BadRequest { reason }),
+        Ok(Err((too_large, reason))) => {
+            if too_large {
+                // The rest is read briefly so the answer reaches an HTTP/2 client.
+                crate::http::pipeline::drain_refused(body).await;
+            }
+            Err(CaError::BadRequest { reason })
+        }
         Err(_) => Err(CaError::BadRequest { reason: "the body did not arrive in time".into() }),
     }
 }

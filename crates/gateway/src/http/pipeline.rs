@@ -107,9 +107,18 @@ pub async fn handle(
     let upgrade_asked = req.extensions().get::<OnUpgrade>().is_some();
     let head = req.method() == http::Method::HEAD;
     let mut rc = RequestCtx::default();
-    let mut response = match phases(req, upgrade_asked, &conn, &ctx, &mut rc).await {
+    // The body stays here until phase 9 takes it: a request refused before that has whatever
+    // it is still sending read and dropped first (bounded), because ending a request with its
+    // body unread resets an HTTP/2 stream, and the client would lose the refusal.
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let req = Request::from_parts(parts, unread());
+    let mut response = match phases(req, &mut body, upgrade_asked, &conn, &ctx, &mut rc).await {
         Ok(resp) => resp,
         Err(reject) => {
+            if let Some(body) = body {
+                drain_refused(body).await;
+            }
             rc.reject = Some(reject.code());
             let mut resp = refusal(&reject, wanted, rc.route.as_deref(), &ctx);
             if upgrade_asked {
@@ -193,8 +202,14 @@ fn refusal(
     resp
 }
 
+/// The placeholder body of a request whose body is still held by [`handle`].
+fn unread() -> Body {
+    boxed(http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}))
+}
+
 async fn phases(
     mut req: Request<Body>,
+    body_slot: &mut Option<Body>,
     upgrade_asked: bool,
     conn: &ConnInfo,
     ctx: &ListenerCtx,
@@ -295,14 +310,20 @@ async fn phases(
         && let Some(length) = content_length(req.headers())
         && length > limit
     {
-        drain_refused(req.into_body()).await;
+        // `handle` reads what the client is already sending before answering.
         return Err(Reject::BodyTooLarge { limit });
     }
 
     // An upgrade goes upstream only where the route allows its protocol; elsewhere the
     // request is an ordinary one (its Upgrade is gone) and the upstream answers it.
     let upgrading = match (&asked, &route.upgrades, &route.target) {
-        (Some(asked), Some(upgrades), Target::Http(_)) if upgrades.allows(asked, &req) => {
+        (Some(asked), Some(upgrades), Target::Http(_))
+            if upgrades.allows(
+                asked,
+                &req,
+                body_slot.as_ref().is_none_or(|b| b.is_end_stream()),
+            ) =>
+        {
             Some((asked, upgrades))
         }
         // An HTTP/2 WebSocket has no plain reading to fall back on.
@@ -316,7 +337,8 @@ async fn phases(
         passed.write(req.headers_mut());
     }
     let (trusted_xff, trusted_forwarded) = trusted_chain.unzip();
-    let (parts, body) = req.into_parts();
+    let (parts, _) = req.into_parts();
+    let body = body_slot.take().unwrap_or_else(unread);
     let mut parts = parts;
     forward::write_forwarding(&mut parts.headers, &parts.uri, &conn.peer_ip, &host, trusted_xff);
     for v in trusted_forwarded.into_iter().flatten() {

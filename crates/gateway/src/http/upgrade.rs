@@ -123,10 +123,10 @@ pub fn asked<B>(req: &Request<B>) -> Result<Option<Asked>, Reject> {
 
 impl Upgrades {
     /// Whether `asked` may go upstream as an upgrade: a protocol the route lists, on a request
-    /// without a body (WebSocket: a GET, RFC 6455 section 4.1).
-    pub fn allows<B: hyper::body::Body>(&self, asked: &Asked, req: &Request<B>) -> bool {
+    /// without a body (`body_ends`; WebSocket: a GET, RFC 6455 section 4.1).
+    pub fn allows<B>(&self, asked: &Asked, req: &Request<B>, body_ends: bool) -> bool {
         self.protocols.contains(&asked.protocol)
-            && req.body().is_end_stream()
+            && body_ends
             && (asked.protocol != "websocket" || req.method() == Method::GET || asked.h2)
     }
 }
@@ -376,12 +376,13 @@ mod tests {
         assert!(matches!(asked(&req(Method::CONNECT, &[])), Err(Reject::Connect { .. })));
         let upgrades =
             Upgrades { protocols: vec!["websocket".into()], idle_timeout: DEFAULT_IDLE_TIMEOUT };
-        assert!(upgrades.allows(&ws_asked, &req(Method::GET, &ws)));
-        assert!(!upgrades.allows(&ws_asked, &req(Method::POST, &ws)));
+        assert!(upgrades.allows(&ws_asked, &req(Method::GET, &ws), true));
+        assert!(!upgrades.allows(&ws_asked, &req(Method::GET, &ws), false));
+        assert!(!upgrades.allows(&ws_asked, &req(Method::POST, &ws), true));
         let h2c = asked(&req(Method::GET, &[("connection", "upgrade"), ("upgrade", "h2c")]))
             .unwrap()
             .unwrap();
-        assert!(!upgrades.allows(&h2c, &req(Method::GET, &ws)));
+        assert!(!upgrades.allows(&h2c, &req(Method::GET, &ws), true));
     }
 
     /// An upstream's 101 must switch to the protocol asked for.

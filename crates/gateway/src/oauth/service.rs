@@ -60,6 +60,9 @@ async fn serve(
         let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         let allow = if post { "POST" } else { "GET, HEAD" };
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+        // A body sent anyway is read first: ending the request unread resets an HTTP/2
+        // stream, and the client would lose the answer.
+        crate::http::pipeline::drain_refused(req.into_body()).await;
         return Ok(resp);
     }
     match endpoint {
@@ -149,6 +152,7 @@ async fn read_form(req: Request<Body>, timeout: Duration) -> Result<Form, OAuthE
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
     if !form_type {
+        crate::http::pipeline::drain_refused(req.into_body()).await;
         return Err(OAuthError::invalid_request(
             "the body must be application/x-www-form-urlencoded",
         ));
