@@ -497,35 +497,6 @@ fn reissue_supersedes_and_renew_replaces_only_its_own_files() {
     no_temp_files(&s.path("w"));
 }
 
-/// The example lines of `certgate ARGS --help` (after "Examples:"), each split into
-/// arguments as a shell would (double quotes, `\` line continuations, `#` comments).
-fn help_examples(s: &Scratch, args: &[&str]) -> Vec<Vec<String>> {
-    let mut all = args.to_vec();
-    all.push("--help");
-    let help = s.ok(&all);
-    let examples = help.split("Examples:\n").nth(1).expect("an Examples: section");
-    let joined = examples.replace("\\\n", " ");
-    joined
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("certgate "))
-        .map(|line| {
-            let line = line.split(" #").next().unwrap();
-            let (mut words, mut word, mut quoted) = (Vec::new(), String::new(), false);
-            for c in line.chars() {
-                match c {
-                    '"' => quoted = !quoted,
-                    ' ' if !quoted => {
-                        words.extend((!word.is_empty()).then(|| std::mem::take(&mut word)))
-                    }
-                    c => word.push(c),
-                }
-            }
-            words.extend((!word.is_empty()).then_some(word));
-            words
-        })
-        .collect()
-}
-
 /// The examples printed by `--help` for the commands with new flags run as printed.
 #[test]
 fn help_examples_run_as_printed() {
@@ -649,11 +620,12 @@ fn every_subcommand_help_has_examples_that_run() {
     let mut ran = 0;
     for example in runnable {
         let args: Vec<&str> = example.iter().map(String::as_str).collect();
-        // Long-running, covered by their own tests: the gateway, the online CA and quickstart.
+        // Long-running, covered by their own tests: the gateway, the online CA (and its client)
+        // and quickstart.
         // Examples that issue into the same names again, or write outside the scratch
         // directory, neither.
         let skip = matches!(args[0], "serve" | "quickstart") && !args.contains(&"--check")
-            || matches!(args[..], ["ca", "serve", ..])
+            || matches!(args[..], ["ca", "serve", ..] | ["cert", "request", ..])
             || args.iter().any(|a| a.starts_with('/'))
             || matches!(
                 args[..],

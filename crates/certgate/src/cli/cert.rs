@@ -59,6 +59,16 @@ pub enum CertCommand {
   certgate cert renew api                # replaces api.crt and api.key in place
   certgate cert renew api --reuse-key    # same key, new certificate")]
     Renew(RenewArgs),
+    /// Get a certificate from an online CA (`certgate ca serve`) with a one-time token: the
+    /// key is made here and never leaves this machine.
+    #[command(after_help = "Examples:
+  certgate cert request api --ca-url https://ca.example.com:9443 --token \"$TOKEN\" \\
+      --root root.crt --san api.example.com
+  certgate cert request api --ca-url https://ca.example.com:9443 --token \"$TOKEN\" \\
+      --fingerprint 3f5a...e1 --san api.example.com --hours 24 --out-dir tls
+
+The token comes from the CA's operator: certgate ca token api --san api.example.com")]
+    Request(RequestArgs),
 }
 
 /// Lifetime flags shared by issue and sign.
@@ -265,6 +275,38 @@ pub struct RenewArgs {
     pub ca: CaAccess,
 }
 
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// Subject CN and file name (NAME.crt, NAME.key); the token must be for this name.
+    pub name: String,
+    /// The online CA's URL, e.g. https://ca.example.com:9443.
+    #[arg(long, value_name = "URL")]
+    pub ca_url: String,
+    /// The one-time token from `certgate ca token` (used once).
+    #[arg(long, env = "CERTGATE_TOKEN", hide_env_values = true)]
+    pub token: String,
+    #[command(flatten)]
+    pub pin: super::ca_client::RootPin,
+    /// Lifetime in hours (default: the CA's default for tokens).
+    #[arg(long, conflicts_with = "minutes")]
+    pub hours: Option<u32>,
+    /// Lifetime in minutes.
+    #[arg(long)]
+    pub minutes: Option<u32>,
+    /// Subject alternative name asked for (as given to `certgate ca token`).
+    #[arg(long = "san", value_name = "VALUE")]
+    pub sans: Vec<String>,
+    /// Key type of the new key.
+    #[arg(long, default_value = "ec-p256", value_parser = super::values::key_type())]
+    pub key_type: KeyType,
+    /// Directory for NAME.crt and NAME.key.
+    #[arg(long, default_value = ".")]
+    pub out_dir: PathBuf,
+    /// Overwrite existing NAME.crt and NAME.key.
+    #[arg(long)]
+    pub force: bool,
+}
+
 fn parse_reason(s: &str) -> Result<Reason, String> {
     Reason::parse(s).ok_or_else(|| {
         let all: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
@@ -281,6 +323,7 @@ pub fn run(cmd: CertCommand) -> anyhow::Result<ExitCode> {
         CertCommand::Show(a) => show(a),
         CertCommand::Revoke(a) => revoke(a),
         CertCommand::Renew(a) => renew(a),
+        CertCommand::Request(a) => request(a),
     }
 }
 
@@ -576,6 +619,106 @@ fn renew(a: RenewArgs) -> anyhow::Result<ExitCode> {
         format_time(old.not_after)
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn request(a: RequestArgs) -> anyhow::Result<ExitCode> {
+    ca::check_file_name(&a.name)?;
+    let (crt, key_path) = ca::leaf_file_paths(&a.out_dir, &a.name);
+    let overwrite = Overwrite::from_force(a.force);
+    certgate_pki::fs::ensure_absent([crt.as_path(), key_path.as_path()], overwrite)?;
+    let lifetime = match (a.hours, a.minutes) {
+        (Some(0), _) | (_, Some(0)) => anyhow::bail!("the lifetime must not be zero"),
+        (Some(h), _) => Some(time::Duration::hours(i64::from(h))),
+        (_, Some(m)) => Some(time::Duration::minutes(i64::from(m))),
+        _ => None,
+    };
+    let key = a.key_type.generate()?;
+    let csr = request_csr(&a.name, &a.sans, &key)?;
+    let mut body = serde_json::json!({ "csr": csr, "ott": a.token });
+    if let Some(lifetime) = lifetime {
+        let now = OffsetDateTime::now_utc();
+        body["notAfter"] = rfc3339(checked_after("the lifetime", now, lifetime)?).into();
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let answer = runtime.block_on(async {
+        let client = super::ca_client::CaClient::new(&a.ca_url, &a.pin, None).await?;
+        let answer = client.post("/sign", Some(body)).await?;
+        let url = format!("{}/sign", a.ca_url.trim_end_matches('/'));
+        super::ca_client::check_answer(&url, &answer, client.root(), &key)?;
+        Ok::<_, anyhow::Error>(answer)
+    })?;
+    create_dir(&a.out_dir)?;
+    let chain_pem = certgate_pki::pem::certs_to_pem(&answer.chain);
+    let mut files = certgate_pki::fs::FileSet::new();
+    files.write(&key_path, certgate_pki::keys::to_pem(&key).as_bytes(), Mode::Secret, overwrite)?;
+    files.write(&crt, chain_pem.as_bytes(), Mode::Public, overwrite)?;
+    files.commit();
+    let mut stdout = Out::lock();
+    print_received(&mut stdout, "received", &a.name, &answer.chain)?;
+    writeln!(stdout, "  wrote      {} (certificate + chain)", crt.display())?;
+    writeln!(stdout, "  wrote      {} (private key, mode 0600)", key_path.display())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A PKCS#10 request for CN=`name` and `sans`, signed by `key`, PEM.
+fn request_csr(name: &str, sans: &[String], key: &rcgen::KeyPair) -> anyhow::Result<String> {
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    for value in sans {
+        let san = certgate_pki::names::San::parse(value)?;
+        let ia5 = |v: String| {
+            rcgen::string::Ia5String::try_from(v.clone())
+                .with_context(|| format!("--san {v}: not an ASCII name"))
+        };
+        params.subject_alt_names.push(match san {
+            certgate_pki::names::San::Dns(v) => rcgen::SanType::DnsName(ia5(v)?),
+            certgate_pki::names::San::Ip(ip) => rcgen::SanType::IpAddress(ip),
+            certgate_pki::names::San::Uri(v) => rcgen::SanType::URI(ia5(v)?),
+            certgate_pki::names::San::Email(v) => rcgen::SanType::Rfc822Name(ia5(v)?),
+        });
+    }
+    let csr = params.serialize_request(key).context("building the certificate request")?;
+    csr.pem().context("encoding the certificate request")
+}
+
+/// What a certificate received from the online CA is: serial, names, lifetime, and when to
+/// renew it (after two thirds of its lifetime).
+fn print_received(
+    stdout: &mut Out,
+    verb: &str,
+    name: &str,
+    chain: &[rustls_pki_types::CertificateDer<'static>],
+) -> anyhow::Result<()> {
+    let Some(leaf) = chain.first() else { return Ok(()) };
+    let info = certgate_pki::inspect::cert_info(leaf)?;
+    let lifetime = info.not_after - info.not_before;
+    let due = info.not_before + lifetime * 2 / 3;
+    writeln!(stdout, "{verb} {name} (serial {})", info.serial)?;
+    writeln!(stdout, "  subject    {}", info.subject)?;
+    writeln!(
+        stdout,
+        "  valid      {} to {}",
+        format_time(info.not_before),
+        format_time(info.not_after)
+    )?;
+    writeln!(stdout, "  lifetime   {}", human_duration(lifetime))?;
+    writeln!(stdout, "  renew      after {} (two thirds of its lifetime)", format_time(due))?;
+    Ok(())
+}
+
+/// `1d 2h`, `90m`, `45s`: a lifetime as a person reads it.
+fn human_duration(d: time::Duration) -> String {
+    let s = d.whole_seconds().max(0);
+    let (days, hours, minutes) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, 0) => format!("{h}h"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, 0, _) => format!("{d}d"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
 }
 
 fn print_issued(

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 pub mod ca;
+pub mod ca_client;
 pub mod cert;
 pub mod crl;
 pub mod docs;

@@ -87,3 +87,33 @@ pub fn no_temp_files(dir: &Path) {
 pub fn openssl_verify(s: &Scratch, cert: &str, purpose: &str) -> Output {
     s.openssl(&["verify", "-CAfile", "ca/root.crt", "-untrusted", cert, "-purpose", purpose, cert])
 }
+
+/// The example lines of `certgate ARGS --help` (after "Examples:"), each split into
+/// arguments as a shell would (double quotes, `\` line continuations, `#` comments).
+pub fn help_examples(s: &Scratch, args: &[&str]) -> Vec<Vec<String>> {
+    let mut all = args.to_vec();
+    all.push("--help");
+    let help = s.ok(&all);
+    let examples =
+        help.split("Examples:\n").nth(1).unwrap_or_else(|| panic!("no Examples: in {help}"));
+    let joined = examples.replace("\\\n", " ");
+    joined
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("certgate "))
+        .map(|line| {
+            let line = line.split(" #").next().unwrap();
+            let (mut words, mut word, mut quoted) = (Vec::new(), String::new(), false);
+            for c in line.chars() {
+                match c {
+                    '"' => quoted = !quoted,
+                    ' ' if !quoted => {
+                        words.extend((!word.is_empty()).then(|| std::mem::take(&mut word)))
+                    }
+                    c => word.push(c),
+                }
+            }
+            words.extend((!word.is_empty()).then_some(word));
+            words
+        })
+        .collect()
+}
