@@ -615,3 +615,98 @@ fn cert_request_gets_a_certificate_for_a_local_key_from_the_online_ca() {
     assert_eq!(public_key(&s, "tls/api.crt", true), public_key(&s, "tls/api.key", false));
     assert_eq!(public_key(&s, "api.crt", true), public_key(&s, "api.key", false));
 }
+
+/// `certgate cert renew NAME --ca-url URL`: NAME.crt/NAME.key presented over mTLS, the key
+/// kept, NAME.crt replaced by a new certificate openssl verifies; `--if-needed` exits 3 (and
+/// writes nothing) while more than the threshold remains and 0 after renewing; a certificate
+/// the CA refuses (already renewed, revoked) fails with the CA's reason; the offline renew
+/// refuses the online CA's pin flags without --ca-url.
+#[test]
+fn cert_renew_with_ca_url_renews_over_mtls_keeping_the_key() {
+    let s = Scratch::with_ca(&[]);
+    let gw = ca_serve(&s, &[]);
+    let url = gw.url("");
+    let token = s.ok(&["ca", "token", "app", "--san", "app.example.com"]);
+    let got = cert_request(&s, &gw, "app", token.trim(), &["--root", "root.crt", "--hours", "3"]);
+    assert!(got.status.success(), "{}", text(&got));
+    let (crt, key) = (s.read("app.crt"), s.read("app.key"));
+    let old_serial = serial(&s, "app.crt");
+    let renew = |extra: &[&str]| {
+        let mut args = vec!["cert", "renew", "app", "--ca-url", &url, "--root", "root.crt"];
+        args.extend_from_slice(extra);
+        s.run(&args)
+    };
+
+    // Not due: three hours remain, the threshold is one hour (a third), or 2h.
+    for extra in [&["--if-needed"][..], &["--if-needed", "--expires-in", "2h"]] {
+        let not_due = renew(extra);
+        assert_eq!(not_due.status.code(), Some(3), "{extra:?}: {}", text(&not_due));
+        assert!(text(&not_due).contains("app is not due"), "{}", text(&not_due));
+        assert_eq!(s.read("app.crt"), crt, "nothing written");
+    }
+
+    // Due (a 100% threshold): renewed over mTLS, the key kept, exit 0.
+    std::fs::copy(s.path("app.crt"), s.path("old.crt")).unwrap();
+    let renewed = renew(&["--if-needed", "--expires-in", "100%"]);
+    assert_eq!(renewed.status.code(), Some(0), "{}", text(&renewed));
+    assert!(text(&renewed).contains("renewed app"), "{}", text(&renewed));
+    assert_eq!(s.read("app.key"), key, "the key is kept");
+    assert_ne!(s.read("app.crt"), crt);
+    assert_ne!(serial(&s, "app.crt"), old_serial);
+    assert_eq!(public_key(&s, "app.crt", true), public_key(&s, "app.key", false));
+    let verify = s.openssl(&[
+        "verify",
+        "-CAfile",
+        "ca/root.crt",
+        "-untrusted",
+        "app.crt",
+        "-purpose",
+        "sslclient",
+        "app.crt",
+    ]);
+    assert!(verify.status.success(), "{}", text(&verify));
+    let listed = s.ok(&["cert", "list", "--status", "superseded"]);
+    assert!(
+        listed.contains(&old_serial.to_ascii_lowercase()) || listed.contains(&old_serial),
+        "{listed}"
+    );
+
+    // The superseded certificate cannot renew again: the CA's reason, nothing written.
+    std::fs::create_dir(s.path("old")).unwrap();
+    std::fs::copy(s.path("old.crt"), s.path("old/app.crt")).unwrap();
+    std::fs::copy(s.path("app.key"), s.path("old/app.key")).unwrap();
+    let refused = renew(&["--out-dir", "old"]);
+    assert!(!refused.status.success());
+    let err = text(&refused);
+    assert!(err.contains(&gw.url("/renew")) && err.contains("401"), "{err}");
+    assert_eq!(s.read("old/app.crt"), crt);
+
+    // Revoked: refused with the CA's reason, also with --if-needed (an error, not 3).
+    s.ok(&["cert", "revoke", "app"]);
+    let refused = renew(&["--if-needed", "--expires-in", "100%"]);
+    assert!(!matches!(refused.status.code(), Some(0 | 3)), "{}", text(&refused));
+    assert!(text(&refused).contains("revoked"), "{}", text(&refused));
+
+    let err = s.fails(&["cert", "renew", "app", "--root", "root.crt"]);
+    assert!(err.contains("need --ca-url"), "{err}");
+
+    // The --ca-url examples of `cert renew --help` run as printed against this CA, for a
+    // fresh certificate named api: renewed (0), then not due (3).
+    let token = s.ok(&["ca", "token", "api", "--san", "api.example.com"]);
+    let got = cert_request(&s, &gw, "api", token.trim(), &["--root", "root.crt"]);
+    assert!(got.status.success(), "{}", text(&got));
+    let examples: Vec<Vec<String>> = help_examples(&s, &["cert", "renew"])
+        .into_iter()
+        .filter(|e| e.contains(&"--ca-url".to_string()))
+        .collect();
+    assert_eq!(examples.len(), 2, "{examples:?}");
+    for (example, status) in examples.iter().zip([0, 3]) {
+        let args: Vec<String> = example
+            .iter()
+            .map(|w| if w.starts_with("https://ca.example.com") { url.clone() } else { w.clone() })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = s.run(&args);
+        assert_eq!(out.status.code(), Some(status), "{args:?}: {}", text(&out));
+    }
+}

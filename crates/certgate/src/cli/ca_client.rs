@@ -21,7 +21,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How the CA's root is known: a file, or its SHA-256 fingerprint (the root is then fetched
 /// from `/roots` and must match).
 #[derive(Debug, Clone, clap::Args)]
-#[group(required = true, multiple = false)]
+#[group(multiple = false)]
 pub struct RootPin {
     /// The CA's root certificate (PEM), e.g. from `certgate ca root`.
     #[arg(long, value_name = "FILE")]

@@ -54,10 +54,18 @@ pub enum CertCommand {
   certgate cert revoke joe --reason key-compromise  # then publish the CRLs: certgate crl
   certgate cert revoke api                          # the current certificate named api")]
     Revoke(RevokeArgs),
-    /// Renew a certificate: same subject, SANs and profile, new validity (and a new key).
+    /// Renew a certificate: same subject, SANs and profile, new validity (and a new key). With
+    /// --ca-url, renewed by the online CA over mTLS, keeping the key.
     #[command(after_help = "Examples:
   certgate cert renew api                # replaces api.crt and api.key in place
-  certgate cert renew api --reuse-key    # same key, new certificate")]
+  certgate cert renew api --reuse-key    # same key, new certificate
+  certgate cert renew api --ca-url https://ca.example.com:9443 --root root.crt
+  certgate cert renew api --ca-url https://ca.example.com:9443 --root root.crt --if-needed
+
+With --ca-url, NAME.crt and NAME.key (in --out-dir) are presented to URL/renew and NAME.crt
+is replaced atomically; the key stays. Exit status with --if-needed: 0 renewed, 3 nothing
+was due (more than --expires-in of the lifetime remains), anything else an error (the CA's
+reason is printed: expired, revoked or already renewed certificates are refused).")]
     Renew(RenewArgs),
     /// Get a certificate from an online CA (`certgate ca serve`) with a one-time token: the
     /// key is made here and never leaves this machine.
@@ -271,6 +279,20 @@ pub struct RenewArgs {
     /// renewed (and its key); any other file is left alone.
     #[arg(long)]
     pub force: bool,
+    /// Renew with the online CA at this URL (`certgate ca serve`) over mTLS, presenting
+    /// NAME.crt and NAME.key from --out-dir; the key is kept. Needs --root or --fingerprint.
+    #[arg(long, value_name = "URL")]
+    pub ca_url: Option<String>,
+    #[command(flatten)]
+    pub pin: super::ca_client::RootPin,
+    /// Renew only when due: exit 0 after renewing, 3 when more than --expires-in of the
+    /// lifetime remains (nothing written), other non-zero on error.
+    #[arg(long, requires = "ca_url")]
+    pub if_needed: bool,
+    /// With --if-needed: renew when at most this remains, a share of the lifetime (`33%`,
+    /// the default) or a duration (`8h`, `2d`).
+    #[arg(long, requires = "if_needed", value_name = "PERCENT|DURATION")]
+    pub expires_in: Option<String>,
     #[command(flatten)]
     pub ca: CaAccess,
 }
@@ -595,7 +617,16 @@ fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The exit status of `cert renew --if-needed` when nothing was due.
+const NOT_DUE: u8 = 3;
+
 fn renew(a: RenewArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &a.ca_url {
+        return renew_online(&a, url);
+    }
+    if a.pin.root.is_some() || a.pin.fingerprint.is_some() {
+        anyhow::bail!("--root and --fingerprint pin the online CA: they need --ca-url");
+    }
     let mut authority = a.ca.open()?;
     let old = authority.renewable(&a.name)?;
     ca::check_file_name(&old.name)?;
@@ -658,6 +689,89 @@ fn request(a: RequestArgs) -> anyhow::Result<ExitCode> {
     writeln!(stdout, "  wrote      {} (certificate + chain)", crt.display())?;
     writeln!(stdout, "  wrote      {} (private key, mode 0600)", key_path.display())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cert renew NAME --ca-url URL`: NAME.crt/NAME.key presented to URL/renew; the answer
+/// checked (our key, the pinned root) and NAME.crt replaced atomically.
+fn renew_online(a: &RenewArgs, url: &str) -> anyhow::Result<ExitCode> {
+    ca::check_file_name(&a.name)?;
+    let (crt, key_path) = ca::leaf_file_paths(&a.out_dir, &a.name);
+    let chain = certgate_pki::pem::read_certs(&crt)?;
+    let Some(leaf) = chain.first() else {
+        anyhow::bail!("{}: no certificate in the file", crt.display());
+    };
+    let key = certgate_pki::keys::load(&key_path, None)?;
+    if !certgate_pki::keys::matches_cert(&key, leaf) {
+        anyhow::bail!(
+            "{}: not the private key of the certificate in {}",
+            key_path.display(),
+            crt.display()
+        );
+    }
+    let info = certgate_pki::inspect::cert_info(leaf)?;
+    let now = OffsetDateTime::now_utc();
+    if a.if_needed {
+        let lifetime = info.not_after - info.not_before;
+        let threshold = renew_threshold(a.expires_in.as_deref(), lifetime)?;
+        let remaining = info.not_after - now;
+        if remaining > threshold {
+            let mut stdout = Out::lock();
+            writeln!(
+                stdout,
+                "{} is not due: {} of {} remain (valid until {}); renewal is due from {}",
+                a.name,
+                human_duration(remaining),
+                human_duration(lifetime),
+                format_time(info.not_after),
+                format_time(info.not_after - threshold)
+            )?;
+            return Ok(ExitCode::from(NOT_DUE));
+        }
+    }
+    let identity = (
+        chain.clone(),
+        rustls_pki_types::PrivateKeyDer::Pkcs8(rustls_pki_types::PrivatePkcs8KeyDer::from(
+            key.serialize_der(),
+        )),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let answer = runtime.block_on(async {
+        let client = super::ca_client::CaClient::new(url, &a.pin, Some(identity)).await?;
+        let answer = client.post("/renew", None).await?;
+        let renew_url = format!("{}/renew", url.trim_end_matches('/'));
+        super::ca_client::check_answer(&renew_url, &answer, client.root(), &key)?;
+        Ok::<_, anyhow::Error>(answer)
+    })?;
+    let chain_pem = certgate_pki::pem::certs_to_pem(&answer.chain);
+    certgate_pki::fs::write_atomic(&crt, chain_pem.as_bytes(), Mode::Public, Overwrite::Force)?;
+    let mut stdout = Out::lock();
+    print_received(&mut stdout, "renewed", &a.name, &answer.chain)?;
+    writeln!(stdout, "  wrote      {} (certificate + chain; the key is kept)", crt.display())?;
+    writeln!(
+        stdout,
+        "  replaces   serial {} (valid until {})",
+        info.serial,
+        format_time(info.not_after)
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--expires-in`: `33%` of `lifetime`, or a duration; default one third of the lifetime.
+fn renew_threshold(
+    value: Option<&str>,
+    lifetime: time::Duration,
+) -> anyhow::Result<time::Duration> {
+    let Some(value) = value else { return Ok(lifetime / 3) };
+    if let Some(percent) = value.strip_suffix('%') {
+        let p: u8 = percent
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| (1..=100).contains(p))
+            .with_context(|| format!("--expires-in {value}: a share is 1% to 100%"))?;
+        return Ok(lifetime * i32::from(p) / 100);
+    }
+    parse_duration(value).with_context(|| format!("--expires-in {value}"))
 }
 
 /// A PKCS#10 request for CN=`name` and `sans`, signed by `key`, PEM.
