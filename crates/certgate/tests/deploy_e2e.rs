@@ -146,6 +146,42 @@ fn systemd_unit_verifies() {
     );
 }
 
+/// The renewal template and its timer pass `systemd-analyze verify` for an instance; the
+/// service is a oneshot `cert renew NAME --if-needed` for which exit 3 (nothing due) is a
+/// success, and its command line names only flags `cert renew` has.
+#[test]
+fn renewal_timer_units_verify() {
+    let service = deploy_file("certgate-renew@.service");
+    let timer = deploy_file("certgate-renew@.timer");
+    assert!(service.contains("Type=oneshot") && service.contains("SuccessExitStatus=3"));
+    let exec = service.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+    assert!(exec.contains("cert renew %i") && exec.contains("--if-needed"), "{exec}");
+    let help = Command::new(CERTGATE).args(["cert", "renew", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in exec.split_whitespace().filter(|w| w.starts_with("--")) {
+        assert!(help.contains(&format!("{flag} ")), "{flag} is not in {help}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let local = service
+        .replace("/usr/local/bin/certgate", CERTGATE)
+        .replace("User=certgate", "User=root")
+        .replace("Group=certgate", "Group=root");
+    std::fs::write(dir.path().join("certgate-renew@.service"), local).unwrap();
+    std::fs::write(dir.path().join("certgate-renew@.timer"), timer).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.path().join("certgate-renew@api.service"))
+        .arg(dir.path().join("certgate-renew@api.timer"))
+        .output()
+        .expect("systemd-analyze (Debian package systemd; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The configuration in the Kubernetes example passes `serve --check` once its Secret's files
 /// exist (here written by the test PKI under the same names).
 #[test]
