@@ -271,9 +271,26 @@ fn split_slash(body: &str) -> Result<Vec<String>, String> {
 
 /// Splits the comma form at each `,` that is neither escaped nor inside double quotes.
 fn split_comma(body: &str) -> Result<Vec<String>, String> {
+    let pieces = split_unescaped(body, &[',', ';'], false)?;
+    if pieces.iter().any(|p| p.trim().is_empty()) {
+        return Err("an attribute between two ',' is empty (write C=US, CN=x)".into());
+    }
+    if pieces.iter().any(|p| split_unescaped(p, &['+'], false).is_ok_and(|parts| parts.len() > 1)) {
+        return Err("multi-valued RDNs ('+') are not supported; write a literal + as \\+".into());
+    }
+    Ok(pieces)
+}
+
+/// Splits `text` at each of `separators` that is neither escaped nor (outside the slash form)
+/// inside double quotes; escapes are kept for the value reader. Pieces may be empty.
+pub(crate) fn split_unescaped(
+    text: &str,
+    separators: &[char],
+    slash: bool,
+) -> Result<Vec<String>, String> {
     let mut pieces = vec![String::new()];
     let mut quoted = false;
-    let mut chars = body.chars();
+    let mut chars = text.chars();
     while let Some(c) = chars.next() {
         let piece = pieces.last_mut().ok_or("no RDN")?;
         match c {
@@ -282,24 +299,16 @@ fn split_comma(body: &str) -> Result<Vec<String>, String> {
                 piece.push('\\');
                 piece.push(next);
             }
-            '"' => {
+            '"' if !slash => {
                 quoted = !quoted;
                 piece.push(c);
             }
-            ',' | ';' if !quoted => pieces.push(String::new()),
-            '+' if !quoted => {
-                return Err(
-                    "multi-valued RDNs ('+') are not supported; write a literal + as \\+".into()
-                );
-            }
+            c if !quoted && separators.contains(&c) => pieces.push(String::new()),
             c => piece.push(c),
         }
     }
     if quoted {
         return Err("a double quote is not closed".into());
-    }
-    if pieces.iter().any(|p| p.trim().is_empty()) {
-        return Err("an attribute between two ',' is empty (write C=US, CN=x)".into());
     }
     Ok(pieces)
 }

@@ -159,31 +159,9 @@ fn oid_of(name: &str) -> Option<String> {
     extra.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, oid)| (*oid).to_string())
 }
 
-/// Splits at each separator that is neither escaped nor (outside the slash form) inside
-/// double quotes; escapes are kept for the value reader.
+/// Splits at each unescaped, unquoted separator; no piece may be empty.
 fn split(text: &str, separators: &[char], slash: bool) -> Result<Vec<String>, String> {
-    let mut pieces = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        let piece = pieces.last_mut().ok_or("no RDN")?;
-        match c {
-            '\\' => {
-                let next = chars.next().ok_or("it ends with a lone backslash")?;
-                piece.push('\\');
-                piece.push(next);
-            }
-            '"' if !slash => {
-                quoted = !quoted;
-                piece.push(c);
-            }
-            c if !quoted && separators.contains(&c) => pieces.push(String::new()),
-            c => piece.push(c),
-        }
-    }
-    if quoted {
-        return Err("a double quote is not closed".into());
-    }
+    let pieces = dn::split_unescaped(text, separators, slash)?;
     if pieces.iter().any(|p| p.trim().is_empty()) {
         return Err("an RDN or attribute is empty (write CN=x,O=y)".into());
     }
