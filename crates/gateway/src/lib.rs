@@ -13,6 +13,7 @@
 //! - [`echo`]: the built-in echo upstream of `certgate quickstart`;
 //! - [`oauth`]: the built-in token service and the routes' access-token checks;
 //! - [`ca`]: the online CA (`certgate ca serve`), its thread and its endpoints;
+//! - [`renewal`]: the online CA's client: first certificates, renewal and its schedule;
 //! - `fuzz` (cargo feature `fuzz`): the bodies of the fuzz targets in `fuzz/`.
 
 pub mod access_log;
@@ -27,6 +28,7 @@ pub mod limits;
 pub mod metrics;
 pub mod oauth;
 pub mod proxy_protocol;
+pub mod renewal;
 pub mod server;
 pub mod tls;
 pub mod watch;

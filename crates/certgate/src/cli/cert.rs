@@ -284,7 +284,7 @@ pub struct RenewArgs {
     #[arg(long, value_name = "URL")]
     pub ca_url: Option<String>,
     #[command(flatten)]
-    pub pin: super::ca_client::RootPin,
+    pub pin: super::online::RootPinArgs,
     /// Renew only when due: exit 0 after renewing, 3 when more than --expires-in of the
     /// lifetime remains (nothing written), other non-zero on error.
     #[arg(long, requires = "ca_url")]
@@ -308,7 +308,7 @@ pub struct RequestArgs {
     #[arg(long, env = "CERTGATE_TOKEN", hide_env_values = true)]
     pub token: String,
     #[command(flatten)]
-    pub pin: super::ca_client::RootPin,
+    pub pin: super::online::RootPinArgs,
     /// Lifetime in hours (default: the CA's default for tokens).
     #[arg(long, conflicts_with = "minutes")]
     pub hours: Option<u32>,
@@ -345,7 +345,7 @@ pub fn run(cmd: CertCommand) -> anyhow::Result<ExitCode> {
         CertCommand::Show(a) => show(a),
         CertCommand::Revoke(a) => revoke(a),
         CertCommand::Renew(a) => renew(a),
-        CertCommand::Request(a) => request(a),
+        CertCommand::Request(a) => super::online::request(a),
     }
 }
 
@@ -617,14 +617,11 @@ fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The exit status of `cert renew --if-needed` when nothing was due.
-const NOT_DUE: u8 = 3;
-
 fn renew(a: RenewArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &a.ca_url {
-        return renew_online(&a, url);
+        return super::online::renew(&a, url);
     }
-    if a.pin.root.is_some() || a.pin.fingerprint.is_some() {
+    if a.pin.given() {
         anyhow::bail!("--root and --fingerprint pin the online CA: they need --ca-url");
     }
     let mut authority = a.ca.open()?;
@@ -650,189 +647,6 @@ fn renew(a: RenewArgs) -> anyhow::Result<ExitCode> {
         format_time(old.not_after)
     )?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn request(a: RequestArgs) -> anyhow::Result<ExitCode> {
-    ca::check_file_name(&a.name)?;
-    let (crt, key_path) = ca::leaf_file_paths(&a.out_dir, &a.name);
-    let overwrite = Overwrite::from_force(a.force);
-    certgate_pki::fs::ensure_absent([crt.as_path(), key_path.as_path()], overwrite)?;
-    let lifetime = match (a.hours, a.minutes) {
-        (Some(0), _) | (_, Some(0)) => anyhow::bail!("the lifetime must not be zero"),
-        (Some(h), _) => Some(time::Duration::hours(i64::from(h))),
-        (_, Some(m)) => Some(time::Duration::minutes(i64::from(m))),
-        _ => None,
-    };
-    let key = a.key_type.generate()?;
-    let csr = request_csr(&a.name, &a.sans, &key)?;
-    let mut body = serde_json::json!({ "csr": csr, "ott": a.token });
-    if let Some(lifetime) = lifetime {
-        let now = OffsetDateTime::now_utc();
-        body["notAfter"] = rfc3339(checked_after("the lifetime", now, lifetime)?).into();
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let answer = runtime.block_on(async {
-        let client = super::ca_client::CaClient::new(&a.ca_url, &a.pin, None).await?;
-        let answer = client.post("/sign", Some(body)).await?;
-        let url = format!("{}/sign", a.ca_url.trim_end_matches('/'));
-        super::ca_client::check_answer(&url, &answer, client.root(), &key)?;
-        Ok::<_, anyhow::Error>(answer)
-    })?;
-    create_dir(&a.out_dir)?;
-    let chain_pem = certgate_pki::pem::certs_to_pem(&answer.chain);
-    let mut files = certgate_pki::fs::FileSet::new();
-    files.write(&key_path, certgate_pki::keys::to_pem(&key).as_bytes(), Mode::Secret, overwrite)?;
-    files.write(&crt, chain_pem.as_bytes(), Mode::Public, overwrite)?;
-    files.commit();
-    let mut stdout = Out::lock();
-    print_received(&mut stdout, "received", &a.name, &answer.chain)?;
-    writeln!(stdout, "  wrote      {} (certificate + chain)", crt.display())?;
-    writeln!(stdout, "  wrote      {} (private key, mode 0600)", key_path.display())?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `cert renew NAME --ca-url URL`: NAME.crt/NAME.key presented to URL/renew; the answer
-/// checked (our key, the pinned root) and NAME.crt replaced atomically.
-fn renew_online(a: &RenewArgs, url: &str) -> anyhow::Result<ExitCode> {
-    ca::check_file_name(&a.name)?;
-    let (crt, key_path) = ca::leaf_file_paths(&a.out_dir, &a.name);
-    let chain = certgate_pki::pem::read_certs(&crt)?;
-    let Some(leaf) = chain.first() else {
-        anyhow::bail!("{}: no certificate in the file", crt.display());
-    };
-    let key = certgate_pki::keys::load(&key_path, None)?;
-    if !certgate_pki::keys::matches_cert(&key, leaf) {
-        anyhow::bail!(
-            "{}: not the private key of the certificate in {}",
-            key_path.display(),
-            crt.display()
-        );
-    }
-    let info = certgate_pki::inspect::cert_info(leaf)?;
-    let now = OffsetDateTime::now_utc();
-    if a.if_needed {
-        let lifetime = info.not_after - info.not_before;
-        let threshold = renew_threshold(a.expires_in.as_deref(), lifetime)?;
-        let remaining = info.not_after - now;
-        if remaining > threshold {
-            let mut stdout = Out::lock();
-            writeln!(
-                stdout,
-                "{} is not due: {} of {} remain (valid until {}); renewal is due from {}",
-                a.name,
-                human_duration(remaining),
-                human_duration(lifetime),
-                format_time(info.not_after),
-                format_time(info.not_after - threshold)
-            )?;
-            return Ok(ExitCode::from(NOT_DUE));
-        }
-    }
-    let identity = (
-        chain.clone(),
-        rustls_pki_types::PrivateKeyDer::Pkcs8(rustls_pki_types::PrivatePkcs8KeyDer::from(
-            key.serialize_der(),
-        )),
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let answer = runtime.block_on(async {
-        let client = super::ca_client::CaClient::new(url, &a.pin, Some(identity)).await?;
-        let answer = client.post("/renew", None).await?;
-        let renew_url = format!("{}/renew", url.trim_end_matches('/'));
-        super::ca_client::check_answer(&renew_url, &answer, client.root(), &key)?;
-        Ok::<_, anyhow::Error>(answer)
-    })?;
-    let chain_pem = certgate_pki::pem::certs_to_pem(&answer.chain);
-    certgate_pki::fs::write_atomic(&crt, chain_pem.as_bytes(), Mode::Public, Overwrite::Force)?;
-    let mut stdout = Out::lock();
-    print_received(&mut stdout, "renewed", &a.name, &answer.chain)?;
-    writeln!(stdout, "  wrote      {} (certificate + chain; the key is kept)", crt.display())?;
-    writeln!(
-        stdout,
-        "  replaces   serial {} (valid until {})",
-        info.serial,
-        format_time(info.not_after)
-    )?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `--expires-in`: `33%` of `lifetime`, or a duration; default one third of the lifetime.
-fn renew_threshold(
-    value: Option<&str>,
-    lifetime: time::Duration,
-) -> anyhow::Result<time::Duration> {
-    let Some(value) = value else { return Ok(lifetime / 3) };
-    if let Some(percent) = value.strip_suffix('%') {
-        let p: u8 = percent
-            .trim()
-            .parse()
-            .ok()
-            .filter(|p| (1..=100).contains(p))
-            .with_context(|| format!("--expires-in {value}: a share is 1% to 100%"))?;
-        return Ok(lifetime * i32::from(p) / 100);
-    }
-    parse_duration(value).with_context(|| format!("--expires-in {value}"))
-}
-
-/// A PKCS#10 request for CN=`name` and `sans`, signed by `key`, PEM.
-fn request_csr(name: &str, sans: &[String], key: &rcgen::KeyPair) -> anyhow::Result<String> {
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    for value in sans {
-        let san = certgate_pki::names::San::parse(value)?;
-        let ia5 = |v: String| {
-            rcgen::string::Ia5String::try_from(v.clone())
-                .with_context(|| format!("--san {v}: not an ASCII name"))
-        };
-        params.subject_alt_names.push(match san {
-            certgate_pki::names::San::Dns(v) => rcgen::SanType::DnsName(ia5(v)?),
-            certgate_pki::names::San::Ip(ip) => rcgen::SanType::IpAddress(ip),
-            certgate_pki::names::San::Uri(v) => rcgen::SanType::URI(ia5(v)?),
-            certgate_pki::names::San::Email(v) => rcgen::SanType::Rfc822Name(ia5(v)?),
-        });
-    }
-    let csr = params.serialize_request(key).context("building the certificate request")?;
-    csr.pem().context("encoding the certificate request")
-}
-
-/// What a certificate received from the online CA is: serial, names, lifetime, and when to
-/// renew it (after two thirds of its lifetime).
-fn print_received(
-    stdout: &mut Out,
-    verb: &str,
-    name: &str,
-    chain: &[rustls_pki_types::CertificateDer<'static>],
-) -> anyhow::Result<()> {
-    let Some(leaf) = chain.first() else { return Ok(()) };
-    let info = certgate_pki::inspect::cert_info(leaf)?;
-    let lifetime = info.not_after - info.not_before;
-    let due = info.not_before + lifetime * 2 / 3;
-    writeln!(stdout, "{verb} {name} (serial {})", info.serial)?;
-    writeln!(stdout, "  subject    {}", info.subject)?;
-    writeln!(
-        stdout,
-        "  valid      {} to {}",
-        format_time(info.not_before),
-        format_time(info.not_after)
-    )?;
-    writeln!(stdout, "  lifetime   {}", human_duration(lifetime))?;
-    writeln!(stdout, "  renew      after {} (two thirds of its lifetime)", format_time(due))?;
-    Ok(())
-}
-
-/// `1d 2h`, `90m`, `45s`: a lifetime as a person reads it.
-fn human_duration(d: time::Duration) -> String {
-    let s = d.whole_seconds().max(0);
-    let (days, hours, minutes) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
-    match (days, hours, minutes) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, m) => format!("{m}m"),
-        (0, h, 0) => format!("{h}h"),
-        (0, h, m) => format!("{h}h {m}m"),
-        (d, 0, _) => format!("{d}d"),
-        (d, h, _) => format!("{d}d {h}h"),
-    }
 }
 
 fn print_issued(
@@ -872,7 +686,7 @@ fn status_parser() -> impl clap::builder::TypedValueParser<Value = Effective> {
         .try_map(|s| s.parse::<Effective>())
 }
 
-fn create_dir(dir: &Path) -> anyhow::Result<()> {
+pub(super) fn create_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create directory {}", dir.display()))
 }

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 pub mod ca;
-pub mod ca_client;
 pub mod cert;
 pub mod crl;
 pub mod docs;
 pub mod inspect;
+pub mod online;
 pub mod out;
 pub mod quickstart;
 pub mod serve;

@@ -1,11 +1,9 @@
-//! The client of the online CA (`certgate ca serve`): HTTPS to its `/roots`, `/sign` and
-//! `/renew`, trusting only the pinned root, and the checks made on what it answers.
+//! HTTPS to the online CA (`certgate ca serve`): its `/roots`, `/sign`, `/renew` and `/rekey`,
+//! trusting only the pinned root, and the checks made on what it answers.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -15,55 +13,59 @@ use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
+use super::RenewalError;
+
 /// How long one request to the CA may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How the CA's root is known: a file, or its SHA-256 fingerprint (the root is then fetched
-/// from `/roots` and must match).
-#[derive(Debug, Clone, clap::Args)]
-#[group(multiple = false)]
-pub struct RootPin {
-    /// The CA's root certificate (PEM), e.g. from `certgate ca root`.
-    #[arg(long, value_name = "FILE")]
-    pub root: Option<PathBuf>,
-    /// The SHA-256 fingerprint of the CA's root (hex, colons allowed), as `certgate ca
-    /// token` and `certgate inspect` print it: the root is fetched from URL/roots and used
-    /// only when it matches.
-    #[arg(long, value_name = "SHA256")]
-    pub fingerprint: Option<String>,
+/// The largest answer read from the CA (a chain of a few certificates is a few KiB).
+const MAX_ANSWER: usize = 256 * 1024;
+
+/// How the CA's root is known.
+#[derive(Debug, Clone)]
+pub enum RootPin {
+    /// The root certificate itself (from a file the user gave).
+    Root(CertificateDer<'static>),
+    /// Its SHA-256 fingerprint (hex, colons allowed): the root is fetched from `/roots` and
+    /// used only when it matches.
+    Fingerprint(String),
 }
 
-/// A connection to the online CA at `url`, trusting `root` only.
+/// A connection to the online CA at `url`, trusting its pinned root only.
 pub struct CaClient {
     url: String,
     root: CertificateDer<'static>,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
-/// What the CA answered to `/sign` or `/renew`: the leaf first, then the intermediates.
+/// What the CA answered to `/sign`, `/renew` or `/rekey`: the leaf first, then the
+/// intermediates.
+#[derive(Debug, Clone)]
 pub struct Answer {
     pub chain: Vec<CertificateDer<'static>>,
 }
 
+/// A TLS identity to present: the certificate chain and its key.
+pub type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
 impl CaClient {
-    /// Connects (lazily) to `url`, presenting `identity` when given (for `/renew`). With
-    /// `--fingerprint`, the root is fetched first and checked against it.
+    /// Connects (lazily) to `url`, presenting `identity` when given (for `/renew` and
+    /// `/rekey`). With a fingerprint, the root is fetched first and checked against it.
     pub async fn new(
         url: &str,
         pin: &RootPin,
-        identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-    ) -> anyhow::Result<CaClient> {
+        identity: Option<Identity>,
+    ) -> Result<CaClient, RenewalError> {
         let url = url.trim_end_matches('/').to_string();
         if !url.starts_with("https://") {
-            anyhow::bail!("--ca-url {url}: the online CA is reached over https://");
+            return Err(RenewalError::Url {
+                url,
+                reason: "the online CA is reached over https://",
+            });
         }
-        let root = match (&pin.root, &pin.fingerprint) {
-            (Some(path), _) => certgate_pki::pem::read_certs(path)?
-                .into_iter()
-                .next()
-                .with_context(|| format!("{}: no certificate in the file", path.display()))?,
-            (None, Some(fingerprint)) => fetch_pinned_root(&url, fingerprint).await?,
-            (None, None) => anyhow::bail!("give the CA's root with --root FILE or --fingerprint"),
+        let root = match pin {
+            RootPin::Root(root) => root.clone(),
+            RootPin::Fingerprint(fingerprint) => fetch_pinned_root(&url, fingerprint).await?,
         };
         let config = tls_config(Some(&root), identity)?;
         Ok(CaClient { client: https_client(config), url, root })
@@ -74,13 +76,18 @@ impl CaClient {
         &self.root
     }
 
+    /// The CA's URL for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
     /// POSTs `body` to `path` and returns the certificate chain the CA answered.
     pub async fn post(
         &self,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> anyhow::Result<Answer> {
-        let url = format!("{}{path}", self.url);
+    ) -> Result<Answer, RenewalError> {
+        let url = self.url(path);
         let mut req = http::Request::post(&url);
         let body = match body {
             Some(json) => {
@@ -89,24 +96,29 @@ impl CaClient {
             }
             None => Full::new(Bytes::new()),
         };
-        let req = req.body(body).with_context(|| format!("POST {url}: not a valid URL"))?;
+        let req = req
+            .body(body)
+            .map_err(|_| RenewalError::Url { url: url.clone(), reason: "not a valid URL" })?;
         let (status, bytes) = send(&self.client, &url, req).await?;
         if !status.is_success() {
-            anyhow::bail!("POST {url}: the CA refused ({status}): {}", ca_message(&bytes));
+            return Err(RenewalError::Refused {
+                url,
+                status: status.as_u16(),
+                message: ca_message(&bytes),
+            });
         }
-        let json: serde_json::Value = serde_json::from_slice(&bytes)
-            .with_context(|| format!("POST {url}: the answer is not JSON"))?;
+        let bad = |reason: String| RenewalError::Answer { url: url.clone(), reason };
+        let json: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
         let pems = json["certChain"]
             .as_array()
             .filter(|a| !a.is_empty())
-            .with_context(|| format!("POST {url}: the answer has no \"certChain\""))?;
+            .ok_or_else(|| bad("no \"certChain\"".into()))?;
         let mut chain = Vec::new();
         for pem in pems {
-            let pem = pem
-                .as_str()
-                .with_context(|| format!("POST {url}: \"certChain\" holds a non-string"))?;
+            let pem = pem.as_str().ok_or_else(|| bad("\"certChain\" holds a non-string".into()))?;
             let certs = certgate_pki::pem::certs_from_bytes(pem.as_bytes())
-                .map_err(|reason| anyhow::anyhow!("POST {url}: \"certChain\": {reason}"))?;
+                .map_err(|reason| bad(format!("\"certChain\": {reason}")))?;
             chain.extend(certs);
         }
         Ok(Answer { chain })
@@ -125,31 +137,27 @@ async fn send(
     client: &Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: &str,
     req: http::Request<Full<Bytes>>,
-) -> anyhow::Result<(http::StatusCode, Bytes)> {
-    let method = req.method().clone();
+) -> Result<(http::StatusCode, Bytes), RenewalError> {
     let exchange = async {
-        let resp = client.request(req).await.map_err(|e| {
-            // The connection error's own text is generic; its cause says what failed.
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                text = format!("{text}: {s}");
-                source = s.source();
-            }
-            anyhow::anyhow!("{method} {url}: {text}")
+        let resp = client.request(req).await.map_err(|e| RenewalError::Connect {
+            url: url.to_string(),
+            // The connection error's own text is generic; its causes say what failed.
+            reason: certgate_pki::error::with_causes(&e),
         })?;
         let status = resp.status();
-        let body = resp
-            .into_body()
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .with_context(|| format!("{method} {url}: reading the answer"))?
+            .map_err(|e| RenewalError::Answer {
+                url: url.to_string(),
+                reason: format!("reading it: {e}"),
+            })?
             .to_bytes();
-        Ok::<_, anyhow::Error>((status, body))
+        Ok((status, body))
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.map_err(|_| {
-        anyhow::anyhow!("{method} {url}: no answer within {} s", REQUEST_TIMEOUT.as_secs())
-    })?
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| RenewalError::Timeout { url: url.to_string(), after: REQUEST_TIMEOUT })?
 }
 
 /// `GET URL/roots` without trusting the server yet, and the root it answers only if its
@@ -157,32 +165,42 @@ async fn send(
 async fn fetch_pinned_root(
     url: &str,
     fingerprint: &str,
-) -> anyhow::Result<CertificateDer<'static>> {
+) -> Result<CertificateDer<'static>, RenewalError> {
     let want = normalize_fingerprint(fingerprint);
     if want.len() != 64 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
-        anyhow::bail!("--fingerprint {fingerprint}: not a SHA-256 fingerprint (64 hex digits)");
+        return Err(RenewalError::Fingerprint {
+            value: fingerprint.to_string(),
+            reason: "not a SHA-256 fingerprint (64 hex digits)".into(),
+        });
     }
     let client = https_client(tls_config(None, None)?);
     let roots_url = format!("{url}/roots");
     let req = http::Request::get(&roots_url)
         .body(Full::new(Bytes::new()))
-        .with_context(|| format!("GET {roots_url}: not a valid URL"))?;
+        .map_err(|_| RenewalError::Url { url: roots_url.clone(), reason: "not a valid URL" })?;
     let (status, body) = send(&client, &roots_url, req).await?;
     if !status.is_success() {
-        anyhow::bail!("GET {roots_url}: the CA refused ({status}): {}", ca_message(&body));
+        return Err(RenewalError::Refused {
+            url: roots_url,
+            status: status.as_u16(),
+            message: ca_message(&body),
+        });
     }
     let certs = certgate_pki::pem::certs_from_bytes(&body)
-        .map_err(|reason| anyhow::anyhow!("GET {roots_url}: {reason}"))?;
+        .map_err(|reason| RenewalError::Answer { url: roots_url.clone(), reason })?;
     for cert in certs {
         let info = certgate_pki::inspect::cert_info(&cert)?;
         if normalize_fingerprint(&info.sha256_fingerprint) == want {
             return Ok(cert);
         }
     }
-    anyhow::bail!(
-        "GET {roots_url}: the CA's root does not have the SHA-256 fingerprint {fingerprint}; \
-         refusing to trust it"
-    )
+    Err(RenewalError::Fingerprint {
+        value: fingerprint.to_string(),
+        reason: format!(
+            "{roots_url}: the CA's root does not have this SHA-256 fingerprint; refusing to \
+             trust it"
+        ),
+    })
 }
 
 fn normalize_fingerprint(s: &str) -> String {
@@ -207,15 +225,19 @@ fn https_client(
 /// fetching a root that is then checked against its fingerprint).
 fn tls_config(
     root: Option<&CertificateDer<'static>>,
-    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-) -> anyhow::Result<rustls::ClientConfig> {
+    identity: Option<Identity>,
+) -> Result<rustls::ClientConfig, RenewalError> {
+    let tls = |what: &'static str| {
+        move |e: rustls::Error| RenewalError::Tls { what, reason: e.to_string() }
+    };
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
+        .with_safe_default_protocol_versions()
+        .map_err(tls("the TLS protocol versions"))?;
     let builder = match root {
         Some(root) => {
             let mut roots = rustls::RootCertStore::empty();
-            roots.add(root.clone()).context("the CA's root is not a usable trust anchor")?;
+            roots.add(root.clone()).map_err(tls("the CA's root as a trust anchor"))?;
             builder.with_root_certificates(roots)
         }
         None => builder
@@ -225,7 +247,7 @@ fn tls_config(
     Ok(match identity {
         Some((chain, key)) => builder
             .with_client_auth_cert(chain, key)
-            .context("the certificate and key to present do not make a TLS identity")?,
+            .map_err(tls("the certificate and key to present"))?,
         None => builder.with_no_client_auth(),
     })
 }
@@ -280,19 +302,20 @@ impl ServerCertVerifier for AnswerCheckedLater {
     }
 }
 
-/// Checks what the CA answered: the leaf certifies `public_key` (the key made here) and the
-/// chain verifies to the pinned root now, as a TLS client or server certificate.
+/// Checks what the CA answered: the leaf certifies `key`'s public key (the key made here)
+/// and the chain verifies to the pinned root now, as a TLS client or server certificate.
 pub fn check_answer(
     url: &str,
     answer: &Answer,
     root: &CertificateDer<'static>,
     key: &rcgen::KeyPair,
-) -> anyhow::Result<()> {
+) -> Result<(), RenewalError> {
+    let bad = |reason: String| RenewalError::Answer { url: url.to_string(), reason };
     let Some(leaf) = answer.chain.first() else {
-        anyhow::bail!("{url}: the CA answered no certificate");
+        return Err(bad("no certificate".into()));
     };
     if !certgate_pki::keys::matches_cert(key, leaf) {
-        anyhow::bail!("{url}: the certificate the CA answered is not for our key; not written");
+        return Err(bad("the certificate is not for our key; not written".into()));
     }
     let store = certgate_pki::verify::TrustStore::from_der(vec![root.clone()], Vec::new())?;
     let now = certgate_pki::verify::unix_time(time::OffsetDateTime::now_utc());
@@ -311,10 +334,9 @@ pub fn check_answer(
         }
     }
     match last {
-        Some(e) => anyhow::bail!(
-            "{url}: the certificate the CA answered does not verify to the pinned root: {e}; \
-             not written"
-        ),
+        Some(e) => Err(bad(format!(
+            "the certificate does not verify to the pinned root: {e}; not written"
+        ))),
         None => Ok(()),
     }
 }
