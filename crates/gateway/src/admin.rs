@@ -5,10 +5,12 @@
 //! - `GET /livez`: 200 while the process runs.
 //! - `GET /readyz`: 200 once the listeners are bound and the state is loaded; 503 while
 //!   draining after SIGTERM. Not tied to certificate or CRL freshness: a stale CRL on every
-//!   replica must not empty the load balancer.
+//!   replica must not empty the load balancer. Managed certificates whose renewal is failing
+//!   are listed in the body; only one that has expired makes it 503 (it cannot serve).
 //! - `GET /status`: JSON: the generation, when it was loaded, the last reload's result and
 //!   problems, every file read with its SHA-256, every certificate with its validity, every
-//!   CRL's next update. No secret is ever in it (keys appear only as file names).
+//!   CRL's next update, every managed certificate's renewal state. No secret is ever in it
+//!   (keys appear only as file names).
 //! - `POST /reload`: asks for a reload (202); its result appears in `/status` and `/metrics`.
 //! - `GET /metrics`: OpenMetrics text for Prometheus.
 
@@ -38,6 +40,8 @@ pub struct AdminState {
     status: Mutex<Status>,
     metrics: Metrics,
     registry: Registry,
+    /// The managed certificates' state, shared with their renewal tasks.
+    managed: Arc<crate::managed::Status>,
 }
 
 /// The `/status` document.
@@ -115,6 +119,7 @@ impl AdminState {
         config: &Config,
         reload: Option<mpsc::Sender<()>>,
         requests: Option<&crate::metrics::Metrics>,
+        managed: Arc<crate::managed::Status>,
     ) -> AdminState {
         let metrics = Metrics::default();
         let mut registry = Registry::with_prefix("certgate");
@@ -166,6 +171,7 @@ impl AdminState {
         if let Some(requests) = requests {
             requests.register(&mut registry);
         }
+        managed.register(&mut registry);
         let state = AdminState {
             ready: AtomicBool::new(false),
             tls: arc_swap::ArcSwapOption::empty(),
@@ -181,6 +187,7 @@ impl AdminState {
             }),
             metrics,
             registry,
+            managed,
         };
         state.loaded(config, 1);
         state.metrics.last_reload_ok.set(1);
@@ -295,8 +302,19 @@ impl AdminState {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/livez") => text(StatusCode::OK, "ok\n".into()),
             (&Method::GET, "/readyz") => {
-                if self.ready.load(Ordering::Relaxed) {
-                    text(StatusCode::OK, "ready\n".into())
+                let (expired, failing) = self.managed.readiness(time::OffsetDateTime::now_utc());
+                let lines = |mut body: String, list: &[String]| {
+                    for line in list {
+                        body.push_str(line);
+                        body.push('\n');
+                    }
+                    body
+                };
+                if !expired.is_empty() {
+                    let body = lines("not ready: a managed certificate expired\n".into(), &expired);
+                    text(StatusCode::SERVICE_UNAVAILABLE, lines(body, &failing))
+                } else if self.ready.load(Ordering::Relaxed) {
+                    text(StatusCode::OK, lines("ready\n".into(), &failing))
                 } else {
                     text(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -305,7 +323,9 @@ impl AdminState {
                 }
             }
             (&Method::GET, "/status") => {
-                let body = serde_json::to_string_pretty(&*self.lock()).unwrap_or_default();
+                let mut doc = serde_json::to_value(&*self.lock()).unwrap_or_default();
+                doc["managed"] = serde_json::to_value(self.managed.snapshot()).unwrap_or_default();
+                let body = serde_json::to_string_pretty(&doc).unwrap_or_default();
                 let mut r = text(StatusCode::OK, body + "\n");
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,

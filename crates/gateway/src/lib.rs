@@ -13,6 +13,7 @@
 //! - [`echo`]: the built-in echo upstream of `certgate quickstart`;
 //! - [`oauth`]: the built-in token service and the routes' access-token checks;
 //! - [`ca`]: the online CA (`certgate ca serve`), its thread and its endpoints;
+//! - [`managed`]: listener and upstream certificates the gateway requests and renews itself;
 //! - [`renewal`]: the online CA's client: first certificates, renewal and its schedule;
 //! - `fuzz` (cargo feature `fuzz`): the bodies of the fuzz targets in `fuzz/`.
 
@@ -25,6 +26,7 @@ pub mod echo;
 pub mod fuzz;
 pub mod http;
 pub mod limits;
+pub mod managed;
 pub mod metrics;
 pub mod oauth;
 pub mod proxy_protocol;

@@ -203,6 +203,8 @@ pub async fn serve(
     let crl_updates = config.crl_updates.clone();
     let grace = Arc::new(ArcSwap::from_pointee(config.shutdown_grace));
     let config_admin = config.admin.as_ref().map(|a| a.addr);
+    let managed_status = Arc::new(crate::managed::Status::default());
+    let managed = config.managed.clone();
     // Request and handshake metrics cost a little per request: kept only when an admin
     // listener can serve them.
     let metrics = config.admin.as_ref().map(|_| Arc::new(crate::metrics::Metrics::default()));
@@ -214,7 +216,12 @@ pub async fn serve(
                 source,
             })?;
             let reload = reloader.as_ref().and_then(|r| r.triggers.clone());
-            let state = crate::admin::AdminState::new(&config, reload, metrics.as_deref());
+            let state = crate::admin::AdminState::new(
+                &config,
+                reload,
+                metrics.as_deref(),
+                managed_status.clone(),
+            );
             Some((socket, Arc::new(state)))
         }
         None => None,
@@ -279,7 +286,23 @@ pub async fn serve(
         {
             tracing::warn!(%error, "cannot watch the configuration's files; reload with SIGHUP");
         }
+        let renewers = match &reloader.triggers {
+            Some(tx) => {
+                let mut renewers = crate::managed::Renewers::new(tx.clone(), managed_status);
+                renewers.update(&managed);
+                Some(renewers)
+            }
+            None => {
+                if !managed.is_empty() {
+                    tracing::warn!(
+                        "managed certificates are not renewed: this gateway does not reload"
+                    );
+                }
+                None
+            }
+        };
         let state = ReloadState {
+            renewers,
             slots: slots.clone(),
             access,
             watched,
@@ -340,6 +363,8 @@ impl AccessLogs {
 
 /// What reloads change besides the listeners' generations.
 struct ReloadState {
+    /// The managed certificates' renewal tasks; `None` without reload triggers.
+    renewers: Option<crate::managed::Renewers>,
     slots: Vec<Arc<Slot>>,
     access: AccessLogs,
     watched: crate::watch::WatchList,
@@ -427,6 +452,9 @@ async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
             needs_restart.push("admin.listen changed; the admin listener keeps its address".into());
         }
         state.watched.set(config.files.clone());
+        if let Some(renewers) = &mut state.renewers {
+            renewers.update(&config.managed);
+        }
         state.crl_updates = config.crl_updates.clone();
         state.grace.store(Arc::new(config.shutdown_grace));
         let mut swaps = Vec::new();

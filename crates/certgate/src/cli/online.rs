@@ -155,7 +155,22 @@ pub fn print_received(
         format_time(info.not_before),
         format_time(info.not_after)
     )?;
-    writeln!(stdout, "  lifetime   {}", renewal::schedule::human(lifetime))?;
+    // The CA backdates notBefore a little for clocks behind its own: say what is left from
+    // now (to the minute), which is what was asked for.
+    let now = OffsetDateTime::now_utc();
+    let left = info.not_after - now;
+    let backdate = now - info.not_before;
+    if backdate >= time::Duration::seconds(30) && left >= time::Duration::MINUTE {
+        let left = time::Duration::minutes((left + time::Duration::seconds(30)).whole_minutes());
+        writeln!(
+            stdout,
+            "  lifetime   {} from now ({} in all: notBefore is backdated for clock skew)",
+            renewal::schedule::human(left),
+            renewal::schedule::human(lifetime)
+        )?;
+    } else {
+        writeln!(stdout, "  lifetime   {}", renewal::schedule::human(lifetime))?;
+    }
     writeln!(stdout, "  renew      after {} (two thirds of its lifetime)", format_time(due))?;
     Ok(())
 }

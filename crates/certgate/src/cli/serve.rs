@@ -7,7 +7,9 @@ use clap::Args;
 
 /// Runs the gateway. SIGHUP reloads the configuration and every file it names (all or
 /// nothing: a configuration with problems is refused and the running one keeps serving);
-/// SIGTERM and Ctrl-C stop it after open connections finish.
+/// SIGTERM and Ctrl-C stop it after open connections finish. Managed certificates (`managed =
+/// "NAME"`) missing from state_dir are requested from the online CA before the first load,
+/// and renewed in the background.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   certgate serve --config certgate.toml --check     # load everything, report, exit
@@ -36,6 +38,21 @@ pub enum LogFormat {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
+    // Managed certificates missing from state_dir are requested first (not by --check,
+    // which only reads): the configuration that serves them is loaded next.
+    if !args.check {
+        match certgate_gateway::managed::bootstrap(&args.config) {
+            Ok(done) => {
+                for line in done {
+                    eprintln!("certgate: {line}");
+                }
+            }
+            Err(errors) => {
+                eprint!("{errors}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
     let config = match certgate_gateway::config::load(&args.config) {
         Ok(c) => c,
         Err(errors) => {
@@ -67,7 +84,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let (triggers, requests) = reload_on_sighup()?;
         let reloader = certgate_gateway::Reloader {
-            load: Box::new(move || certgate_gateway::config::load(&path)),
+            load: Box::new(move || {
+                // A managed certificate new to the file is requested before it is loaded.
+                for line in certgate_gateway::managed::bootstrap(&path)? {
+                    tracing::info!("reload: {line}");
+                }
+                certgate_gateway::config::load(&path)
+            }),
             requests,
             triggers: Some(triggers),
             reopen_logs: reopen_on_sigusr1()?,

@@ -561,3 +561,35 @@ pub fn streaming_client(
         panic!("{mode}: no JSON: {stdout}{}", String::from_utf8_lossy(&out.stderr))
     })
 }
+
+/// Reads the admin endpoint `path` with curl: (status, body).
+pub fn admin(gw: &Gateway, method: &str, path: &str) -> (u16, String) {
+    let url = format!("http://{}{path}", gw.admin.unwrap());
+    let r = curl(&["-X", method, &url]);
+    (r.status, r.body)
+}
+
+/// Parses OpenMetrics text with the Prometheus project's own Python parser and returns
+/// `family sample value` lines.
+pub fn parse_metrics(text: &str) -> String {
+    let script = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        print(family.name, family.type, s.name, labels, s.value)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the parser refused: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

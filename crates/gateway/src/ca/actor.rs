@@ -234,7 +234,8 @@ fn sign(state: &mut CaState, req: &SignRequest) -> Result<Signed, CaError> {
         Some(na) => na - now,
         None => provisioner.default_lifetime,
     };
-    let minutes = lifetime.whole_minutes();
+    // To the nearest minute: a request for "1 minute from now" arrives a moment later.
+    let minutes = (lifetime + Duration::seconds(30)).whole_minutes();
     let rounded = Duration::minutes(minutes);
     if rounded < provisioner.min_lifetime || rounded > provisioner.max_lifetime {
         return Err(CaError::BadRequest {

@@ -2,8 +2,11 @@
 //! cannot hold an invalid state. Building loads every certificate, key, CA and CRL it names and
 //! reports every problem at once, each with the file, the field and the reason.
 
+mod managed;
 mod oauth;
 pub mod raw;
+
+pub use managed::{ManagedSpec, specs as managed_specs};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -122,6 +125,8 @@ pub struct Config {
     pub certificates: Vec<LoadedCert>,
     /// Runtime worker threads; `None`: one per core.
     pub worker_threads: Option<usize>,
+    /// Certificates requested from the online CA and kept renewed ([`crate::managed`]).
+    pub managed: Vec<ManagedSpec>,
 }
 
 /// Timeouts and limits of a listener.
@@ -181,6 +186,11 @@ pub struct Listener {
 
 /// Reads and builds the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    build(parse(path)?, path)
+}
+
+/// Reads the file at `path` as TOML into the raw structs.
+fn parse(path: &Path) -> Result<raw::RawConfig, ConfigErrors> {
     let fail = |field: &str, reason: String| {
         ConfigErrors(vec![ConfigError { file: path.to_path_buf(), field: field.into(), reason }])
     };
@@ -191,7 +201,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             format!("arrays and tables are nested more than {MAX_NESTING} levels deep"),
         ));
     }
-    let raw: raw::RawConfig = toml::from_str(&text).map_err(|e| {
+    toml::from_str(&text).map_err(|e| {
         let location = e
             .span()
             .map(|s| {
@@ -200,8 +210,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             })
             .unwrap_or_default();
         fail(&location, e.message().to_string())
-    })?;
-    build(raw, path)
+    })
 }
 
 /// Deeper nesting than any configuration needs; the TOML parser recurses once per level, so
@@ -273,16 +282,8 @@ pub fn build_with(
     path: &Path,
     ca: Option<Arc<crate::ca::CaService>>,
 ) -> Result<Config, ConfigErrors> {
-    let mut b = Builder {
-        ca,
-        file: path.to_path_buf(),
-        base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-        errors: Vec::new(),
-        files: Vec::new(),
-        crl_updates: Vec::new(),
-        notes: Vec::new(),
-        certificates: Vec::new(),
-    };
+    let mut b = Builder::new(path, ca);
+    b.set_state_dir(&raw);
     if raw.listeners.is_empty() {
         b.error("", "no [[listener]] is configured".into());
     }
@@ -400,6 +401,7 @@ pub fn build_with(
             "must be at least 1 (leave it out for one per core)".into(),
         );
     }
+    let managed = b.managed_specs();
     if !b.errors.is_empty() {
         return Err(ConfigErrors(b.errors));
     }
@@ -424,6 +426,7 @@ pub fn build_with(
         shutdown_grace,
         admin,
         certificates: std::mem::take(&mut b.certificates),
+        managed,
     })
 }
 
@@ -453,9 +456,32 @@ struct Builder {
     crl_updates: Vec<(PathBuf, rustls_pki_types::UnixTime)>,
     notes: Notes,
     certificates: Vec<LoadedCert>,
+    /// `state_dir`, resolved; `None` when not configured.
+    state_dir: Option<PathBuf>,
+    /// The managed certificates declared so far.
+    declared: managed::Declared,
 }
 
 impl Builder {
+    fn new(path: &Path, ca: Option<Arc<crate::ca::CaService>>) -> Builder {
+        Builder {
+            ca,
+            file: path.to_path_buf(),
+            base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            errors: Vec::new(),
+            files: Vec::new(),
+            crl_updates: Vec::new(),
+            notes: Vec::new(),
+            certificates: Vec::new(),
+            state_dir: None,
+            declared: managed::Declared::default(),
+        }
+    }
+
+    fn set_state_dir(&mut self, raw: &raw::RawConfig) {
+        self.state_dir = raw.state_dir.as_deref().map(|d| self.resolve(d));
+    }
+
     fn error(&mut self, field: &str, reason: String) {
         self.errors.push(ConfigError { file: self.file.clone(), field: field.into(), reason });
     }
@@ -764,12 +790,13 @@ impl Builder {
         let mut certs = Vec::new();
         for (j, c) in certificates.iter().enumerate() {
             let cf = format!("{field}.certificates[{j}]");
-            let chain = self.certs(&format!("{cf}.cert"), &c.cert);
-            let key = self.key(&format!("{cf}.key"), &c.key);
+            let Some((cert, key)) = self.cert_and_key(&cf, c) else { continue };
+            let chain = self.certs(&format!("{cf}.cert"), &cert);
+            let key_der = self.key(&format!("{cf}.key"), &key);
             if let Some(leaf) = chain.as_ref().and_then(|c| c.first()) {
                 let cert_field = format!("{cf}.cert");
                 let info =
-                    self.check_cert(&cert_field, &c.cert, leaf, Some(("serverAuth", "TLS server")));
+                    self.check_cert(&cert_field, &cert, leaf, Some(("serverAuth", "TLS server")));
                 if let Some(info) = info
                     && chain.as_ref().is_some_and(|c| c.len() == 1)
                     && !info.self_signed
@@ -781,21 +808,76 @@ impl Builder {
                             "{}: the file holds only the leaf, issued by {}; clients that do not \
                              have that intermediate cannot verify it (append the intermediate \
                              after the leaf)",
-                            c.cert, info.issuer
+                            cert, info.issuer
                         ),
                     );
                 }
             }
-            if let (Some(chain), Some(key)) = (chain, key) {
-                match crate::tls::server::certified_key(chain, key) {
+            if let (Some(chain), Some(key_der)) = (chain, key_der) {
+                match crate::tls::server::certified_key(chain, key_der) {
                     Ok(ck) => certs.push(ck),
                     Err(e) => {
-                        self.error(&format!("{cf}.key"), format!("{}: {}", c.key, with_causes(&e)))
+                        self.error(&format!("{cf}.key"), format!("{key}: {}", with_causes(&e)))
                     }
                 }
             }
         }
         certs
+    }
+
+    /// The certificate and key files of `c`: its own, or a managed certificate's in
+    /// `state_dir` (which must exist by now: `serve` requests missing ones before loading).
+    fn cert_and_key(&mut self, field: &str, c: &raw::RawCertificate) -> Option<(String, String)> {
+        match (c.managed(), &c.cert, &c.key) {
+            (None, Some(cert), Some(key)) => {
+                let extra = [&c.ca_url, &c.root, &c.fingerprint, &c.token_file, &c.lifetime]
+                    .iter()
+                    .chain([&&c.key_type, &&c.expires_in])
+                    .any(|v| v.is_some());
+                if extra {
+                    self.error(
+                        field,
+                        "ca_url, root, fingerprint, token_file, lifetime, key_type and \
+                         expires_in belong to managed certificates (managed = \"NAME\")"
+                            .into(),
+                    );
+                }
+                Some((cert.clone(), key.clone()))
+            }
+            (None, cert, _) => {
+                let missing = if cert.is_none() { "cert" } else { "key" };
+                self.error(
+                    &format!("{field}.{missing}"),
+                    "give cert and key files, or managed = \"NAME\" for a certificate from \
+                     the online CA"
+                        .into(),
+                );
+                None
+            }
+            (Some(m), None, None) => self.managed_present(field, &m),
+            (Some(_), _, _) => {
+                self.error(field, "a managed certificate has no cert or key files".into());
+                None
+            }
+        }
+    }
+
+    /// The files of managed certificate `m` as strings, when they exist.
+    fn managed_present(&mut self, field: &str, m: &raw::RawManaged) -> Option<(String, String)> {
+        let files = self.managed_files(field, m)?;
+        if !files.cert.exists() {
+            self.error(
+                &format!("{field}.managed"),
+                format!(
+                    "managed certificate {}: {} does not exist yet; `certgate serve` requests it \
+                     from the online CA with token_file at start",
+                    m.managed,
+                    files.cert.display()
+                ),
+            );
+            return None;
+        }
+        Some((files.cert.display().to_string(), files.key.display().to_string()))
     }
 
     /// The admin listener: plain HTTP on loopback, or mTLS (a client certificate required)
@@ -1264,7 +1346,43 @@ impl Builder {
                 roots.extend(c);
             }
         }
-        let client_identity = match (&u.client_cert, &u.client_key) {
+        let client_cert = match &u.client_cert {
+            None => None,
+            Some(toml::Value::String(c)) => Some((c.clone(), u.client_key.clone())),
+            Some(v @ toml::Value::Table(_)) => match v.clone().try_into::<raw::RawManaged>() {
+                Ok(_) if u.client_key.is_some() => {
+                    self.error(
+                        &format!("{field}.client_key"),
+                        "a managed client_cert has its key in state_dir; leave client_key out"
+                            .into(),
+                    );
+                    None
+                }
+                Ok(m) => self
+                    .managed_present(&format!("{field}.client_cert"), &m)
+                    .map(|(c, k)| (c, Some(k))),
+                Err(e) => {
+                    self.error(&format!("{field}.client_cert"), e.message().to_string());
+                    None
+                }
+            },
+            Some(_) => {
+                self.error(
+                    &format!("{field}.client_cert"),
+                    "a file name, or { managed = \"NAME\", ... } for a certificate from the \
+                     online CA"
+                        .into(),
+                );
+                None
+            }
+        };
+        // A failed managed client_cert was reported already: no second error for its key.
+        let (cert_file, key_file) = match client_cert {
+            Some((cert, key)) => (Some(cert), key),
+            None if u.client_cert.is_none() => (None, u.client_key.clone()),
+            None => (None, None),
+        };
+        let client_identity = match (&cert_file, &key_file) {
             (Some(c), Some(k)) => {
                 let chain = self.certs(&format!("{field}.client_cert"), c);
                 if let Some(leaf) = chain.as_ref().and_then(|c| c.first()) {

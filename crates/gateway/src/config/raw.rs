@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     /// The built-in OAuth token service (routes reach it with `upstream = "@oauth"`).
     pub oauth: Option<RawOAuth>,
+    /// Where managed certificates and their keys are kept (mode 0700).
+    pub state_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,11 +235,55 @@ pub struct RawErrorPage {
     pub json: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A server certificate: files (`cert`, `key`), or a managed certificate (`managed`, with
+/// the fields of [`RawManaged`]).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCertificate {
-    pub cert: String,
-    pub key: String,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub managed: Option<String>,
+    pub ca_url: Option<String>,
+    pub root: Option<String>,
+    pub fingerprint: Option<String>,
+    pub token_file: Option<String>,
+    pub lifetime: Option<String>,
+    pub key_type: Option<String>,
+    pub expires_in: Option<String>,
+}
+
+impl RawCertificate {
+    /// The managed-certificate fields, when `managed` names one.
+    pub fn managed(&self) -> Option<RawManaged> {
+        Some(RawManaged {
+            managed: self.managed.clone()?,
+            ca_url: self.ca_url.clone(),
+            root: self.root.clone(),
+            fingerprint: self.fingerprint.clone(),
+            token_file: self.token_file.clone(),
+            lifetime: self.lifetime.clone(),
+            key_type: self.key_type.clone(),
+            expires_in: self.expires_in.clone(),
+        })
+    }
+}
+
+/// A certificate the gateway requests from the online CA and keeps renewed. A name declared
+/// in several places must be declared alike; only one place needs the CA's fields.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawManaged {
+    pub managed: String,
+    pub ca_url: Option<String>,
+    /// The CA's root certificate file, or
+    pub root: Option<String>,
+    /// its SHA-256 fingerprint (the root is then fetched and checked).
+    pub fingerprint: Option<String>,
+    /// A one-time token (`certgate ca token`) for the first certificate.
+    pub token_file: Option<String>,
+    pub lifetime: Option<String>,
+    pub key_type: Option<String>,
+    pub expires_in: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,7 +327,8 @@ pub struct RawUpstream {
     #[serde(default)]
     pub ca: Vec<String>,
     pub server_name: Option<String>,
-    pub client_cert: Option<String>,
+    /// A file name, or a managed certificate (`{ managed = "NAME", ... }`, see [`RawManaged`]).
+    pub client_cert: Option<toml::Value>,
     pub client_key: Option<String>,
     #[serde(default)]
     pub http2: bool,

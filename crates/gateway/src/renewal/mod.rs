@@ -143,9 +143,7 @@ impl CertFiles {
         let mut body = serde_json::json!({ "csr": csr, "ott": req.token });
         if let Some(lifetime) = req.lifetime {
             let now = time::OffsetDateTime::now_utc();
-            let end = now
-                .checked_add(lifetime)
-                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+            let end = now.checked_add(lifetime).map(certgate_pki::validity::rfc3339);
             body["notAfter"] = end.into();
         }
         let client = CaClient::new(url, pin, None).await?;
