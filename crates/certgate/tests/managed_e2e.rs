@@ -100,7 +100,8 @@ fn request(s: &Scratch, gw: &Gateway, http2: bool) -> (u16, String) {
 /// state directory), serves with them, and renews each at least twice while curl sends a
 /// steady trickle of mTLS requests over HTTP/1.1 and HTTP/2: none fails, new handshakes get
 /// the renewed listener certificate, the upstream sees the renewed client certificate, and
-/// /metrics, /status and /readyz report the renewals.
+/// /metrics, /status and /readyz report the renewals; then, with the CA stopped, the failing
+/// renewals are logged, counted and named on /readyz.
 #[test]
 fn managed_certificates_are_requested_at_start_and_renewed_without_a_restart() {
     let s = Scratch::with_ca(&[]);
@@ -213,6 +214,36 @@ fn managed_certificates_are_requested_at_start_and_renewed_without_a_restart() {
     assert_eq!(managed.len(), 2, "{status}");
     assert!(managed.iter().all(|m| m["failures_in_a_row"] == 0 && m["last_success"].is_string()));
     assert_eq!(admin(&gw, "GET", "/readyz"), (200, "ready\n".to_string()));
+
+    // With the CA gone, failing renewals are logged, counted and named on /readyz, which
+    // stays 200 while the certificates are valid; requests still succeed.
+    drop(ca);
+    let failed = "managed certificate gw: renewal failed";
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !gw.stderr().contains(failed) {
+        assert!(Instant::now() < deadline, "no failed renewal logged: {}", gw.stderr());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, ready) = admin(&gw, "GET", "/readyz");
+    assert_eq!(code, 200, "{ready}");
+    assert!(ready.starts_with("ready\n") && ready.contains("managed certificate gw: "), "{ready}");
+    assert!(ready.contains("renewal attempt(s) failed"), "{ready}");
+    let samples = parse_metrics(&admin(&gw, "GET", "/metrics").1);
+    assert!(
+        samples.lines().any(|l| l.starts_with("certgate_certificate_renewals counter")
+            && l.contains("name=gw,result=failure")),
+        "{samples}"
+    );
+    let failures = samples
+        .lines()
+        .find(|l| {
+            l.starts_with("certgate_certificate_renewal_failures_in_a_row")
+                && l.contains("name=gw ")
+        })
+        .unwrap_or_else(|| panic!("{samples}"));
+    assert!(!failures.ends_with(" 0.0") && !failures.ends_with(" 0"), "{failures}");
+    let (status, body) = request(&s, &gw, true);
+    assert_eq!(status, 200, "{body}");
 }
 
 /// A token is never sent twice: with the certificate gone but the record of its token kept,
