@@ -347,3 +347,87 @@ fn managed_certificate_mistakes_are_named() {
         assert!(out.contains(want), "{config}\nwanted {want:?} in:\n{out}");
     }
 }
+
+/// `crls = ["https://…/crl/intermediate.crl"]`: the gateway fetches the CA's CRL at start
+/// (over TLS verified against the listener's trust anchors), keeps a copy in state_dir,
+/// fetches it again every `crl_refresh` and reloads when it changed, so a revocation made
+/// at the CA is refused within seconds with no shared file. With the CA down, a restart
+/// serves from the copy; with no copy either, the start fails and says why.
+#[test]
+fn crls_fetched_by_url_pick_up_revocations_and_survive_a_ca_outage() {
+    let s = Scratch::with_ca(&[]);
+    s.ok(&["cert", "issue", "server", "--san", "localhost"]);
+    for name in ["alice", "bob"] {
+        let san = format!("spiffe://example.com/{name}");
+        s.ok(&["cert", "issue", name, "--san", &san, "--profile", "client"]);
+    }
+    let ca = ca_serve(&s);
+    let crl_url = format!("https://127.0.0.1:{}/crl/intermediate.crl", ca.port);
+    let dir = s.path("gw");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!(
+        r#"
+state_dir = "state"
+
+[[listener]]
+listen = "127.0.0.1:{{port}}"
+certificates = [{{ cert = "../server.crt", key = "../server.key" }}]
+[listener.client_auth]
+mode = "required"
+trust = ["../ca/root.crt"]
+crls = ["{crl_url}"]
+crl_refresh = "1s"
+
+[[route]]
+upstream = "@echo"
+
+[admin]
+listen = "127.0.0.1:{{port}}"
+"#
+    );
+    let as_client = |gw: &Gateway, name: &str| {
+        let ca = s.path("ca/root.crt").display().to_string();
+        let cert = s.path(&format!("{name}.crt")).display().to_string();
+        let key = s.path(&format!("{name}.key")).display().to_string();
+        curl(&["--cacert", &ca, "--cert", &cert, "--key", &key, &gw.url("/")]).status
+    };
+    let gw = Gateway::start_with_env(&dir, &config, &[("CERTGATE_LOG", "info")]);
+    assert!(gw.stderr().contains(&format!("CRL {crl_url}: fetched into")), "{}", gw.stderr());
+    assert_eq!((as_client(&gw, "alice"), as_client(&gw, "bob")), (200, 200));
+
+    s.ok(&["cert", "revoke", "bob"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while as_client(&gw, "bob") == 200 {
+        assert!(Instant::now() < deadline, "bob still accepted: {}", gw.stderr());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(gw.stderr().contains(&format!("CRL {crl_url} changed; reloading")));
+    assert_eq!(as_client(&gw, "alice"), 200);
+    let samples = parse_metrics(&admin(&gw, "GET", "/metrics").1);
+    assert!(
+        samples.lines().any(|l| l.starts_with("certgate_crl_fetches counter")
+            && l.contains("result=success")
+            && l.contains("url=https://127.0.0.1:")),
+        "{samples}"
+    );
+    drop(gw);
+
+    // The CA goes away: a restart serves from the copy, still refusing bob.
+    drop(ca);
+    let gw = Gateway::start_with_env(&dir, &config, &[("CERTGATE_LOG", "info")]);
+    assert_eq!((as_client(&gw, "alice"), as_client(&gw, "bob")), (200, 0));
+    let log = gw.wait_for_log("keeping the cached copy", 1);
+    assert!(log.contains(&crl_url), "{log}");
+    drop(gw);
+
+    // No copy and no CA: the start fails, naming the URL and the reason.
+    std::fs::remove_dir_all(dir.join("state/crls")).unwrap();
+    let out = Command::new(gateway_support::CERTGATE)
+        .current_dir(&dir)
+        .args(["serve", "--config", "certgate.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out);
+    assert!(err.contains(&crl_url) && err.contains("no copy yet, and fetching it failed"), "{err}");
+}

@@ -31,7 +31,7 @@ use prometheus_client::registry::{Registry, Unit};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use crate::config::{ConfigError, ConfigErrors, ManagedSpec};
+use crate::config::{ConfigError, ConfigErrors, CrlSource, ManagedSpec};
 use crate::renewal::schedule::{self, Backoff, human, random_unit};
 use crate::renewal::{Current, RenewalError, Request};
 
@@ -43,14 +43,14 @@ const STALLED_RETRY: Duration = Duration::from_secs(60);
 /// files yet; each line returned says what was done. Runs its own small runtime: call it
 /// from a plain thread (before `serve`, or in the reload's loader).
 pub fn bootstrap(path: &Path) -> Result<Vec<String>, ConfigErrors> {
-    let (specs, state_dir) = crate::config::managed_specs(path)?;
-    if specs.is_empty() {
+    let fetched = crate::config::fetched(path)?;
+    if fetched.managed.is_empty() && fetched.crls.is_empty() {
         return Ok(Vec::new());
     }
     let fail = |field: String, reason: String| {
         ConfigErrors(vec![ConfigError { file: path.to_path_buf(), field, reason }])
     };
-    if let Some(dir) = &state_dir {
+    if let Some(dir) = &fetched.state_dir {
         create_state_dir(dir).map_err(|reason| fail("state_dir".into(), reason))?;
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -59,7 +59,7 @@ pub fn bootstrap(path: &Path) -> Result<Vec<String>, ConfigErrors> {
         .map_err(|e| fail(String::new(), format!("cannot start a runtime: {e}")))?;
     let mut done = Vec::new();
     let mut errors = Vec::new();
-    for spec in &specs {
+    for spec in &fetched.managed {
         match runtime.block_on(ensure(spec)) {
             Ok(Some(line)) => done.push(line),
             Ok(None) => {}
@@ -70,7 +70,118 @@ pub fn bootstrap(path: &Path) -> Result<Vec<String>, ConfigErrors> {
             }),
         }
     }
+    // A CRL with no cached copy is fetched now; one with a copy is refreshed in the
+    // background, so a CA that is down does not stop a restart.
+    for source in fetched.crls.iter().filter(|s| !s.cache.exists()) {
+        match runtime.block_on(fetch_crl(source)) {
+            Ok(_) => {
+                done.push(format!("CRL {}: fetched into {}", source.url, source.cache.display()))
+            }
+            Err(reason) => errors.push(ConfigError {
+                file: path.to_path_buf(),
+                field: format!("crl {}", source.url),
+                reason: format!("no copy yet, and fetching it failed: {reason}"),
+            }),
+        }
+    }
     if errors.is_empty() { Ok(done) } else { Err(ConfigErrors(errors)) }
+}
+
+/// The largest CRL fetched (a CRL of a million revocations is about 40 MB; an internal CA's
+/// is far smaller).
+const MAX_CRL: usize = 64 * 1024 * 1024;
+
+/// Fetches `source`'s CRL and replaces its cached copy when it is different and not older:
+/// `Ok(true)` when the copy changed. A CRL that does not parse, or whose thisUpdate is
+/// before the cached copy's (a replayed old CRL), is refused and the copy kept.
+async fn fetch_crl(source: &CrlSource) -> Result<bool, String> {
+    let bytes = crate::renewal::client::fetch(&source.url, &source.roots, MAX_CRL)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ders = match bytes.first() {
+        Some(0x30) => vec![bytes.to_vec()],
+        _ => certgate_pki::pem::crls_from_bytes(&bytes)
+            .map_err(|reason| format!("{}: {reason}", source.url))?,
+    };
+    let mut this_update = None;
+    for der in &ders {
+        let t = certgate_pki::verify::crl_this_update(der)
+            .ok_or_else(|| format!("{}: not a valid CRL", source.url))?;
+        this_update = this_update.max(Some(t));
+    }
+    if let Ok(old) = std::fs::read(&source.cache) {
+        if old == bytes.as_ref() {
+            return Ok(false);
+        }
+        let old_update = certgate_pki::pem::read_crls(&source.cache)
+            .ok()
+            .and_then(|l| l.iter().filter_map(|d| certgate_pki::verify::crl_this_update(d)).max());
+        if old_update > this_update {
+            return Err(format!(
+                "{}: the CRL answered is older than the copy kept (thisUpdate went back); kept the copy",
+                source.url
+            ));
+        }
+    }
+    if let Some(dir) = source.cache.parent() {
+        create_state_dir(dir)?;
+    }
+    certgate_pki::fs::write_atomic(
+        &source.cache,
+        &bytes,
+        certgate_pki::fs::Mode::Public,
+        Overwrite::Force,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+/// Keeps `source`'s cached CRL fresh until aborted: every `refresh`, and before its
+/// nextUpdate; failures retried with backoff (10 s doubling, up to `refresh`).
+async fn keep_fetched(source: CrlSource, reload: mpsc::Sender<()>, status: Arc<Status>) {
+    let mut failures = 0u32;
+    loop {
+        let wait = match fetch_crl(&source).await {
+            Ok(changed) => {
+                failures = 0;
+                status.crl_fetched(&source.url, "success");
+                if changed {
+                    tracing::info!("CRL {} changed; reloading", source.url);
+                    let _ = reload.try_send(());
+                }
+                source.refresh
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                status.crl_fetched(&source.url, "failure");
+                let wait = Duration::from_secs(10)
+                    .saturating_mul(1 << failures.min(16))
+                    .min(source.refresh.max(Duration::from_secs(10)));
+                let wait = wait.mul_f64(0.5 + random_unit() / 2.0);
+                tracing::warn!(
+                    "CRL {}: {error}; keeping the cached copy, retrying in {}",
+                    source.url,
+                    human(time::Duration::try_from(wait).unwrap_or_default())
+                );
+                wait
+            }
+        };
+        // Never sleep past the copy's nextUpdate: a fresher CRL is due then.
+        let next_update = certgate_pki::pem::read_crls(&source.cache)
+            .ok()
+            .and_then(|l| l.iter().filter_map(|d| certgate_pki::verify::crl_next_update(d)).min());
+        let now = OffsetDateTime::now_utc();
+        let mut at = now + wait;
+        if let Some(next) = next_update
+            && let Ok(next) = OffsetDateTime::from_unix_timestamp(
+                i64::try_from(next.as_secs()).unwrap_or(i64::MAX),
+            )
+            && next > now
+        {
+            at = at.min(next);
+        }
+        schedule::sleep_until(at).await;
+    }
 }
 
 /// The state directory, made 0700 when missing.
@@ -188,6 +299,13 @@ pub struct Status {
     renewals: Family<RenewalLabels, Counter>,
     last_success: Family<NameLabel, Gauge>,
     failures: Family<NameLabel, Gauge>,
+    crl_fetches: Family<UrlLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UrlLabels {
+    url: String,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -234,6 +352,15 @@ impl Status {
             "Failed renewal attempts since the last success, per managed certificate",
             self.failures.clone(),
         );
+        registry.register(
+            "crl_fetches",
+            "Fetches of CRLs given by URL, by result (success, failure)",
+            self.crl_fetches.clone(),
+        );
+    }
+
+    fn crl_fetched(&self, url: &str, result: &'static str) {
+        self.crl_fetches.get_or_create(&UrlLabels { url: url.to_string(), result }).inc();
     }
 
     /// Every managed certificate's state, by name.
@@ -314,54 +441,71 @@ impl Status {
             s.next_attempt = rfc3339(at);
         });
     }
-
-    fn forget(&self, name: &str) {
-        self.lock().remove(name);
-    }
 }
 
-/// One renewal task per managed certificate, replaced when a reload changes its settings.
-pub struct Renewers {
-    tasks: HashMap<String, (ManagedSpec, tokio::task::AbortHandle)>,
+/// One task per managed certificate and per CRL URL, replaced when a reload changes its
+/// settings.
+pub struct Fetchers {
+    certs: HashMap<String, (ManagedSpec, tokio::task::AbortHandle)>,
+    crls: HashMap<String, (CrlSource, tokio::task::AbortHandle)>,
     reload: mpsc::Sender<()>,
     status: Arc<Status>,
 }
 
-impl Renewers {
-    /// Renewers that ask `reload` for a reload after writing a renewed certificate.
-    pub fn new(reload: mpsc::Sender<()>, status: Arc<Status>) -> Renewers {
-        Renewers { tasks: HashMap::new(), reload, status }
+impl Fetchers {
+    /// Tasks that ask `reload` for a reload after writing a renewed certificate or a changed
+    /// CRL.
+    pub fn new(reload: mpsc::Sender<()>, status: Arc<Status>) -> Fetchers {
+        Fetchers { certs: HashMap::new(), crls: HashMap::new(), reload, status }
     }
 
-    /// Runs a task for each of `specs`: new ones start, changed ones restart, removed ones
-    /// stop.
-    pub fn update(&mut self, specs: &[ManagedSpec]) {
-        self.tasks.retain(|name, (spec, task)| {
-            let keep = specs.iter().any(|s| s == spec);
-            if !keep {
-                task.abort();
-                if !specs.iter().any(|s| &s.name == name) {
-                    self.status.forget(name);
-                }
-            }
-            keep
-        });
-        for spec in specs {
-            if self.tasks.contains_key(&spec.name) {
-                continue;
-            }
-            let task =
-                tokio::spawn(keep_renewed(spec.clone(), self.reload.clone(), self.status.clone()));
-            self.tasks.insert(spec.name.clone(), (spec.clone(), task.abort_handle()));
+    /// Runs a task for each of `specs` and `crls`: new ones start, changed ones restart,
+    /// removed ones stop.
+    pub fn update(&mut self, specs: &[ManagedSpec], crls: &[CrlSource]) {
+        let status = self.status.clone();
+        reconcile(
+            &mut self.certs,
+            specs,
+            |s| &s.name,
+            |s| tokio::spawn(keep_renewed(s.clone(), self.reload.clone(), status.clone())),
+        );
+        let names: Vec<&String> = specs.iter().map(|s| &s.name).collect();
+        self.status.lock().retain(|name, _| names.contains(&name));
+        reconcile(
+            &mut self.crls,
+            crls,
+            |s| &s.url,
+            |s| tokio::spawn(keep_fetched(s.clone(), self.reload.clone(), status.clone())),
+        );
+    }
+}
+
+/// Stops the tasks in `running` whose settings are not in `wanted` and starts one with
+/// `start` for each of `wanted` not running.
+fn reconcile<S: PartialEq + Clone>(
+    running: &mut HashMap<String, (S, tokio::task::AbortHandle)>,
+    wanted: &[S],
+    key: impl Fn(&S) -> &String,
+    start: impl Fn(&S) -> tokio::task::JoinHandle<()>,
+) {
+    running.retain(|_, (spec, task)| {
+        let keep = wanted.contains(spec);
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    for spec in wanted {
+        if !running.contains_key(key(spec)) {
+            running.insert(key(spec).clone(), (spec.clone(), start(spec).abort_handle()));
         }
     }
 }
 
-impl Drop for Renewers {
+impl Drop for Fetchers {
     fn drop(&mut self) {
-        for (_, task) in self.tasks.values() {
-            task.abort();
-        }
+        self.certs.values().for_each(|(_, task)| task.abort());
+        self.crls.values().for_each(|(_, task)| task.abort());
     }
 }
 

@@ -205,6 +205,7 @@ pub async fn serve(
     let config_admin = config.admin.as_ref().map(|a| a.addr);
     let managed_status = Arc::new(crate::managed::Status::default());
     let managed = config.managed.clone();
+    let crl_sources = config.crl_sources.clone();
     // Request and handshake metrics cost a little per request: kept only when an admin
     // listener can serve them.
     let metrics = config.admin.as_ref().map(|_| Arc::new(crate::metrics::Metrics::default()));
@@ -286,23 +287,24 @@ pub async fn serve(
         {
             tracing::warn!(%error, "cannot watch the configuration's files; reload with SIGHUP");
         }
-        let renewers = match &reloader.triggers {
+        let fetchers = match &reloader.triggers {
             Some(tx) => {
-                let mut renewers = crate::managed::Renewers::new(tx.clone(), managed_status);
-                renewers.update(&managed);
-                Some(renewers)
+                let mut fetchers = crate::managed::Fetchers::new(tx.clone(), managed_status);
+                fetchers.update(&managed, &crl_sources);
+                Some(fetchers)
             }
             None => {
-                if !managed.is_empty() {
+                if !managed.is_empty() || !crl_sources.is_empty() {
                     tracing::warn!(
-                        "managed certificates are not renewed: this gateway does not reload"
+                        "managed certificates and CRL URLs are not refreshed: this gateway does \
+                         not reload"
                     );
                 }
                 None
             }
         };
         let state = ReloadState {
-            renewers,
+            fetchers,
             slots: slots.clone(),
             access,
             watched,
@@ -363,8 +365,8 @@ impl AccessLogs {
 
 /// What reloads change besides the listeners' generations.
 struct ReloadState {
-    /// The managed certificates' renewal tasks; `None` without reload triggers.
-    renewers: Option<crate::managed::Renewers>,
+    /// The managed certificates' and CRL URLs' tasks; `None` without reload triggers.
+    fetchers: Option<crate::managed::Fetchers>,
     slots: Vec<Arc<Slot>>,
     access: AccessLogs,
     watched: crate::watch::WatchList,
@@ -452,8 +454,8 @@ async fn reload_loop(mut reloader: Reloader, mut state: ReloadState) {
             needs_restart.push("admin.listen changed; the admin listener keeps its address".into());
         }
         state.watched.set(config.files.clone());
-        if let Some(renewers) = &mut state.renewers {
-            renewers.update(&config.managed);
+        if let Some(fetchers) = &mut state.fetchers {
+            fetchers.update(&config.managed, &config.crl_sources);
         }
         state.crl_updates = config.crl_updates.clone();
         state.grace.store(Arc::new(config.shutdown_grace));

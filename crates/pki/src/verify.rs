@@ -851,6 +851,12 @@ pub fn crl_next_update(der: &[u8]) -> Option<UnixTime> {
     parse_crl(der).ok().and_then(|(_, next)| next)
 }
 
+/// A DER CRL's thisUpdate, `None` when it does not parse.
+pub fn crl_this_update(der: &[u8]) -> Option<UnixTime> {
+    let (_, crl) = CertificateRevocationList::from_der(der).ok()?;
+    Some(unix_time(crl.last_update().to_datetime()))
+}
+
 /// Parses a CRL enough to index it; returns the full DER of its issuer name and its
 /// nextUpdate.
 fn parse_crl(der: &[u8]) -> Result<(Vec<u8>, Option<UnixTime>), String> {

@@ -1,7 +1,11 @@
-//! Managed certificates in the configuration: `{ managed = "NAME", ca_url, root |
-//! fingerprint, token_file, lifetime, key_type, expires_in }` in place of a listener's
-//! `cert`/`key` or an upstream's `client_cert`. The files live in `state_dir` as NAME.crt and
-//! NAME.key; [`crate::managed`] requests and renews them.
+//! What the gateway fetches for itself, as the configuration declares it:
+//!
+//! - managed certificates: `{ managed = "NAME", ca_url, root | fingerprint, token_file,
+//!   lifetime, key_type, expires_in }` in place of a listener's `cert`/`key` or an upstream's
+//!   `client_cert`; the files live in `state_dir` as NAME.crt and NAME.key;
+//! - CRLs given by URL in `client_auth.crls`, cached in `state_dir/crls/`.
+//!
+//! [`crate::managed`] requests, renews and fetches them.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,11 +50,89 @@ impl PartialEq for ManagedSpec {
     }
 }
 
+/// A CRL the gateway fetches by URL and keeps in a cache file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrlSource {
+    pub url: String,
+    /// Where the last good copy is kept (what the configuration loads).
+    pub cache: PathBuf,
+    /// An https:// server must present a certificate chaining to one of these: the
+    /// listener's client-certificate trust anchors.
+    pub roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// How often it is fetched again (and always before its nextUpdate).
+    pub refresh: std::time::Duration,
+}
+
+/// Shortest and default refresh of CRLs given by URL.
+const MIN_CRL_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+const DEFAULT_CRL_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Each managed name's declarations merged, with the field of its first one.
 #[derive(Default)]
 pub(super) struct Declared(BTreeMap<String, (String, RawManaged)>);
 
 impl Builder {
+    /// The cache file of the CRL at `url` (declared at `field`, fetched over https:// only from
+    /// a server `roots` trust), recording it; `None` (with an error) when it cannot be used.
+    pub(super) fn crl_source(
+        &mut self,
+        field: &str,
+        url: &str,
+        roots: &[rustls_pki_types::CertificateDer<'static>],
+        refresh: Option<&String>,
+    ) -> Option<PathBuf> {
+        let parsed = url.parse::<http::Uri>().ok().filter(|u| u.host().is_some());
+        if parsed.is_none() || url.contains(char::is_whitespace) {
+            self.error(field, format!("{url}: not a URL"));
+            return None;
+        }
+        let Some(dir) = self.state_dir.clone() else {
+            self.error(
+                field,
+                format!(
+                    "{url}: CRLs fetched by URL are cached in state_dir (a directory only \
+                     certgate writes, e.g. /var/lib/certgate)"
+                ),
+            );
+            return None;
+        };
+        let refresh = match refresh {
+            None => DEFAULT_CRL_REFRESH,
+            Some(v) => match certgate_pki::validity::parse_duration(v) {
+                Ok(d)
+                    if d.is_positive()
+                        && d.unsigned_abs() >= MIN_CRL_REFRESH
+                        && d <= time::Duration::DAY =>
+                {
+                    d.unsigned_abs()
+                }
+                _ => {
+                    self.error(field, format!("crl_refresh {v}: a duration from 1s to 1d"));
+                    return None;
+                }
+            },
+        };
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, url.as_bytes());
+        let short: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let last = url.rsplit('/').next().unwrap_or_default();
+        let last: String = last
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            .take(64)
+            .collect();
+        let cache = dir.join("crls").join(format!("{short}-{last}"));
+        let source = CrlSource {
+            url: url.to_string(),
+            cache: cache.clone(),
+            roots: roots.to_vec(),
+            refresh,
+        };
+        if !self.crl_sources.contains(&source) {
+            self.crl_sources.push(source);
+        }
+        Some(cache)
+    }
+
     /// The certificate and key files of the managed certificate `m` (declared at `field`),
     /// recording its declaration; `None` (with an error) when it cannot be used.
     pub(super) fn managed_files(&mut self, field: &str, m: &RawManaged) -> Option<CertFiles> {
@@ -202,23 +284,54 @@ impl Builder {
     }
 }
 
-/// The managed certificates the file at `path` declares, read without loading anything else
-/// (so `serve` can request them before the configuration that uses them is loaded).
-pub fn specs(path: &std::path::Path) -> Result<(Vec<ManagedSpec>, Option<PathBuf>), ConfigErrors> {
+/// What the file at `path` declares for the gateway to fetch itself.
+pub struct Fetched {
+    pub managed: Vec<ManagedSpec>,
+    pub crls: Vec<CrlSource>,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// The managed certificates and CRL URLs the file at `path` declares, read without loading
+/// the rest (so `serve` can fetch them before the configuration that uses them is loaded).
+pub fn fetched(path: &std::path::Path) -> Result<Fetched, ConfigErrors> {
     let raw = super::parse(path)?;
     let mut b = Builder::new(path, None);
     b.set_state_dir(&raw);
     walk(&mut b, &raw);
-    let specs = b.managed_specs();
+    let managed = b.managed_specs();
     if !b.errors.is_empty() {
         return Err(ConfigErrors(b.errors));
     }
-    Ok((specs, b.state_dir))
+    Ok(Fetched { managed, crls: std::mem::take(&mut b.crl_sources), state_dir: b.state_dir })
+}
+
+/// The CRL URLs of `client_auth` (declared at `field`), with its trust anchors.
+fn walk_crls(b: &mut Builder, field: &str, ca: &super::raw::RawClientAuth) {
+    if !ca.crls.iter().any(|c| is_url(c)) {
+        return;
+    }
+    let mut roots = Vec::new();
+    for (i, t) in ca.trust.iter().enumerate() {
+        roots.extend(b.certs(&format!("{field}.trust[{i}]"), t).unwrap_or_default());
+    }
+    for (i, c) in ca.crls.iter().enumerate() {
+        if is_url(c) {
+            b.crl_source(&format!("{field}.crls[{i}]"), c, &roots, ca.crl_refresh.as_ref());
+        }
+    }
+}
+
+/// Whether a `crls` entry is a URL rather than a file.
+pub(super) fn is_url(entry: &str) -> bool {
+    entry.starts_with("http://") || entry.starts_with("https://")
 }
 
 /// Every place a managed certificate may be declared.
 fn walk(b: &mut Builder, raw: &RawConfig) {
     for (i, l) in raw.listeners.iter().enumerate() {
+        if let Some(ca) = &l.client_auth {
+            walk_crls(b, &format!("listener[{i}].client_auth"), ca);
+        }
         for (j, c) in l.certificates.iter().enumerate() {
             if let Some(m) = c.managed() {
                 b.managed_files(&format!("listener[{i}].certificates[{j}]"), &m);
@@ -226,6 +339,9 @@ fn walk(b: &mut Builder, raw: &RawConfig) {
         }
     }
     if let Some(a) = &raw.admin {
+        if let Some(ca) = &a.client_auth {
+            walk_crls(b, "admin.client_auth", ca);
+        }
         for (j, c) in a.certificates.iter().enumerate() {
             if let Some(m) = c.managed() {
                 b.managed_files(&format!("admin.certificates[{j}]"), &m);

@@ -6,7 +6,7 @@ mod managed;
 mod oauth;
 pub mod raw;
 
-pub use managed::{ManagedSpec, specs as managed_specs};
+pub use managed::{CrlSource, Fetched, ManagedSpec, fetched};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -127,6 +127,8 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// Certificates requested from the online CA and kept renewed ([`crate::managed`]).
     pub managed: Vec<ManagedSpec>,
+    /// CRLs fetched by URL and cached in state_dir ([`crate::managed`]).
+    pub crl_sources: Vec<CrlSource>,
 }
 
 /// Timeouts and limits of a listener.
@@ -427,6 +429,7 @@ pub fn build_with(
         admin,
         certificates: std::mem::take(&mut b.certificates),
         managed,
+        crl_sources: std::mem::take(&mut b.crl_sources),
     })
 }
 
@@ -460,6 +463,8 @@ struct Builder {
     state_dir: Option<PathBuf>,
     /// The managed certificates declared so far.
     declared: managed::Declared,
+    /// The CRLs given by URL so far.
+    crl_sources: Vec<CrlSource>,
 }
 
 impl Builder {
@@ -475,6 +480,7 @@ impl Builder {
             certificates: Vec::new(),
             state_dir: None,
             declared: managed::Declared::default(),
+            crl_sources: Vec::new(),
         }
     }
 
@@ -1213,6 +1219,13 @@ impl Builder {
             },
             ..VerifyPolicy::client()
         };
+        if ca.crl_refresh.is_some() && !ca.crls.iter().any(|c| managed::is_url(c)) {
+            self.note(
+                Severity::Warning,
+                &format!("{field}.crl_refresh"),
+                "has no effect: no CRL is given by URL".into(),
+            );
+        }
         if ca.dangerous_stale_crl_grace.is_some() && ca.crls.is_empty() {
             self.note(
                 Severity::Warning,
@@ -1258,7 +1271,27 @@ impl Builder {
         }
         let mut crls = Vec::new();
         for (i, c) in ca.crls.iter().enumerate() {
-            let path = self.path(c);
+            let path = if managed::is_url(c) {
+                let cf = format!("{field}.crls[{i}]");
+                let Some(cache) = self.crl_source(&cf, c, &anchors, ca.crl_refresh.as_ref()) else {
+                    continue;
+                };
+                if !cache.exists() {
+                    self.error(
+                        &cf,
+                        format!(
+                            "{c}: not fetched yet (no copy in {}); `certgate serve` fetches it \
+                             at start",
+                            cache.display()
+                        ),
+                    );
+                    continue;
+                }
+                self.files.push(cache.clone());
+                cache
+            } else {
+                self.path(c)
+            };
             match certgate_pki::pem::read_crls(&path) {
                 Ok(list) => {
                     for der in &list {

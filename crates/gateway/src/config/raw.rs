@@ -301,6 +301,8 @@ pub struct RawClientAuth {
     pub full_chain_crls: bool,
     /// Keep using CRLs this long past their next update. Dangerous.
     pub dangerous_stale_crl_grace: Option<String>,
+    /// How often CRLs given by URL are fetched again (default 5m).
+    pub crl_refresh: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -160,6 +160,66 @@ async fn send(
         .map_err(|_| RenewalError::Timeout { url: url.to_string(), after: REQUEST_TIMEOUT })?
 }
 
+/// `GET url` over http:// or https:// (the server's certificate must chain to one of
+/// `roots`), with the answer's body up to `limit` bytes; anything but 200 is an error.
+pub async fn fetch(
+    url: &str,
+    roots: &[CertificateDer<'static>],
+    limit: usize,
+) -> Result<Bytes, RenewalError> {
+    let tls = |what: &'static str| {
+        move |e: rustls::Error| RenewalError::Tls { what, reason: e.to_string() }
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).map_err(tls("a trust anchor"))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls("the TLS protocol versions"))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(REQUEST_TIMEOUT));
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let req = http::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .map_err(|_| RenewalError::Url { url: url.to_string(), reason: "not a valid URL" })?;
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| RenewalError::Connect {
+            url: url.to_string(),
+            reason: certgate_pki::error::with_causes(&e),
+        })?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| RenewalError::Answer {
+                url: url.to_string(),
+                reason: format!("reading it: {e}"),
+            })?
+            .to_bytes();
+        if status != http::StatusCode::OK {
+            return Err(RenewalError::Refused {
+                url: url.to_string(),
+                status: status.as_u16(),
+                message: ca_message(&body),
+            });
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| RenewalError::Timeout { url: url.to_string(), after: REQUEST_TIMEOUT })?
+}
+
 /// `GET URL/roots` without trusting the server yet, and the root it answers only if its
 /// SHA-256 is `fingerprint`: the answer is checked, not the connection.
 async fn fetch_pinned_root(
