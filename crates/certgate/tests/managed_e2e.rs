@@ -65,6 +65,24 @@ listen = "127.0.0.1:{{port}}"
     )
 }
 
+/// The families deploy/alerts.yaml queries whose names start with `prefix` (those that exist
+/// only with managed certificates or CRL URLs), each checked to be in the OpenMetrics
+/// `scrape` (as a family, counters with `_total`).
+fn alert_families_exported(scrape: &str, prefix: &str) {
+    let alerts =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/alerts.yaml"))
+            .unwrap();
+    let mut found = 0;
+    for (at, _) in alerts.match_indices(prefix) {
+        let name: String =
+            alerts[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        let family = name.strip_suffix("_total").unwrap_or(&name);
+        assert!(scrape.contains(&format!("# TYPE {family} ")), "{name} is not exported: {scrape}");
+        found += 1;
+    }
+    assert!(found > 0, "deploy/alerts.yaml has no {prefix} rule");
+}
+
 /// The serial of the first certificate in `file`, as openssl prints it (upper-case hex).
 fn serial_of(file: &Path) -> String {
     let out = Command::new("openssl")
@@ -189,6 +207,7 @@ fn managed_certificates_are_requested_at_start_and_renewed_without_a_restart() {
     let (code, metrics) = admin(&gw, "GET", "/metrics");
     assert_eq!(code, 200);
     let samples = parse_metrics(&metrics);
+    alert_families_exported(&metrics, "certgate_certificate_renewal");
     for name in ["gw", "gw-client"] {
         let line = samples
             .lines()
@@ -403,7 +422,9 @@ listen = "127.0.0.1:{{port}}"
     }
     assert!(gw.stderr().contains(&format!("CRL {crl_url} changed; reloading")));
     assert_eq!(as_client(&gw, "alice"), 200);
-    let samples = parse_metrics(&admin(&gw, "GET", "/metrics").1);
+    let scrape = admin(&gw, "GET", "/metrics").1;
+    alert_families_exported(&scrape, "certgate_crl_fetches");
+    let samples = parse_metrics(&scrape);
     assert!(
         samples.lines().any(|l| l.starts_with("certgate_crl_fetches counter")
             && l.contains("result=success")
