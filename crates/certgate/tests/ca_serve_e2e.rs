@@ -454,6 +454,119 @@ fn renew_over_mtls_renews_only_the_current_valid_certificate_presented() {
     assert!(message(&expired).contains("expired on"), "{expired:?}");
 }
 
+/// curl `POST /rekey` presenting `NAME.crt`/`NAME.key` (none: `None`) with `{"csr": <csr>}`,
+/// where `csr` is a file in the scratch directory, or the literal text after `text:`.
+fn post_rekey(s: &Scratch, gw: &Gateway, client: Option<&str>, csr: &str) -> Curl {
+    let csr = match csr.strip_prefix("text:") {
+        Some(literal) => literal.to_string(),
+        None => String::from_utf8(s.read(csr)).unwrap(),
+    };
+    std::fs::write(s.path("rekey.json"), serde_json::json!({ "csr": csr }).to_string()).unwrap();
+    let data = format!("@{}", s.path("rekey.json").display());
+    curl_as(gw, client, "/rekey", &["-H", "Content-Type: application/json", "--data-binary", &data])
+}
+
+/// `POST /rekey` over mTLS: the certificate presented is renewed for the key of an openssl
+/// CSR, keeping its subject, SANs, usages and lifetime (the CSR's names are ignored) and
+/// superseding the old one; a CSR for the old key, with a broken signature or that is not PEM
+/// is 400 with the reason; a superseded or revoked certificate, 401; no certificate, 400.
+#[test]
+fn rekey_over_mtls_certifies_the_new_key_with_the_old_identity() {
+    let s = Scratch::with_ca(&[]);
+    s.ok(&[
+        "cert",
+        "issue",
+        "svc",
+        "--san",
+        "svc.example.com",
+        "--san",
+        "10.0.0.7",
+        "--profile",
+        "dual",
+        "--minutes",
+        "30",
+    ]);
+    let gw = ca_serve(&s, &[]);
+    // The CSR asks for other names: a rekey keeps the certificate's.
+    openssl_csr(&s, "next", "/CN=other", "subjectAltName=DNS:other.example.com");
+
+    // Refusals of the CSR (400), each leaving the certificate renewable.
+    let same =
+        s.openssl(&["req", "-new", "-key", "svc.key", "-out", "same.csr", "-subj", "/CN=svc"]);
+    assert!(same.status.success(), "{}", text(&same));
+    let refused = post_rekey(&s, &gw, Some("svc"), "same.csr");
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(message(&refused).contains("a rekey needs a new key"), "{refused:?}");
+    let der = s.openssl(&["req", "-in", "next.csr", "-outform", "DER", "-out", "next.der"]);
+    assert!(der.status.success(), "{}", text(&der));
+    let mut tampered = s.read("next.der");
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    std::fs::write(s.path("tampered.der"), tampered).unwrap();
+    let pem = s.openssl(&[
+        "req",
+        "-inform",
+        "DER",
+        "-in",
+        "tampered.der",
+        "-outform",
+        "PEM",
+        "-out",
+        "tampered.csr",
+    ]);
+    assert!(pem.status.success(), "{}", text(&pem));
+    let refused = post_rekey(&s, &gw, Some("svc"), "tampered.csr");
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(message(&refused).contains("signature"), "{refused:?}");
+    let refused = post_rekey(&s, &gw, Some("svc"), "text:MIIB not PEM");
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(message(&refused).contains("not a PEM certificate request"), "{refused:?}");
+    let none = post_rekey(&s, &gw, None, "next.csr");
+    assert_eq!(none.status, 400, "{none:?}");
+    assert!(message(&none).contains("missing client certificate"), "{none:?}");
+
+    let rekeyed = post_rekey(&s, &gw, Some("svc"), "next.csr");
+    assert_eq!(rekeyed.status, 201, "{rekeyed:?}");
+    let body: serde_json::Value = serde_json::from_str(&rekeyed.body).unwrap();
+    assert_eq!(body["certChain"][0], body["crt"]);
+    std::fs::write(
+        s.path("next.crt"),
+        format!("{}{}", body["crt"].as_str().unwrap(), body["ca"].as_str().unwrap()),
+    )
+    .unwrap();
+    let csr_key = text(&s.openssl(&["req", "-in", "next.csr", "-noout", "-pubkey"]));
+    assert_eq!(x509(&s, "next.crt", &["-pubkey"]), csr_key, "the CSR's key");
+    assert_ne!(x509(&s, "next.crt", &["-pubkey"]), x509(&s, "svc.crt", &["-pubkey"]));
+    for what in [&["-subject"][..], &["-ext", "subjectAltName,extendedKeyUsage,keyUsage"]] {
+        assert_eq!(x509(&s, "next.crt", what), x509(&s, "svc.crt", what), "{what:?}");
+    }
+    let lives = |secs: &str| s.openssl(&["x509", "-in", "next.crt", "-noout", "-checkend", secs]);
+    assert!(lives("1680").status.success() && !lives("1860").status.success(), "30 minutes");
+    let verify = pki_support::openssl_verify(&s, "next.crt", "sslclient");
+    assert!(verify.status.success(), "{}", text(&verify));
+    let old_serial =
+        x509(&s, "svc.crt", &["-serial"]).trim().trim_start_matches("serial=").to_ascii_lowercase();
+    let superseded = s.ok(&["cert", "list", "--status", "superseded"]);
+    assert!(superseded.to_ascii_lowercase().contains(&old_serial), "{superseded}");
+
+    // The old certificate is superseded: it neither renews nor rekeys again.
+    let again = post_renew(&gw, Some("svc"));
+    assert_eq!(again.status, 401, "{again:?}");
+    assert!(message(&again).contains("was already renewed"), "{again:?}");
+    openssl_csr(&s, "third", "/CN=svc", "subjectAltName=DNS:svc.example.com");
+    let again = post_rekey(&s, &gw, Some("svc"), "third.csr");
+    assert_eq!(again.status, 401, "{again:?}");
+    // The new pair works over mTLS; once revoked, it is refused.
+    let new_serial =
+        x509(&s, "next.crt", &["-serial"]).trim().trim_start_matches("serial=").to_string();
+    s.ok(&["cert", "revoke", &new_serial]);
+    let revoked = post_rekey(&s, &gw, Some("next"), "third.csr");
+    assert_eq!(revoked.status, 401, "{revoked:?}");
+    assert!(message(&revoked).contains("is revoked"), "{revoked:?}");
+    let get = curl_as(&gw, Some("next"), "/rekey", &[]);
+    assert_eq!(get.status, 405, "{get:?}");
+}
+
 /// `"@ca"` exists only under `certgate ca serve`: a gateway configuration that routes to it is
 /// refused at load, naming the field and why.
 #[test]

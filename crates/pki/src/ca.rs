@@ -173,6 +173,17 @@ pub struct Redeemed {
     pub expires_at: OffsetDateTime,
 }
 
+/// Which public key a renewal certifies; everything else is the old certificate's.
+#[derive(Debug, Clone, Copy)]
+enum RenewKey<'a> {
+    /// The old certificate's (the holder keeps its key).
+    Reuse,
+    /// A new key the CA generates and hands out (`cert renew` without `--reuse-key`).
+    Generate,
+    /// The key of a CSR the holder made (`POST /rekey`); never the old one.
+    Csr(&'a crate::csr::Csr),
+}
+
 /// A CA directory opened for use.
 pub struct Authority {
     paths: CaPaths,
@@ -573,7 +584,8 @@ impl Authority {
         deliver: impl FnOnce(&Issued) -> Result<(), PkiError>,
     ) -> Result<(Issued, Record), PkiError> {
         let old = self.renewable(query)?;
-        self.renew_record(old, reuse_key, deliver)
+        let key = if reuse_key { RenewKey::Reuse } else { RenewKey::Generate };
+        self.renew_record(old, key, deliver)
     }
 
     /// Renews the certificate with exactly this serial, for a network caller pinned to the
@@ -582,13 +594,32 @@ impl Authority {
     /// superseded certificate is refused, again inside the transaction that records the new
     /// one; an unknown serial is [`PkiError::UnknownCertificate`].
     pub fn renew_serial(&mut self, serial: &Serial) -> Result<(Issued, Record), PkiError> {
+        let old = self.renewable_serial(serial)?;
+        self.renew_record(old, RenewKey::Reuse, |_| Ok(()))
+    }
+
+    /// Rekeys the certificate with exactly this serial, as [`Authority::renew_serial`] renews
+    /// it, but certifying the key of `csr` (whose signature [`crate::csr::parse`] verified):
+    /// the subject, SANs, profile and lifetime are the old certificate's, never the CSR's. A
+    /// CSR for the old certificate's own key is [`PkiError::RekeySameKey`].
+    pub fn rekey_serial(
+        &mut self,
+        serial: &Serial,
+        csr: &crate::csr::Csr,
+    ) -> Result<(Issued, Record), PkiError> {
+        let old = self.renewable_serial(serial)?;
+        self.renew_record(old, RenewKey::Csr(csr), |_| Ok(()))
+    }
+
+    /// The record of exactly this serial, when it is valid (not revoked or superseded).
+    fn renewable_serial(&self, serial: &Serial) -> Result<Record, PkiError> {
         let old = self
             .store
             .find(serial)
             .map_err(self.store_err())?
             .ok_or_else(|| PkiError::UnknownCertificate { query: serial.to_string() })?;
         match old.status {
-            Status::Valid => self.renew_record(old, true, |_| Ok(())),
+            Status::Valid => Ok(old),
             Status::Revoked => Err(renew_revoked(&old.serial, &old.name)),
             Status::Superseded => {
                 Err(renew_superseded(&old.serial, &old.name, old.superseded_by.as_ref()))
@@ -599,7 +630,7 @@ impl Authority {
     fn renew_record(
         &mut self,
         old: Record,
-        reuse_key: bool,
+        key: RenewKey<'_>,
         deliver: impl FnOnce(&Issued) -> Result<(), PkiError>,
     ) -> Result<(Issued, Record), PkiError> {
         let (_, cert) = X509Certificate::from_der(&old.der)
@@ -616,23 +647,52 @@ impl Authority {
             Validity::Minutes(u32::try_from(lifetime.whole_minutes().max(1)).unwrap_or(60))
         };
         let rsa = cert.public_key().algorithm.algorithm.to_id_string() == "1.2.840.113549.1.1.1";
-        let mut issued = if reuse_key {
-            let public_key = rcgen::SubjectPublicKeyInfo::from_der(cert.public_key().raw)?;
-            self.sign(&old.name, &subject, &sans, profile, validity, &public_key, rsa, None)?
-        } else {
-            let key_type = key_type_of(&cert);
-            let key = key_type.generate()?;
-            let pem = crate::keys::to_pem(&key);
-            self.sign(
-                &old.name,
-                &subject,
-                &sans,
-                profile,
-                validity,
-                &key,
-                key_type.is_rsa(),
-                Some(pem),
-            )?
+        let mut issued = match key {
+            RenewKey::Reuse => {
+                let public_key = rcgen::SubjectPublicKeyInfo::from_der(cert.public_key().raw)?;
+                self.sign(&old.name, &subject, &sans, profile, validity, &public_key, rsa, None)?
+            }
+            RenewKey::Generate => {
+                let key_type = key_type_of(&cert);
+                let key = key_type.generate()?;
+                let pem = crate::keys::to_pem(&key);
+                self.sign(
+                    &old.name,
+                    &subject,
+                    &sans,
+                    profile,
+                    validity,
+                    &key,
+                    key_type.is_rsa(),
+                    Some(pem),
+                )?
+            }
+            RenewKey::Csr(csr) => {
+                if csr.spki_der == cert.public_key().raw {
+                    return Err(PkiError::RekeySameKey {
+                        serial: old.serial.to_string(),
+                        name: old.name.clone(),
+                    });
+                }
+                let public_key =
+                    rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der).map_err(|e| {
+                        PkiError::CsrRejected {
+                            source_name: csr.source_name.clone(),
+                            reason: format!("unsupported public key: {e}"),
+                        }
+                    })?;
+                let csr_rsa = csr.rsa_key;
+                self.sign(
+                    &old.name,
+                    &subject,
+                    &sans,
+                    profile,
+                    validity,
+                    &public_key,
+                    csr_rsa,
+                    None,
+                )?
+            }
         };
         self.record(&mut issued, Some(&old.serial), deliver)?;
         Ok((issued, old))
@@ -1358,6 +1418,52 @@ mod tests {
         let old = ca.find(first.record.serial.as_str()).unwrap();
         assert_eq!(old.status, crate::store::Status::Superseded);
         assert_eq!(old.superseded_by.as_ref(), Some(&second.record.serial));
+    }
+
+    /// A rekey certifies the CSR's key with the old certificate's subject, SANs, profile and
+    /// lifetime (the CSR's own names are ignored) and supersedes the old one; a CSR for the
+    /// old key is refused and records nothing.
+    #[test]
+    fn rekey_certifies_the_csrs_key_and_keeps_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = ca(&dir.path().join("ca"));
+        let mut req = IssueRequest::new("api", vec!["api.example.test".into()]);
+        req.validity = Validity::Minutes(30);
+        let first = ca.issue(&req, |_| Ok(())).unwrap();
+        let csr_of = |key: &KeyPair| {
+            let mut params =
+                rcgen::CertificateParams::new(vec!["evil.example.test".into()]).unwrap();
+            params.distinguished_name.push(rcgen::DnType::CommonName, "evil");
+            let pem = params.serialize_request(key).unwrap().pem().unwrap();
+            crate::csr::parse(pem.as_bytes(), "the CSR").unwrap()
+        };
+        let old_key = KeyPair::from_pem(first.key_pem.as_deref().unwrap()).unwrap();
+        let same = ca.rekey_serial(&first.record.serial, &csr_of(&old_key)).unwrap_err();
+        assert!(matches!(same, PkiError::RekeySameKey { .. }), "{same}");
+        assert_eq!(
+            ca.list(&ListFilter::all(OffsetDateTime::now_utc())).unwrap().len(),
+            1,
+            "nothing recorded"
+        );
+
+        let new_key = KeyPair::generate().unwrap();
+        let csr = csr_of(&new_key);
+        let (second, old) = ca.rekey_serial(&first.record.serial, &csr).unwrap();
+        assert_eq!(old.serial, first.record.serial);
+        let (_, cert) = X509Certificate::from_der(&second.cert_der).unwrap();
+        assert_eq!(cert.public_key().raw, csr.spki_der.as_slice());
+        assert_eq!(second.record.subject, first.record.subject);
+        assert_eq!(second.record.sans, first.record.sans);
+        assert_eq!(second.record.profile, first.record.profile);
+        assert!(second.key_pem.is_none(), "the holder keeps its new key");
+        assert_eq!(
+            second.record.not_after - second.record.not_before,
+            first.record.not_after - first.record.not_before
+        );
+        let old = ca.find(first.record.serial.as_str()).unwrap();
+        assert_eq!(old.superseded_by.as_ref(), Some(&second.record.serial));
+        let again = ca.rekey_serial(&first.record.serial, &csr).unwrap_err();
+        assert!(matches!(again, PkiError::RenewSuperseded { .. }), "{again}");
     }
 
     /// An encrypted CA signs only with the right password.

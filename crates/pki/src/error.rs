@@ -87,6 +87,11 @@ pub enum PkiError {
          current one: certgate cert renew {name}"
     )]
     RenewSuperseded { serial: String, name: String, by: String },
+    #[error(
+        "the CSR is for the key certificate {name} (serial {serial}) already has; a rekey \
+         needs a new key"
+    )]
+    RekeySameKey { serial: String, name: String },
     #[error("token already used (jti {jti:?})")]
     TokenUsed { jti: String },
     #[error(

@@ -30,8 +30,9 @@ pub enum CaCommand {
   certgate ca root --out /etc/nginx/client_certs/root_certificate.pem")]
     Root(RootArgs),
     /// Run the online CA over HTTPS: GET /health, /roots and /crl/<issuer>.crl, POST /sign (a
-    /// CSR with a one-time token from `certgate ca token`) and POST /renew (over mTLS, the
-    /// certificate presented); see docs/pki.md. It serves a certificate its CA issues to itself for --name (dual-purpose,
+    /// CSR with a one-time token from `certgate ca token`), POST /renew (over mTLS, the
+    /// certificate presented) and POST /rekey (the same, for the key of a CSR); see
+    /// docs/pki.md. It serves a certificate its CA issues to itself for --name (dual-purpose,
     /// kept as serve.crt/serve.key in the CA directory and issued again when missing, for
     /// other names, from another CA or within a third of its lifetime of expiring). Client
     /// certificates are optional and verified against the CA's root. SIGTERM and Ctrl-C stop

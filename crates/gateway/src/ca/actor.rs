@@ -38,6 +38,8 @@ pub enum Job {
     Sign { request: SignRequest, reply: oneshot::Sender<Result<Signed, CaError>> },
     /// `POST /renew`: the certificate presented on the connection.
     Renew { presented: Presented, reply: oneshot::Sender<Result<Signed, CaError>> },
+    /// `POST /rekey`: the certificate presented on the connection, for the key of `csr` (PEM).
+    Rekey { presented: Presented, csr: String, reply: oneshot::Sender<Result<Signed, CaError>> },
 }
 
 /// The client certificate of a connection, as the handshake left it.
@@ -153,6 +155,14 @@ fn run(mut state: CaState, mut jobs: mpsc::Receiver<Job>) {
                 }
                 let _ = reply.send(outcome);
             }
+            Job::Rekey { presented, csr, reply } => {
+                let outcome = rekey(&mut state, &presented, &csr);
+                if let Ok(signed) = &outcome {
+                    tracing::info!(serial = %signed.serial, name = %signed.name, "rekeyed a \
+                        certificate over mTLS");
+                }
+                let _ = reply.send(outcome);
+            }
         }
     }
 }
@@ -264,13 +274,48 @@ fn sign(state: &mut CaState, req: &SignRequest) -> Result<Signed, CaError> {
     Ok(signed(state, &issued))
 }
 
-/// `POST /renew`: the certificate of this connection, pinned to its serial and compared byte
-/// for byte with the inventory's, is renewed (same key, subject, SANs and profile, as long a
-/// lifetime from now) unless it is unknown, revoked, superseded, not yet valid, expired
-/// (unless a provisioner allowing it has `renew_after_expiry`), refused by the handshake's
-/// verification for another reason, or no provisioner allows its names and profile any
-/// longer. The old certificate is superseded in the transaction that records the new one.
+/// `POST /renew`: the certificate of this connection, if [`renewable`], is renewed (same key,
+/// subject, SANs and profile, as long a lifetime from now). The old certificate is
+/// superseded in the transaction that records the new one, where its status is checked again.
 fn renew(state: &mut CaState, presented: &Presented) -> Result<Signed, CaError> {
+    let serial = renewable(state, presented)?;
+    let (issued, _) = state.ca.renew_serial(&serial).map_err(renewal_error)?;
+    Ok(signed(state, &issued))
+}
+
+/// `POST /rekey`: the certificate of this connection, if [`renewable`], is renewed for the key
+/// of `csr` (PEM; its signature must verify and its key must be another than the old one's):
+/// the old certificate's subject, SANs, profile and lifetime length, never the CSR's. The
+/// certificate is checked first (401), then the CSR (400).
+fn rekey(state: &mut CaState, presented: &Presented, csr: &str) -> Result<Signed, CaError> {
+    let serial = renewable(state, presented)?;
+    if !csr.trim_start().starts_with("-----BEGIN") {
+        return Err(CaError::BadRequest {
+            reason: "csr: not a PEM certificate request (-----BEGIN CERTIFICATE REQUEST-----)"
+                .into(),
+        });
+    }
+    let csr = certgate_pki::csr::parse(csr.as_bytes(), "the CSR").map_err(CaError::BadCsr)?;
+    let (issued, _) = state.ca.rekey_serial(&serial, &csr).map_err(renewal_error)?;
+    Ok(signed(state, &issued))
+}
+
+/// A renewal refused inside the transaction (revoked or renewed meanwhile) is 401 like the
+/// checks before it; other failures are mapped as for issuance.
+fn renewal_error(e: PkiError) -> CaError {
+    if matches!(e, PkiError::RenewRevoked { .. } | PkiError::RenewSuperseded { .. }) {
+        return CaError::RenewRefused { reason: e.to_string() };
+    }
+    CaError::from_issuance(e)
+}
+
+/// The serial of the certificate of this connection, when it may be renewed or rekeyed: it
+/// is pinned to its serial and compared byte for byte with the inventory's, and refused
+/// ([`CaError::RenewRefused`], 401) when it is unknown, revoked, superseded, not yet valid,
+/// expired (unless a provisioner allowing it has `renew_after_expiry`), refused by the
+/// handshake's verification for another reason, or no provisioner allows its names and
+/// profile any longer.
+fn renewable(state: &CaState, presented: &Presented) -> Result<Serial, CaError> {
     let refuse = |reason: String| CaError::RenewRefused { reason };
     let now = OffsetDateTime::now_utc();
     let id = certgate_pki::identity::PeerIdentity::from_der(&presented.der)
@@ -336,16 +381,10 @@ fn renew(state: &mut CaState, presented: &Presented) -> Result<Signed, CaError> 
     {
         return Err(refuse(format!("{who} was refused on this connection: {failure}")));
     }
-    let (issued, _) = state.ca.renew_serial(&serial).map_err(|e| {
-        if matches!(e, PkiError::RenewRevoked { .. } | PkiError::RenewSuperseded { .. }) {
-            return refuse(e.to_string());
-        }
-        CaError::from_issuance(e)
-    })?;
-    Ok(signed(state, &issued))
+    Ok(serial)
 }
 
-/// The answer to `/sign` and `/renew`: the leaf, its CA and the chain, PEM.
+/// The answer to `/sign`, `/renew` and `/rekey`: the leaf, its CA and the chain, PEM.
 fn signed(state: &CaState, issued: &certgate_pki::ca::Issued) -> Signed {
     let crt = certgate_pki::pem::encode("CERTIFICATE", &issued.cert_der);
     let ca_pem = state.ca.issuing_pem();

@@ -7,7 +7,9 @@
 //! - `POST /sign`: `{"csr": PEM, "ott": token, "notBefore"?, "notAfter"?}`, a CSR with a
 //!   one-time token (`certgate ca token`), answered `201 {"crt","ca","certChain"}`;
 //! - `POST /renew`: the client certificate of this connection renewed (same key, subject,
-//!   SANs and profile), answered like `/sign`.
+//!   SANs and profile), answered like `/sign`;
+//! - `POST /rekey`: `{"csr": PEM}` over mTLS: the client certificate of this connection
+//!   renewed for the CSR's (new) key, answered like `/sign`.
 //!
 //! Requests reach it after the route's phases; it answers itself and never forwards. Work on
 //! the CA (signing, the inventory) runs on the CA thread ([`actor`]), never on the runtime.
@@ -35,7 +37,7 @@ use crate::tls::server::ClientCert;
 
 pub use actor::{CaHandle, CaState, Presented};
 
-/// The largest `POST /sign` body read.
+/// The largest `POST /sign` or `/rekey` body read.
 const MAX_SIGN_BODY: usize = 64 * 1024;
 
 /// The body of `POST /sign` (step-ca's SignRequest).
@@ -49,7 +51,13 @@ pub struct SignRequest {
     pub not_after: Option<String>,
 }
 
-/// A certificate signed for `POST /sign`.
+/// The body of `POST /rekey`: a CSR for the new key (its names are not used).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct RekeyRequest {
+    pub csr: String,
+}
+
+/// A certificate signed for `POST /sign`, `/renew` or `/rekey`.
 #[derive(Debug, Clone)]
 pub struct Signed {
     /// The leaf, PEM.
@@ -97,8 +105,8 @@ pub enum CaError {
     #[error("token already used")]
     TokenUsed,
     #[error(
-        "missing client certificate: renew over mTLS, presenting the certificate to renew \
-         (it needs the clientAuth usage)"
+        "missing client certificate: renew or rekey over mTLS, presenting the certificate to \
+         renew (it needs the clientAuth usage)"
     )]
     NoClientCertificate,
     #[error("{reason}")]
@@ -129,6 +137,7 @@ impl CaError {
                 | PkiError::InvalidValidity { .. }
                 | PkiError::LifetimeTooLong { .. }
                 | PkiError::TimeOutOfRange { .. }
+                | PkiError::RekeySameKey { .. }
         );
         match refused {
             true => CaError::BadCsr(e),
@@ -196,6 +205,7 @@ impl CaService {
             "/roots" | "/roots.pem" => return Some(Endpoint::Roots),
             "/sign" | "/1.0/sign" => return Some(Endpoint::Sign),
             "/renew" | "/1.0/renew" => return Some(Endpoint::Renew),
+            "/rekey" | "/1.0/rekey" => return Some(Endpoint::Rekey),
             _ => {}
         }
         let crl_file = |rest: &'p str| rest.strip_prefix('/').and_then(|f| f.strip_suffix(".crl"));
@@ -214,6 +224,7 @@ enum Endpoint<'p> {
     Roots,
     Sign,
     Renew,
+    Rekey,
     /// The CRL of the issuer named (not yet checked).
     Crl(&'p str),
 }
@@ -251,14 +262,16 @@ async fn serve(
     let Some(endpoint) = service.endpoint(&path) else {
         return Err(Reject::NoRoute);
     };
-    let post = matches!(endpoint, Endpoint::Sign | Endpoint::Renew);
+    let post = matches!(endpoint, Endpoint::Sign | Endpoint::Renew | Endpoint::Rekey);
+    let reads_body = matches!(endpoint, Endpoint::Sign | Endpoint::Rekey);
     let method_ok = match post {
         true => req.method() == Method::POST,
         false => matches!(*req.method(), Method::GET | Method::HEAD),
     };
-    // Only /sign reads its body. Any other body is read and dropped first: ending a request
-    // with its body unread resets an HTTP/2 stream, and the client would lose the answer.
-    let req = if method_ok && endpoint == Endpoint::Sign {
+    // Only /sign and /rekey read their body. Any other body is read and dropped first: ending
+    // a request with its body unread resets an HTTP/2 stream, and the client would lose the
+    // answer.
+    let req = if method_ok && reads_body {
         req
     } else {
         let (parts, body) = req.into_parts();
@@ -281,6 +294,7 @@ async fn serve(
             }
             None => Err(CaError::NoClientCertificate),
         },
+        Endpoint::Rekey => rekey(&service, req, body_timeout, presented).await,
     };
     Ok(outcome.unwrap_or_else(|e| {
         if e.status() != StatusCode::INTERNAL_SERVER_ERROR {
@@ -302,6 +316,26 @@ async fn sign(
         reason: format!("the body is not a sign request ({{\"csr\", \"ott\"}}): {e}"),
     })?;
     let signed = service.ca.ask(|reply| actor::Job::Sign { request, reply }).await?;
+    Ok(signed_response(&signed))
+}
+
+/// `POST /rekey`: over mTLS, the JSON body `{"csr": PEM}` (read like `/sign`'s) goes to the CA
+/// thread with the certificate presented; answered like `/sign`.
+async fn rekey(
+    service: &CaService,
+    req: Request<Body>,
+    timeout: std::time::Duration,
+    presented: Option<Presented>,
+) -> Result<Response<Body>, CaError> {
+    let body = read_body(req, timeout).await?;
+    let Some(presented) = presented else {
+        return Err(CaError::NoClientCertificate);
+    };
+    let request: RekeyRequest = serde_json::from_slice(&body).map_err(|e| CaError::BadRequest {
+        reason: format!("the body is not a rekey request ({{\"csr\": PEM}}): {e}"),
+    })?;
+    let csr = request.csr;
+    let signed = service.ca.ask(|reply| actor::Job::Rekey { presented, csr, reply }).await?;
     Ok(signed_response(&signed))
 }
 
