@@ -567,6 +567,89 @@ fn rekey_over_mtls_certifies_the_new_key_with_the_old_identity() {
     assert_eq!(get.status, 405, "{get:?}");
 }
 
+/// `openssl verify -crl_download -crl_check` of `cert` (its chain from `ca/`): openssl fetches
+/// the CRL from the leaf's http:// distribution point itself.
+fn verify_downloading_crl(s: &Scratch, cert: &str) -> Output {
+    std::process::Command::new("openssl")
+        .current_dir(&s.dir)
+        .env("no_proxy", "127.0.0.1")
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .args(["verify", "-crl_download", "-crl_check", "-CAfile", "ca/root.crt"])
+        .args(["-untrusted", "ca/intermediate.crt", cert])
+        .output()
+        .unwrap()
+}
+
+/// `ca serve --crl-listen`: the http:// CRL distribution point that `ca init --crl-url` wrote
+/// into the certificates is served over plain HTTP, so `openssl verify -crl_download` finds a
+/// revoked leaf revoked (also one revoked while the service runs) and a valid one OK; the
+/// CRL is `application/pkix-crl`, cacheable up to its nextUpdate, the same bytes as over
+/// HTTPS, HEAD works; only CRLs and /roots are served there.
+#[test]
+fn crl_listen_serves_the_distribution_points_over_plain_http() {
+    let port = gateway_support::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let s = Scratch::with_ca(&["--crl-url", &base]);
+    for name in ["good", "bad", "late"] {
+        s.ok(&["cert", "issue", name, "--san", &format!("{name}.example.com")]);
+    }
+    s.ok(&["cert", "revoke", "bad"]);
+    let addr = format!("127.0.0.1:{port}");
+    let gw = ca_serve(&s, &["--crl-listen", &addr]);
+    let cdp = x509(&s, "bad.crt", &["-ext", "crlDistributionPoints"]);
+    assert!(cdp.contains(&format!("URI:{base}/intermediate.crl")), "{cdp}");
+
+    let revoked = verify_downloading_crl(&s, "bad.crt");
+    assert!(!revoked.status.success(), "{}", text(&revoked));
+    assert!(text(&revoked).contains("certificate revoked"), "{}", text(&revoked));
+    for name in ["good.crt", "late.crt"] {
+        let ok = verify_downloading_crl(&s, name);
+        assert!(ok.status.success() && text(&ok).contains(": OK"), "{name}: {}", text(&ok));
+    }
+    // Revoked while the service runs: the next CRL it serves lists it.
+    s.ok(&["cert", "revoke", "late"]);
+    let revoked = verify_downloading_crl(&s, "late.crt");
+    assert!(text(&revoked).contains("certificate revoked"), "{}", text(&revoked));
+
+    // HEAD: the headers only; the CRL cacheable until its nextUpdate (24 h, renewed 8 h before).
+    let crl_url = format!("{base}/intermediate.crl");
+    let head = curl(&["-I", &crl_url]);
+    assert_eq!(head.status, 200, "{head:?}");
+    let headers = head.body.to_ascii_lowercase();
+    assert!(headers.contains("content-type: application/pkix-crl"), "{headers}");
+    let max_age: i64 = headers
+        .split("max-age=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no max-age in {headers}"));
+    assert!((8 * 3600..=24 * 3600).contains(&max_age), "{headers}");
+    let plain = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--noproxy", "*", &crl_url])
+        .output()
+        .unwrap();
+    assert!(plain.status.success(), "{}", text(&plain));
+    assert_eq!(download(&s, &gw, "/crl/intermediate.crl", "over-https.crl"), 200);
+    assert_eq!(plain.stdout, s.read("over-https.crl"), "the same CRL over HTTP and HTTPS");
+    let also = curl(&["--noproxy", "*", &format!("{base}/crl/intermediate.crl")]);
+    assert_eq!(also.status, 200, "{also:?}");
+    let roots = curl(&["--noproxy", "*", &format!("{base}/roots")]);
+    assert_eq!(roots.status, 200, "{roots:?}");
+    assert_eq!(roots.body.as_bytes(), s.read("ca/root.crt"));
+
+    // Nothing else over plain HTTP: not the health check, not issuance.
+    for (path, method) in [("/health", "GET"), ("/sign", "POST"), ("/renew", "POST"), ("/x", "GET")]
+    {
+        let refused = curl(&["--noproxy", "*", "-X", method, &format!("{base}{path}")]);
+        assert_eq!(refused.status, 404, "{path}: {refused:?}");
+        assert!(message(&refused).contains("served over plain HTTP"), "{path}: {refused:?}");
+    }
+    let unknown = curl(&["--noproxy", "*", &format!("{base}/leaf.crl")]);
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    assert!(message(&unknown).contains("no CRL issuer named"), "{unknown:?}");
+}
+
 /// `"@ca"` exists only under `certgate ca serve`: a gateway configuration that routes to it is
 /// refused at load, naming the field and why.
 #[test]

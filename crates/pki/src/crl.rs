@@ -177,6 +177,13 @@ pub fn sign(
     Ok(params.signed_by(issuer)?.der().to_vec())
 }
 
+/// The nextUpdate of a DER CRL; `None` when it is not a CRL or has none.
+pub fn next_update(der: &[u8]) -> Option<OffsetDateTime> {
+    use x509_parser::prelude::FromDer;
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der).ok()?;
+    crl.next_update().map(|t| t.to_datetime())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +199,6 @@ mod tests {
         }
         assert_eq!(CrlIssuer::parse("intermediate"), Some(CrlIssuer::Intermediate));
         assert_eq!(CrlIssuer::parse("leaf"), None);
+        assert_eq!(next_update(b"not a CRL"), None);
     }
 }

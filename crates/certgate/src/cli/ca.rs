@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use certgate_pki::ca::{Authority, InitOptions};
 use certgate_pki::fs::{Mode, Overwrite};
 use certgate_pki::issue::Subject;
@@ -40,6 +41,7 @@ pub enum CaCommand {
     #[command(after_help = "Examples:
   certgate ca serve --listen 127.0.0.1:9443
   certgate ca serve --listen 0.0.0.0:443 --name ca.example.com --name 10.0.0.5
+  certgate ca serve --listen 127.0.0.1:9443 --crl-listen 127.0.0.1:8080
   curl --cacert certgate-ca/root.crt https://localhost:9443/health")]
     Serve(ServeArgs),
     /// Print a one-time token for the online CA's POST /sign: a JWS (ES256) signed by a
@@ -81,6 +83,12 @@ pub struct ServeArgs {
     /// Address to listen on, e.g. `127.0.0.1:9443` (port 0: any free port, printed on start).
     #[arg(long, value_name = "ADDR")]
     pub listen: std::net::SocketAddr,
+    /// Also serve GET /crl/<issuer>.crl and GET /roots over plain HTTP at this address, e.g.
+    /// `0.0.0.0:80`: the http:// URLs that `ca init --crl-url` writes into certificates as
+    /// their CRL distribution points, which clients fetch without TLS (RFC 5280). Nothing
+    /// else is served there; CRLs are signed, so plain HTTP is safe for them.
+    #[arg(long, value_name = "ADDR")]
+    pub crl_listen: Option<std::net::SocketAddr>,
     /// A name clients reach the CA at: DNS name or IP address (repeatable). Default:
     /// localhost and 127.0.0.1.
     #[arg(long = "name", value_name = "NAME")]
@@ -147,7 +155,8 @@ pub struct InitArgs {
     pub password_file: Option<PathBuf>,
     /// Base URL where the CRLs will be published (http://): certificates then carry the CRL
     /// distribution point BASE/root.crl (the intermediate) or BASE/intermediate.crl (leaves);
-    /// serve there what `certgate crl --issuer ISSUER --der` writes.
+    /// serve there what `certgate crl --issuer ISSUER --der` writes, or let `certgate ca serve
+    /// --crl-listen` serve them.
     #[arg(long, value_name = "BASE")]
     pub crl_url: Option<String>,
     /// Replace an existing CA in the directory (its inventory is kept aside).
@@ -273,12 +282,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         root: ca.paths().root_crt.clone(),
         origin: ca.paths().dir.clone(),
     };
-    let service = certgate_gateway::ca::CaService::start(
+    if args.crl_listen.is_some() && ca.crl_url().is_none() {
+        eprintln!(
+            "warning: --crl-listen: this CA was made without --crl-url, so its certificates \
+             name no CRL distribution point to fetch from it"
+        );
+    }
+    let service = std::sync::Arc::new(certgate_gateway::ca::CaService::start(
         ca,
         names.clone(),
         certgate_gateway::ca::DEFAULT_QUEUE,
-    )?;
-    let config = match certgate_gateway::ca::config(&settings, std::sync::Arc::new(service)) {
+    )?);
+    let config = match certgate_gateway::ca::config(&settings, service.clone()) {
         Ok(config) => config,
         Err(errors) => {
             eprint!("{errors}");
@@ -290,12 +305,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = super::serve::runtime(config.worker_threads)?;
     runtime.block_on(async {
+        if let Some(addr) = args.crl_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--crl-listen {addr}: cannot listen there"))?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            eprintln!("certgate: CRLs and roots on http://{bound}");
+            tokio::spawn(certgate_gateway::ca::serve_plain(listener, service));
+        }
         certgate_gateway::serve(config, None, super::serve::shutdown_signal(), |ready| {
             for (_, addr) in ready.listeners {
                 eprintln!("certgate: listener ca on https://{addr}");
             }
         })
-        .await
+        .await?;
+        Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,10 @@
 //! - `POST /rekey`: `{"csr": PEM}` over mTLS: the client certificate of this connection
 //!   renewed for the CSR's (new) key, answered like `/sign`.
 //!
+//! `certgate ca serve --crl-listen ADDR` also serves `GET /crl/<issuer>.crl` and `GET /roots`
+//! (and nothing else) over plain HTTP ([`serve_plain`]), the scheme of the CRL distribution
+//! points in the certificates; CRLs carry `Cache-Control: max-age` up to their nextUpdate.
+//!
 //! Requests reach it after the route's phases; it answers itself and never forwards. Work on
 //! the CA (signing, the inventory) runs on the CA thread ([`actor`]), never on the runtime.
 //! Every refusal is a [`CaError`], answered in one exhaustive map ([`CaError::status`]) as
@@ -98,6 +102,11 @@ pub enum CaError {
     NoOfflineCrl { issuer: CrlIssuer },
     #[error("method not allowed here (allowed: {allow})")]
     MethodNotAllowed { allow: &'static str },
+    #[error(
+        "only GET /crl/<issuer>.crl and GET /roots are served over plain HTTP; the rest is on \
+         the CA's HTTPS listener"
+    )]
+    NotOnPlainHttp,
     #[error("the format must be pem or json, not {value:?}")]
     BadFormat { value: String },
     #[error("{0}")]
@@ -151,7 +160,9 @@ impl CaError {
     pub fn status(&self) -> StatusCode {
         match self {
             CaError::Busy | CaError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-            CaError::UnknownIssuer { .. } | CaError::NoOfflineCrl { .. } => StatusCode::NOT_FOUND,
+            CaError::UnknownIssuer { .. }
+            | CaError::NoOfflineCrl { .. }
+            | CaError::NotOnPlainHttp => StatusCode::NOT_FOUND,
             CaError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             CaError::BadFormat { .. } | CaError::BadRequest { .. } | CaError::BadCsr(_) => {
                 StatusCode::BAD_REQUEST
@@ -184,7 +195,7 @@ pub struct CaService {
     ca: CaHandle,
     root_pem: String,
     /// Where CRLs are served besides `/crl/`: the path of the `--crl-url` base (`/pki` for
-    /// `http://host/pki`), when it is another.
+    /// `http://host/pki`, `""` for `http://host:8080`), when it is another.
     crl_base_path: Option<String>,
 }
 
@@ -193,7 +204,7 @@ impl CaService {
     /// `names` are the names the service is reached at (a token's audience may name them).
     pub fn start(ca: Authority, names: Vec<String>, queue: usize) -> Result<CaService, CaError> {
         let root_pem = ca.root_pem();
-        let crl_base_path = ca.crl_url().and_then(url_path).filter(|p| p != "/crl");
+        let crl_base_path = ca.crl_url().map(url_path).filter(|p| p != "/crl");
         let state = CaState::new(ca, names)?;
         Ok(CaService { ca: CaHandle::start(state, queue)?, root_pem, crl_base_path })
     }
@@ -249,7 +260,16 @@ pub fn answer(
         }
         ClientCert::Failed { identity: None, .. } | ClientCert::None => None,
     };
-    serve(req, service.clone(), body_timeout, presented)
+    serve(req, service.clone(), body_timeout, presented, Scheme::Https)
+}
+
+/// Where a request to the CA service arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    /// The HTTPS listener: every endpoint.
+    Https,
+    /// The plain-HTTP listener (`--crl-listen`): CRLs and roots only.
+    Plain,
 }
 
 async fn serve(
@@ -257,10 +277,21 @@ async fn serve(
     service: Arc<CaService>,
     body_timeout: std::time::Duration,
     presented: Option<Presented>,
+    scheme: Scheme,
 ) -> Result<Response<Body>, Reject> {
     let path = req.uri().path().to_string();
-    let Some(endpoint) = service.endpoint(&path) else {
-        return Err(Reject::NoRoute);
+    let endpoint = service
+        .endpoint(&path)
+        .filter(|e| scheme == Scheme::Https || matches!(e, Endpoint::Roots | Endpoint::Crl(_)));
+    let Some(endpoint) = endpoint else {
+        return match scheme {
+            Scheme::Https => Err(Reject::NoRoute),
+            Scheme::Plain => {
+                let (_, body) = req.into_parts();
+                crate::http::pipeline::drain_refused(body).await;
+                Ok(error(&CaError::NotOnPlainHttp))
+            }
+        };
     };
     let post = matches!(endpoint, Endpoint::Sign | Endpoint::Renew | Endpoint::Rekey);
     let reads_body = matches!(endpoint, Endpoint::Sign | Endpoint::Rekey);
@@ -410,9 +441,17 @@ async fn crl(service: &CaService, name: &str) -> Result<Response<Body>, CaError>
         });
     };
     let der = service.ca.ask(|reply| actor::Job::Crl { issuer, reply }).await?;
+    // Cacheable until its nextUpdate, never past it (RFC 5019 §6 for OCSP, the same idea).
+    let max_age = certgate_pki::crl::next_update(&der)
+        .map(|next| (next - time::OffsetDateTime::now_utc()).whole_seconds().max(0))
+        .unwrap_or(0);
     let mut resp = text(StatusCode::OK, Bytes::from(der));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pkix-crl"));
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pkix-crl"));
+    // Digits and ASCII: always a valid header value.
+    if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
     Ok(resp)
 }
 
@@ -440,12 +479,41 @@ fn json(status: StatusCode, body: String) -> Response<Body> {
     resp
 }
 
-/// The path of an `http://host[:port]/path` URL without its trailing `/`; `None` for none.
-fn url_path(url: &str) -> Option<String> {
+/// The path of an `http://host[:port]/path` URL without its trailing `/`; `""` for none.
+fn url_path(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let path = rest.find('/').map(|i| &rest[i..])?;
-    let path = path.trim_end_matches('/');
-    (!path.is_empty()).then(|| path.to_string())
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    path.trim_end_matches('/').to_string()
+}
+
+/// Serves the CA's public, cacheable endpoints over plain HTTP/1.1 on `listener` (`certgate
+/// ca serve --crl-listen`): `GET`/`HEAD /crl/<issuer>.crl` (and at the `--crl-url` base's
+/// path) and `/roots`, answered by the same handlers and CA thread as the HTTPS listener.
+/// Anything else is `404` naming what is served here. Each connection may last a minute.
+pub async fn serve_plain(listener: tokio::net::TcpListener, service: Arc<CaService>) {
+    use hyper_util::rt::TokioIo;
+    /// Requests are small and answers cached; a stuck client is dropped after this.
+    const CONNECTION_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            let handler = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let req = req.map(crate::http::upstream::boxed);
+                let outcome = serve(req, service.clone(), CONNECTION_LIMIT, None, Scheme::Plain);
+                async move {
+                    let resp = outcome.await.unwrap_or_else(|_| error(&CaError::NotOnPlainHttp));
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), handler);
+            let _ = tokio::time::timeout(CONNECTION_LIMIT, conn).await;
+        });
+    }
 }
 
 /// What `certgate ca serve` listens with.
@@ -502,10 +570,10 @@ mod tests {
     /// The CRL paths: `/crl/<issuer>.crl`, and the `--crl-url` base's path when it differs.
     #[test]
     fn crl_paths_follow_the_crl_url_base() {
-        assert_eq!(url_path("http://pki.example.com/crl"), Some("/crl".into()));
-        assert_eq!(url_path("http://pki.example.com:8080/a/b/"), Some("/a/b".into()));
-        assert_eq!(url_path("http://pki.example.com"), None);
-        assert_eq!(url_path("http://pki.example.com/"), None);
+        assert_eq!(url_path("http://pki.example.com/crl"), "/crl");
+        assert_eq!(url_path("http://pki.example.com:8080/a/b/"), "/a/b");
+        assert_eq!(url_path("http://pki.example.com"), "");
+        assert_eq!(url_path("http://pki.example.com/"), "");
     }
 
     /// Every refusal has its status; failures never show their cause to the client.
