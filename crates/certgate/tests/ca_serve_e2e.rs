@@ -204,7 +204,8 @@ fn openssl_csr(s: &Scratch, name: &str, subj: &str, ext: &str) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-/// POSTs `{"csr": <NAME.csr>, "ott": token, extra...}` to /sign.
+/// POSTs `{"csr": <NAME.csr>, "ott": token, extra...}` to /sign (the body kept in
+/// `NAME.csr.sign.json`).
 fn post_sign(s: &Scratch, gw: &Gateway, csr: &str, token: &str, extra: &[(&str, &str)]) -> Curl {
     let mut body = serde_json::json!({
         "csr": String::from_utf8(s.read(csr)).unwrap(),
@@ -213,8 +214,10 @@ fn post_sign(s: &Scratch, gw: &Gateway, csr: &str, token: &str, extra: &[(&str, 
     for (k, v) in extra {
         body[*k] = serde_json::Value::String(v.to_string());
     }
-    std::fs::write(s.path("sign.json"), body.to_string()).unwrap();
-    let data = format!("@{}", s.path("sign.json").display());
+    // One body file per CSR, so that requests sent at once do not share one.
+    let file = s.path(&format!("{csr}.sign.json"));
+    std::fs::write(&file, body.to_string()).unwrap();
+    let data = format!("@{}", file.display());
     curl_as(gw, None, "/sign", &["-H", "Content-Type: application/json", "--data-binary", &data])
 }
 
@@ -648,6 +651,178 @@ fn crl_listen_serves_the_distribution_points_over_plain_http() {
     let unknown = curl(&["--noproxy", "*", &format!("{base}/leaf.crl")]);
     assert_eq!(unknown.status, 404, "{unknown:?}");
     assert!(message(&unknown).contains("no CRL issuer named"), "{unknown:?}");
+}
+
+/// Rows of `query` on the CA's inventory (`ca/inventory.db`), read with Python's sqlite3
+/// while the service runs; columns joined by `|`.
+fn inventory_rows(s: &Scratch, query: &str) -> Vec<String> {
+    let script = "import sqlite3, sys\n\
+        db = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)\n\
+        for row in db.execute(sys.argv[2]):\n    print('|'.join(map(str, row)))";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(s.path("ca/inventory.db"))
+        .arg(query)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{query}: {}", text(&out));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+/// The serial of a PEM certificate as the inventory stores it (lower-case hex).
+fn pem_serial(s: &Scratch, pem: &str, file: &str) -> String {
+    std::fs::write(s.path(file), pem).unwrap();
+    serial(s, file).to_ascii_lowercase()
+}
+
+/// Sixteen `POST /renew` of one certificate at once: exactly one is renewed (201), every
+/// other is refused as already renewed (401); the inventory holds one valid successor and
+/// the old certificate superseded by it, and nothing else for that name.
+#[test]
+fn concurrent_renewals_of_one_certificate_give_one_successor() {
+    let s = Scratch::with_ca(&[]);
+    let sans = ["--san", "svc.example.com", "--profile", "dual", "--minutes", "30"];
+    s.ok(&[&["cert", "issue", "svc"][..], &sans].concat());
+    let old = serial(&s, "svc.crt").to_ascii_lowercase();
+    let gw = ca_serve(&s, &[]);
+    let answers: Vec<Curl> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..16).map(|_| scope.spawn(|| post_renew(&gw, Some("svc")))).collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let (won, lost): (Vec<&Curl>, Vec<&Curl>) = answers.iter().partition(|c| c.status == 201);
+    assert_eq!(won.len(), 1, "{answers:?}");
+    for refused in &lost {
+        assert_eq!(refused.status, 401, "{refused:?}");
+        assert!(message(refused).contains("was already renewed"), "{refused:?}");
+    }
+    let body: serde_json::Value = serde_json::from_str(&won[0].body).unwrap();
+    let new = pem_serial(&s, body["crt"].as_str().unwrap(), "won.crt");
+    let mut rows = inventory_rows(
+        &s,
+        "SELECT serial, status, superseded_by FROM certificates WHERE name = 'svc' ORDER BY status",
+    );
+    rows.sort();
+    let mut want = vec![format!("{old}|superseded|{new}"), format!("{new}|valid|None")];
+    want.sort();
+    assert_eq!(rows, want);
+}
+
+/// Twenty-four `POST /sign` with distinct tokens at once: 24 certificates (201) with 24
+/// distinct serials, and 24 rows in the inventory, one per name.
+#[test]
+fn concurrent_signs_with_distinct_tokens_issue_distinct_serials() {
+    let s = Scratch::with_ca(&[]);
+    let gw = ca_serve(&s, &[]);
+    let requests: Vec<(String, String)> = (0..24)
+        .map(|i| {
+            let name = format!("svc{i}");
+            let san = format!("{name}.example.com");
+            openssl_csr(&s, &name, &format!("/CN={name}"), &format!("subjectAltName=DNS:{san}"));
+            let token = s.ok(&["ca", "token", &name, "--san", &san]).trim().to_string();
+            (format!("{name}.csr"), token)
+        })
+        .collect();
+    let answers: Vec<Curl> = std::thread::scope(|scope| {
+        let runs: Vec<_> = requests
+            .iter()
+            .map(|(csr, token)| scope.spawn(|| post_sign(&s, &gw, csr, token, &[])))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let mut serials = Vec::new();
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(answer.status, 201, "{answer:?}");
+        let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        serials.push(pem_serial(&s, body["crt"].as_str().unwrap(), &format!("signed{i}.crt")));
+    }
+    serials.sort();
+    serials.dedup();
+    assert_eq!(serials.len(), 24, "distinct serials");
+    let mut rows = inventory_rows(
+        &s,
+        "SELECT serial FROM certificates WHERE name LIKE 'svc%' AND status = 'valid'",
+    );
+    rows.sort();
+    assert_eq!(rows, serials, "one row per certificate handed out");
+}
+
+/// CRLs fetched by three clients at once while certificates are revoked one after another:
+/// each client sees CRL numbers that never decrease, a CRL fetched after another was
+/// received never has a lower number, and every CRL lists each revocation that had
+/// committed (its `cert revoke` had exited) before the request was sent.
+#[test]
+fn concurrent_crl_fetches_follow_revocations_in_order() {
+    use std::sync::Mutex;
+    use std::time::Instant;
+    let s = Scratch::with_ca(&[]);
+    let names: Vec<String> = (0..6).map(|i| format!("r{i}")).collect();
+    for name in &names {
+        s.ok(&["cert", "issue", name, "--san", &format!("{name}.example.com")]);
+    }
+    let serials: Vec<String> = names.iter().map(|n| serial(&s, &format!("{n}.crt"))).collect();
+    let gw = ca_serve(&s, &[]);
+    let committed: Mutex<Vec<(Instant, String)>> = Mutex::new(Vec::new());
+    struct Fetch {
+        client: usize,
+        sent: Instant,
+        received: Instant,
+        expected: Vec<String>,
+        file: String,
+    }
+    let fetches: Vec<Fetch> = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for (name, serial) in names.iter().zip(&serials) {
+                s.ok(&["cert", "revoke", name]);
+                committed.lock().unwrap().push((Instant::now(), serial.clone()));
+                std::thread::sleep(std::time::Duration::from_millis(150));
+            }
+        });
+        let clients: Vec<_> = (0..3)
+            .map(|client| {
+                let (s, gw, committed) = (&s, &gw, &committed);
+                scope.spawn(move || {
+                    (0..10)
+                        .map(|i| {
+                            let sent = Instant::now();
+                            let expected: Vec<String> = committed
+                                .lock()
+                                .unwrap()
+                                .iter()
+                                .filter(|(at, _)| *at < sent)
+                                .map(|(_, serial)| serial.clone())
+                                .collect();
+                            let file = format!("c{client}-{i}.crl");
+                            assert_eq!(download(s, gw, "/crl/intermediate.crl", &file), 200);
+                            let received = Instant::now();
+                            std::thread::sleep(std::time::Duration::from_millis(60));
+                            Fetch { client, sent, received, expected, file }
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        clients.into_iter().flat_map(|c| c.join().unwrap()).collect()
+    });
+    let number = |file: &str| -> u64 {
+        let out = s.openssl(&["crl", "-inform", "DER", "-in", file, "-noout", "-crlnumber"]);
+        let line = text(&out);
+        let hex = line.trim().trim_start_matches("crlNumber=").trim_start_matches("0x");
+        u64::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("{file}: {line}"))
+    };
+    let numbers: Vec<u64> = fetches.iter().map(|f| number(&f.file)).collect();
+    for (f, n) in fetches.iter().zip(&numbers) {
+        let listed = crl_text(&s, &f.file, "ca/intermediate.crt");
+        for serial in &f.expected {
+            assert!(listed.contains(serial.as_str()), "{}: {serial} missing: {listed}", f.file);
+        }
+        for (g, m) in fetches.iter().zip(&numbers) {
+            if g.sent > f.received || (g.client == f.client && g.sent > f.sent) {
+                assert!(m >= n, "{} (#{m}) fetched after {} (#{n})", g.file, f.file);
+            }
+        }
+    }
+    let last = fetches.iter().zip(&numbers).max_by_key(|(f, _)| f.sent).unwrap();
+    assert!(numbers.iter().min() < Some(last.1), "new CRLs were signed: {numbers:?}");
 }
 
 /// `"@ca"` exists only under `certgate ca serve`: a gateway configuration that routes to it is
