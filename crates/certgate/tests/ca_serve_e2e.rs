@@ -16,10 +16,15 @@ use std::process::Output;
 /// `certgate ca serve --listen 127.0.0.1:0` on the scratch CA (`ca/`), with `ca/root.crt`
 /// copied to `root.crt` for the curl helpers.
 fn ca_serve(s: &Scratch, extra: &[&str]) -> Gateway {
+    ca_serve_with_env(s, extra, &[])
+}
+
+/// [`ca_serve`] with extra environment variables.
+fn ca_serve_with_env(s: &Scratch, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
     std::fs::copy(s.path("ca/root.crt"), s.path("root.crt")).unwrap();
     let mut args = vec!["ca", "serve", "--ca-dir", "ca", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
-    Gateway::start_command(&s.dir, &args)
+    Gateway::start_command_with_env(&s.dir, &args, env)
 }
 
 /// curl `path` on the CA, trusting its root, writing the body to `out` in the scratch dir;
@@ -823,6 +828,76 @@ fn concurrent_crl_fetches_follow_revocations_in_order() {
     }
     let last = fetches.iter().zip(&numbers).max_by_key(|(f, _)| f.sent).unwrap();
     assert!(numbers.iter().min() < Some(last.1), "new CRLs were signed: {numbers:?}");
+}
+
+/// Starts `ca serve` paused at `point` (the debug-build fault point, `before-commit` or
+/// `after-commit`), sends `POST /sign` for a token for `svc`, waits until the CA thread is
+/// paused there, kills the process with SIGKILL and returns what curl got and the token.
+fn sign_killed_at(s: &Scratch, point: &str) -> (Curl, String) {
+    let marker = s.path("paused");
+    let marker_env = marker.display().to_string();
+    let env = [("CERTGATE_TEST_PAUSE", point), ("CERTGATE_TEST_PAUSE_MARKER", &marker_env)];
+    let gw = ca_serve_with_env(s, &[], &env);
+    openssl_csr(s, "svc", "/CN=svc", "subjectAltName=DNS:svc.example.com");
+    let token = s.ok(&["ca", "token", "svc", "--san", "svc.example.com"]).trim().to_string();
+    let answer = std::thread::scope(|scope| {
+        let request = scope.spawn(|| post_sign(s, &gw, "svc.csr", &token, &[]));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !marker.exists() {
+            assert!(std::time::Instant::now() < deadline, "never paused: {}", gw.stderr());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), point);
+        gw.signal("KILL");
+        request.join().unwrap()
+    });
+    assert_ne!(answer.exit, 0, "no answer from a killed CA: {answer:?}");
+    assert!(!answer.body.contains("BEGIN CERTIFICATE"), "{answer:?}");
+    (answer, token)
+}
+
+/// `PRAGMA integrity_check` of the inventory is `ok`.
+fn assert_inventory_intact(s: &Scratch) {
+    assert_eq!(inventory_rows(s, "PRAGMA integrity_check"), ["ok"]);
+}
+
+/// Killed (SIGKILL) inside the issuance transaction, before it commits: after a restart the
+/// inventory is intact and holds no row for the request, and the token was not used (its
+/// `jti` is recorded in that same transaction), so the client can retry with it.
+#[test]
+fn kill_9_before_commit_leaves_no_row_and_the_token_unused() {
+    let s = Scratch::with_ca(&[]);
+    let (_, token) = sign_killed_at(&s, "before-commit");
+    let gw = ca_serve(&s, &[]);
+    assert_inventory_intact(&s);
+    assert!(inventory_rows(&s, "SELECT serial FROM certificates WHERE name = 'svc'").is_empty());
+    assert!(inventory_rows(&s, "SELECT jti FROM used_tokens").is_empty());
+    let retried = post_sign(&s, &gw, "svc.csr", &token, &[]);
+    assert_eq!(retried.status, 201, "{retried:?}");
+    let rows = inventory_rows(&s, "SELECT status FROM certificates WHERE name = 'svc'");
+    assert_eq!(rows, ["valid"]);
+}
+
+/// Killed (SIGKILL) after the issuance committed, before the answer was sent: the client got
+/// no certificate, but after a restart the row is there and valid, its token is used, and it
+/// can be revoked: the CRL the service serves then lists it.
+#[test]
+fn kill_9_after_commit_leaves_a_revocable_row_and_the_token_used() {
+    let s = Scratch::with_ca(&[]);
+    let (_, token) = sign_killed_at(&s, "after-commit");
+    let gw = ca_serve(&s, &[]);
+    assert_inventory_intact(&s);
+    let rows = inventory_rows(&s, "SELECT serial, status FROM certificates WHERE name = 'svc'");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (serial, status) = rows[0].split_once('|').unwrap();
+    assert_eq!(status, "valid");
+    assert_eq!(inventory_rows(&s, "SELECT count(*) FROM used_tokens"), ["1"]);
+    let replay = post_sign(&s, &gw, "svc.csr", &token, &[]);
+    assert_eq!((replay.status, message(&replay).as_str()), (401, "token already used"));
+    s.ok(&["cert", "revoke", serial]);
+    assert_eq!(download(&s, &gw, "/crl/intermediate.crl", "after-kill.crl"), 200);
+    let crl = crl_text(&s, "after-kill.crl", "ca/intermediate.crt");
+    assert!(crl.to_ascii_lowercase().contains(serial), "{serial}: {crl}");
 }
 
 /// `"@ca"` exists only under `certgate ca serve`: a gateway configuration that routes to it is

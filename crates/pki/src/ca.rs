@@ -523,7 +523,10 @@ impl Authority {
     /// Signs the public key of a CSR (whose signature [`crate::csr::parse`] verified) for
     /// `name` and `sans`, already checked by the caller's policy, redeeming `token` in the
     /// same transaction: a token already used is [`PkiError::TokenUsed`] and nothing is
-    /// recorded. The answer can be sent once this returns: the row is committed.
+    /// recorded. `deliver` runs inside the transaction, before it commits (its failure records
+    /// nothing and uses no token). The answer can be sent once this returns: the row is
+    /// committed.
+    #[allow(clippy::too_many_arguments)]
     pub fn sign_redeeming(
         &mut self,
         csr: &crate::csr::Csr,
@@ -532,6 +535,7 @@ impl Authority {
         profile: Profile,
         validity: Validity,
         token: &Redeemed,
+        deliver: impl FnOnce(&Issued) -> Result<(), PkiError>,
     ) -> Result<Issued, PkiError> {
         check_cn(name)?;
         require_server_san(profile, sans)?;
@@ -544,7 +548,7 @@ impl Authority {
         let subject = Subject::cn(name);
         let mut issued =
             self.sign(name, &subject, sans, profile, validity, &public_key, csr.rsa_key, None)?;
-        self.record_redeeming(&mut issued, None, Some(token), |_| Ok(()))?;
+        self.record_redeeming(&mut issued, None, Some(token), deliver)?;
         Ok(issued)
     }
 

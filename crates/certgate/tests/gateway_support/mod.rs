@@ -109,9 +109,14 @@ impl Gateway {
     /// such as `ca serve --listen 127.0.0.1:0`) in `dir`, its access log in `dir/access.log`,
     /// and learns its port from its ready line.
     pub fn start_command(dir: &Path, args: &[&str]) -> Gateway {
+        Gateway::start_command_with_env(dir, args, &[])
+    }
+
+    /// As [`Gateway::start_command`], with extra environment variables.
+    pub fn start_command_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let stdout = Stdio::from(std::fs::File::create(dir.join("access.log")).unwrap());
         let mut command = Command::new(CERTGATE);
-        command.current_dir(dir).args(args);
+        command.current_dir(dir).args(args).envs(env.iter().copied());
         Gateway::spawn_command(dir, command, stdout, 1, 0).0
     }
 

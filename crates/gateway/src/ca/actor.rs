@@ -269,8 +269,12 @@ fn sign(state: &mut CaState, req: &SignRequest) -> Result<Signed, CaError> {
     };
     let issued = state
         .ca
-        .sign_redeeming(&csr, &claims.sub, &sans, provisioner.profile, validity, &token)
+        .sign_redeeming(&csr, &claims.sub, &sans, provisioner.profile, validity, &token, |_| {
+            super::fault::pause(super::fault::Point::BeforeCommit);
+            Ok(())
+        })
         .map_err(CaError::from_issuance)?;
+    super::fault::pause(super::fault::Point::AfterCommit);
     Ok(signed(state, &issued))
 }
 

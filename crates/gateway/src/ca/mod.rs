@@ -21,6 +21,7 @@
 //! `{"status":N,"message":"..."}` (step-ca's error shape).
 
 pub mod actor;
+pub mod fault;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
