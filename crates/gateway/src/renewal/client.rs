@@ -67,8 +67,8 @@ impl CaClient {
             RootPin::Root(root) => root.clone(),
             RootPin::Fingerprint(fingerprint) => fetch_pinned_root(&url, fingerprint).await?,
         };
-        let config = tls_config(Some(&root), identity)?;
-        Ok(CaClient { client: https_client(config), url, root })
+        let config = tls_config(Some(std::slice::from_ref(&root)), identity)?;
+        Ok(CaClient { client: http_client(config, Scheme::Https), url, root })
     }
 
     /// The pinned root.
@@ -99,7 +99,7 @@ impl CaClient {
         let req = req
             .body(body)
             .map_err(|_| RenewalError::Url { url: url.clone(), reason: "not a valid URL" })?;
-        let (status, bytes) = send(&self.client, &url, req).await?;
+        let (status, bytes) = send(&self.client, &url, req, MAX_ANSWER).await?;
         if !status.is_success() {
             return Err(RenewalError::Refused {
                 url,
@@ -137,6 +137,7 @@ async fn send(
     client: &Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: &str,
     req: http::Request<Full<Bytes>>,
+    limit: usize,
 ) -> Result<(http::StatusCode, Bytes), RenewalError> {
     let exchange = async {
         let resp = client.request(req).await.map_err(|e| RenewalError::Connect {
@@ -145,7 +146,7 @@ async fn send(
             reason: certgate_pki::error::with_causes(&e),
         })?;
         let status = resp.status();
-        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
+        let body = http_body_util::Limited::new(resp.into_body(), limit)
             .collect()
             .await
             .map_err(|e| RenewalError::Answer {
@@ -167,57 +168,19 @@ pub async fn fetch(
     roots: &[CertificateDer<'static>],
     limit: usize,
 ) -> Result<Bytes, RenewalError> {
-    let tls = |what: &'static str| {
-        move |e: rustls::Error| RenewalError::Tls { what, reason: e.to_string() }
-    };
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store.add(root.clone()).map_err(tls("a trust anchor"))?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(tls("the TLS protocol versions"))?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(REQUEST_TIMEOUT));
-    http.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let client = http_client(tls_config(Some(roots), None)?, Scheme::HttpOrHttps);
     let req = http::Request::get(url)
         .body(Full::new(Bytes::new()))
         .map_err(|_| RenewalError::Url { url: url.to_string(), reason: "not a valid URL" })?;
-    let exchange = async {
-        let resp = client.request(req).await.map_err(|e| RenewalError::Connect {
+    let (status, body) = send(&client, url, req, limit).await?;
+    if status != http::StatusCode::OK {
+        return Err(RenewalError::Refused {
             url: url.to_string(),
-            reason: certgate_pki::error::with_causes(&e),
-        })?;
-        let status = resp.status();
-        let body = http_body_util::Limited::new(resp.into_body(), limit)
-            .collect()
-            .await
-            .map_err(|e| RenewalError::Answer {
-                url: url.to_string(),
-                reason: format!("reading it: {e}"),
-            })?
-            .to_bytes();
-        if status != http::StatusCode::OK {
-            return Err(RenewalError::Refused {
-                url: url.to_string(),
-                status: status.as_u16(),
-                message: ca_message(&body),
-            });
-        }
-        Ok(body)
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-        .await
-        .map_err(|_| RenewalError::Timeout { url: url.to_string(), after: REQUEST_TIMEOUT })?
+            status: status.as_u16(),
+            message: ca_message(&body),
+        });
+    }
+    Ok(body)
 }
 
 /// `GET URL/roots` without trusting the server yet, and the root it answers only if its
@@ -233,12 +196,12 @@ async fn fetch_pinned_root(
             reason: "not a SHA-256 fingerprint (64 hex digits)".into(),
         });
     }
-    let client = https_client(tls_config(None, None)?);
+    let client = http_client(tls_config(None, None)?, Scheme::Https);
     let roots_url = format!("{url}/roots");
     let req = http::Request::get(&roots_url)
         .body(Full::new(Bytes::new()))
         .map_err(|_| RenewalError::Url { url: roots_url.clone(), reason: "not a valid URL" })?;
-    let (status, body) = send(&client, &roots_url, req).await?;
+    let (status, body) = send(&client, &roots_url, req, MAX_ANSWER).await?;
     if !status.is_success() {
         return Err(RenewalError::Refused {
             url: roots_url,
@@ -267,24 +230,32 @@ fn normalize_fingerprint(s: &str) -> String {
     s.trim().trim_start_matches("sha256:").replace(':', "").to_ascii_lowercase()
 }
 
-fn https_client(
+/// The URL schemes a client may use.
+enum Scheme {
+    Https,
+    HttpOrHttps,
+}
+
+fn http_client(
     config: rustls::ClientConfig,
+    scheme: Scheme,
 ) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(REQUEST_TIMEOUT));
     http.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_only()
-        .enable_http1()
-        .wrap_connector(http);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config);
+    let builder = match scheme {
+        Scheme::Https => builder.https_only(),
+        Scheme::HttpOrHttps => builder.https_or_http(),
+    };
+    let connector = builder.enable_http1().wrap_connector(http);
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
-/// TLS to the CA: its server certificate must chain to `root` (none: any server, only for
-/// fetching a root that is then checked against its fingerprint).
+/// TLS to the CA: its server certificate must chain to one of `roots` (none: any server,
+/// only for fetching a root that is then checked against its fingerprint).
 fn tls_config(
-    root: Option<&CertificateDer<'static>>,
+    roots: Option<&[CertificateDer<'static>]>,
     identity: Option<Identity>,
 ) -> Result<rustls::ClientConfig, RenewalError> {
     let tls = |what: &'static str| {
@@ -294,11 +265,13 @@ fn tls_config(
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(tls("the TLS protocol versions"))?;
-    let builder = match root {
-        Some(root) => {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(root.clone()).map_err(tls("the CA's root as a trust anchor"))?;
-            builder.with_root_certificates(roots)
+    let builder = match roots {
+        Some(roots) => {
+            let mut store = rustls::RootCertStore::empty();
+            for root in roots {
+                store.add(root.clone()).map_err(tls("a trust anchor"))?;
+            }
+            builder.with_root_certificates(store)
         }
         None => builder
             .dangerous()
