@@ -6,26 +6,14 @@
 // A test that cannot set itself up should fail loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod ca_support;
 mod gateway_support;
 mod pki_support;
 
+use ca_support::{ca_serve, ca_serve_with_env, cert_request, public_key, serial};
 use gateway_support::{Curl, Gateway, curl, curl_as};
 use pki_support::{Scratch, help_examples, mode, text};
 use std::process::Output;
-
-/// `certgate ca serve --listen 127.0.0.1:0` on the scratch CA (`ca/`), with `ca/root.crt`
-/// copied to `root.crt` for the curl helpers.
-fn ca_serve(s: &Scratch, extra: &[&str]) -> Gateway {
-    ca_serve_with_env(s, extra, &[])
-}
-
-/// [`ca_serve`] with extra environment variables.
-fn ca_serve_with_env(s: &Scratch, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
-    std::fs::copy(s.path("ca/root.crt"), s.path("root.crt")).unwrap();
-    let mut args = vec!["ca", "serve", "--ca-dir", "ca", "--listen", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    Gateway::start_command_with_env(&s.dir, &args, env)
-}
 
 /// curl `path` on the CA, trusting its root, writing the body to `out` in the scratch dir;
 /// returns the HTTP status.
@@ -50,12 +38,6 @@ fn crl_text(s: &Scratch, der: &str, ca_cert: &str) -> String {
     let out = s.openssl(&["crl", "-inform", "DER", "-in", der, "-noout", "-text"]);
     assert!(out.status.success(), "{}", text(&out));
     text(&out)
-}
-
-/// The serial of `NAME.crt` as `openssl crl -text` prints revoked serials (upper-case hex).
-fn serial(s: &Scratch, cert: &str) -> String {
-    let out = s.openssl(&["x509", "-in", cert, "-noout", "-serial"]);
-    text(&out).trim().trim_start_matches("serial=").to_string()
 }
 
 /// The service answers /health and /roots (PEM and JSON), serves the intermediate's CRL at
@@ -916,25 +898,6 @@ fn a_gateway_configuration_cannot_route_to_the_ca() {
     assert!(out.contains("served by `certgate ca serve` only"), "{out}");
 }
 
-/// `certgate cert request NAME --ca-url URL --token T ...` with `args`.
-fn cert_request(s: &Scratch, gw: &Gateway, name: &str, token: &str, args: &[&str]) -> Output {
-    let url = gw.url("");
-    let mut all = vec!["cert", "request", name, "--ca-url", &url, "--token", token];
-    all.extend_from_slice(args);
-    s.run(&all)
-}
-
-/// The public key of a certificate or private key file, as openssl prints it.
-fn public_key(s: &Scratch, file: &str, cert: bool) -> String {
-    let out = if cert {
-        s.openssl(&["x509", "-in", file, "-noout", "-pubkey"])
-    } else {
-        s.openssl(&["pkey", "-in", file, "-pubout"])
-    };
-    assert!(out.status.success(), "{file}: {}", text(&out));
-    text(&out)
-}
-
 /// `certgate cert request`: a key made locally (0600, never sent), a CSR signed by the online
 /// CA with a one-time token, the answer checked (our key, chains to the pinned root, given as
 /// a file or as a fingerprint checked against /roots) and written as NAME.crt + NAME.key that
@@ -1136,14 +1099,15 @@ fn cert_renew_with_ca_url_renews_over_mtls_keeping_the_key() {
     let err = s.fails(&["cert", "renew", "app", "--root", "root.crt"]);
     assert!(err.contains("need --ca-url"), "{err}");
 
-    // The --ca-url examples of `cert renew --help` run as printed against this CA, for a
-    // fresh certificate named api: renewed (0), then not due (3).
+    // The one-shot --ca-url examples of `cert renew --help` run as printed against this CA,
+    // for a fresh certificate named api: renewed (0), then not due (3). The --daemon ones run
+    // in renew_daemon_e2e.rs.
     let token = s.ok(&["ca", "token", "api", "--san", "api.example.com"]);
     let got = cert_request(&s, &gw, "api", token.trim(), &["--root", "root.crt"]);
     assert!(got.status.success(), "{}", text(&got));
     let examples: Vec<Vec<String>> = help_examples(&s, &["cert", "renew"])
         .into_iter()
-        .filter(|e| e.contains(&"--ca-url".to_string()))
+        .filter(|e| e.contains(&"--ca-url".to_string()) && !e.contains(&"--daemon".to_string()))
         .collect();
     assert_eq!(examples.len(), 2, "{examples:?}");
     for (example, status) in examples.iter().zip([0, 3]) {

@@ -55,17 +55,34 @@ pub enum CertCommand {
   certgate cert revoke api                          # the current certificate named api")]
     Revoke(RevokeArgs),
     /// Renew a certificate: same subject, SANs and profile, new validity (and a new key). With
-    /// --ca-url, renewed by the online CA over mTLS, keeping the key.
+    /// --ca-url, renewed by the online CA over mTLS, keeping the key; with --daemon, kept
+    /// renewed.
     #[command(after_help = "Examples:
   certgate cert renew api                # replaces api.crt and api.key in place
   certgate cert renew api --reuse-key    # same key, new certificate
   certgate cert renew api --ca-url https://ca.example.com:9443 --root root.crt
   certgate cert renew api --ca-url https://ca.example.com:9443 --root root.crt --if-needed
+  certgate cert renew api --ca-url https://ca.example.com:9443 --root root.crt --daemon \\
+      --pid-file /run/nginx.pid          # nginx reloads on SIGHUP
+  certgate cert renew api --ca-url https://ca.example.com:9443 --root root.crt --daemon \\
+      -- sh -c 'cat \"$CERTGATE_CERT\" \"$CERTGATE_KEY\" > api.pem'   # one file for haproxy
 
 With --ca-url, NAME.crt and NAME.key (in --out-dir) are presented to URL/renew and NAME.crt
-is replaced atomically; the key stays. Exit status with --if-needed: 0 renewed, 3 nothing
-was due (more than --expires-in of the lifetime remains), anything else an error (the CA's
-reason is printed: expired, revoked or already renewed certificates are refused).")]
+is replaced atomically; the key stays. After a renewal, --signal goes to --signal-pid or the
+process in --pid-file, then the hook after `--` runs (a program and its arguments, no shell;
+CERTGATE_CERT and CERTGATE_KEY hold the files' paths).
+
+Exit status with --if-needed: 0 renewed, 3 nothing was due (more than --expires-in of the
+lifetime remains), anything else an error (the CA's reason is printed: expired, revoked or
+already renewed certificates are refused; a failed signal or hook is an error too).
+
+--daemon renews when a third of the lifetime of the certificate on disk remains (or
+--expires-in), spread by up to a twentieth of the lifetime, and logs each event on stderr.
+A failed renewal is retried with backoff (from 10 s, doubling, at most a twentieth of the
+lifetime, never past its end); a failed signal or hook is logged and the daemon goes on.
+SIGHUP renews at once; SIGTERM or SIGINT exit 0. A certificate the CA refuses (revoked,
+superseded, expired) or one that expired while the CA was unreachable ends the daemon with
+status 1 and the reason.")]
     Renew(RenewArgs),
     /// Get a certificate from an online CA (`certgate ca serve`) with a one-time token: the
     /// key is made here and never leaves this machine.
@@ -287,12 +304,34 @@ pub struct RenewArgs {
     pub pin: super::online::RootPinArgs,
     /// Renew only when due: exit 0 after renewing, 3 when more than --expires-in of the
     /// lifetime remains (nothing written), other non-zero on error.
-    #[arg(long, requires = "ca_url")]
+    #[arg(long, requires = "ca_url", group = "when")]
     pub if_needed: bool,
-    /// With --if-needed: renew when at most this remains, a share of the lifetime (`33%`,
-    /// the default) or a duration (`8h`, `2d`).
-    #[arg(long, requires = "if_needed", value_name = "PERCENT|DURATION")]
+    /// Keep running and renew each time the certificate on disk is due (after two thirds of
+    /// its lifetime, with jitter); retry failures with backoff. SIGHUP renews at once,
+    /// SIGTERM/SIGINT exit 0; a certificate the CA refuses (revoked, superseded, expired)
+    /// ends it with non-zero.
+    #[arg(long, requires = "ca_url", group = "when", conflicts_with = "if_needed")]
+    pub daemon: bool,
+    /// With --if-needed or --daemon: renew when at most this remains, a share of the
+    /// lifetime (`33%`, the default) or a duration (`8h`, `2d`).
+    #[arg(long, requires = "when", value_name = "PERCENT|DURATION")]
     pub expires_in: Option<String>,
+    /// After each renewal, send --signal to this process (e.g. a server that reloads its
+    /// certificate on SIGHUP).
+    #[arg(long, value_name = "PID", requires = "ca_url", conflicts_with = "pid_file")]
+    pub signal_pid: Option<u32>,
+    /// After each renewal, send --signal to the process whose id this file holds (read anew
+    /// each time, so a restarted server is found).
+    #[arg(long, value_name = "FILE", requires = "ca_url")]
+    pub pid_file: Option<PathBuf>,
+    /// The signal sent to --signal-pid or --pid-file.
+    #[arg(long, value_name = "SIGNAL", default_value = "hup", value_parser = super::values::signal())]
+    pub signal: super::renew_daemon::Signal,
+    /// The hook: a program and its arguments, after `--`, run after each renewal (after the
+    /// signal) without a shell, with CERTGATE_CERT and CERTGATE_KEY set to the files' paths.
+    /// A failing hook fails a one-shot renewal; the daemon logs it and goes on.
+    #[arg(last = true, value_name = "PROG ARG", requires = "ca_url")]
+    pub hook: Vec<String>,
     #[command(flatten)]
     pub ca: CaAccess,
 }

@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod online;
 pub mod out;
 pub mod quickstart;
+pub mod renew_daemon;
 pub mod serve;
 pub mod values;
 pub mod verify;

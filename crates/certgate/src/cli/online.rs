@@ -1,6 +1,7 @@
 //! The online CA's client commands: `cert request` (a first certificate with a one-time
-//! token) and `cert renew --ca-url` (once, or `--if-needed` for timers). The protocol and the
-//! checks live in `certgate_gateway::renewal`, shared with the gateway's managed certificates.
+//! token) and `cert renew --ca-url` (once, `--if-needed` for timers, or `--daemon`, in
+//! `renew_daemon`). The protocol and the checks live in `certgate_gateway::renewal`, shared
+//! with the gateway's managed certificates.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use time::OffsetDateTime;
 
 use super::cert::{RenewArgs, RequestArgs};
 use super::out::Out;
+use super::renew_daemon::AfterRenewal;
 
 /// The exit status of `cert renew --if-needed` when nothing was due.
 pub const NOT_DUE: u8 = 3;
@@ -85,6 +87,9 @@ pub fn request(a: RequestArgs) -> anyhow::Result<ExitCode> {
 /// `cert renew NAME --ca-url URL`: NAME.crt/NAME.key presented to URL/renew; the answer
 /// checked (our key, the pinned root) and NAME.crt replaced atomically.
 pub fn renew(a: &RenewArgs, url: &str) -> anyhow::Result<ExitCode> {
+    if a.daemon {
+        return super::renew_daemon::run(a, url);
+    }
     certgate_pki::ca::check_file_name(&a.name)?;
     let files = CertFiles::in_dir(&a.out_dir, &a.name);
     let current = files.read()?;
@@ -123,6 +128,17 @@ pub fn renew(a: &RenewArgs, url: &str) -> anyhow::Result<ExitCode> {
         current.serial,
         format_time(current.validity.not_after)
     )?;
+    // The signal and the hook: a failure fails the run, so a timer unit shows it.
+    let mut failures = Vec::new();
+    for outcome in AfterRenewal::from_args(a).run(&files) {
+        match outcome {
+            Ok(line) => writeln!(stdout, "  then       {line}")?,
+            Err(line) => failures.push(line),
+        }
+    }
+    if !failures.is_empty() {
+        anyhow::bail!("{} was renewed, but {}", a.name, failures.join("; "));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -36,3 +36,24 @@ pub fn profile() -> impl TypedValueParser<Value = Profile> {
     ])
     .try_map(|s| s.parse::<Profile>())
 }
+
+/// `--signal`: the signals a server may take as "reload your certificate" (`HUP` and
+/// `SIGHUP` are read too).
+pub fn signal() -> impl TypedValueParser<Value = super::renew_daemon::Signal> {
+    use super::renew_daemon::Signal;
+    PossibleValuesParser::new(Signal::ALL.map(|s| {
+        PossibleValue::new(s.as_str()).aliases([s.as_str().to_ascii_uppercase(), s.name()]).help(
+            match s {
+                Signal::Hup => "SIGHUP: reload (nginx, haproxy, certgate serve, most daemons)",
+                Signal::Usr1 => "SIGUSR1",
+                Signal::Usr2 => "SIGUSR2 (e.g. haproxy's master-worker reload)",
+                Signal::Term => "SIGTERM: stop (for a supervisor that restarts it)",
+                Signal::Int => "SIGINT",
+                Signal::Quit => "SIGQUIT",
+            },
+        )
+    }))
+    .try_map(|s| {
+        super::renew_daemon::Signal::parse(&s).ok_or_else(|| format!("unknown signal {s:?}"))
+    })
+}

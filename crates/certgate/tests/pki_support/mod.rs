@@ -89,7 +89,8 @@ pub fn openssl_verify(s: &Scratch, cert: &str, purpose: &str) -> Output {
 }
 
 /// The example lines of `certgate ARGS --help` (after "Examples:"), each split into
-/// arguments as a shell would (double quotes, `\` line continuations, `#` comments).
+/// arguments as a shell would (single and double quotes, `\` line continuations, `#`
+/// comments).
 pub fn help_examples(s: &Scratch, args: &[&str]) -> Vec<Vec<String>> {
     let mut all = args.to_vec();
     all.push("--help");
@@ -102,14 +103,15 @@ pub fn help_examples(s: &Scratch, args: &[&str]) -> Vec<Vec<String>> {
         .filter_map(|line| line.trim().strip_prefix("certgate "))
         .map(|line| {
             let line = line.split(" #").next().unwrap();
-            let (mut words, mut word, mut quoted) = (Vec::new(), String::new(), false);
+            let (mut words, mut word, mut quote) = (Vec::new(), String::new(), None);
             for c in line.chars() {
-                match c {
-                    '"' => quoted = !quoted,
-                    ' ' if !quoted => {
+                match (c, quote) {
+                    ('"' | '\'', None) => quote = Some(c),
+                    (c, Some(q)) if c == q => quote = None,
+                    (' ', None) => {
                         words.extend((!word.is_empty()).then(|| std::mem::take(&mut word)))
                     }
-                    c => word.push(c),
+                    (c, _) => word.push(c),
                 }
             }
             words.extend((!word.is_empty()).then_some(word));
