@@ -190,6 +190,56 @@ fn renewal_timer_units_verify() {
     );
 }
 
+/// The renewal daemon's template passes `systemd-analyze verify` for an instance: a
+/// long-running `cert renew NAME --daemon` (Type=simple, restarted on failure, reload =
+/// SIGHUP = renew now) naming only flags `cert renew` has, sandboxed like certgate.service.
+#[test]
+fn renewal_daemon_unit_verifies() {
+    let service = deploy_file("certgate-renew-daemon@.service");
+    for line in ["Type=simple", "Restart=on-failure", "ExecReload=/bin/kill -HUP $MAINPID"] {
+        assert!(service.lines().any(|l| l == line), "{line} missing");
+    }
+    let exec = service.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+    assert!(exec.contains("cert renew %i") && exec.contains("--daemon"), "{exec}");
+    let help = Command::new(CERTGATE).args(["cert", "renew", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in exec.split_whitespace().filter(|w| w.starts_with("--")) {
+        assert!(help.contains(&format!("{flag} ")), "{flag} is not in {help}");
+    }
+    let gateway = deploy_file("certgate.service");
+    for hardening in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "RestrictNamespaces=yes",
+        "MemoryDenyWriteExecute=yes",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(gateway.lines().any(|l| l == hardening), "{hardening} not in certgate.service");
+        assert!(service.lines().any(|l| l == hardening), "{hardening} missing");
+    }
+    assert!(service.contains("ReadWritePaths=/etc/certgate/tls"));
+    let dir = tempfile::tempdir().unwrap();
+    let local = service
+        .replace("/usr/local/bin/certgate", CERTGATE)
+        .replace("User=certgate", "User=root")
+        .replace("Group=certgate", "Group=root");
+    std::fs::write(dir.path().join("certgate-renew-daemon@.service"), local).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.path().join("certgate-renew-daemon@api.service"))
+        .output()
+        .expect("systemd-analyze (Debian package systemd; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The configuration in the Kubernetes example passes `serve --check` once its Secret's files
 /// exist (here written by the test PKI under the same names).
 #[test]
