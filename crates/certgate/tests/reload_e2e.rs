@@ -20,23 +20,6 @@ fn one_route(mode: &str, extra_client_auth: &str) -> String {
     )
 }
 
-/// The serial of the certificate the gateway serves, as `openssl s_client` sees it.
-fn served_serial(gw: &Gateway) -> String {
-    let mut child = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{}", gw.port)])
-        .args(["-servername", "localhost"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let x509 =
-        Command::new("openssl").args(["x509", "-noout", "-serial"]).stdin(out).output().unwrap();
-    let _ = child.wait();
-    String::from_utf8_lossy(&x509.stdout).trim().trim_start_matches("serial=").to_ascii_lowercase()
-}
-
 /// A new server certificate on disk is served to the next connection after SIGHUP, and the
 /// process keeps running.
 #[test]

@@ -94,6 +94,19 @@ status 1 and the reason.")]
 
 The token comes from the CA's operator: certgate ca token api --san api.example.com")]
     Request(RequestArgs),
+    /// Get a new key certified by the online CA: the key is made here, the current
+    /// certificate presented over mTLS, and certificate and key switched together.
+    #[command(after_help = "Examples:
+  certgate cert rekey api --ca-url https://ca.example.com:9443 --root root.crt
+  certgate cert rekey api --ca-url https://ca.example.com:9443 --root root.crt --key-type ec-p384
+
+NAME.crt and NAME.key (in --out-dir) become links into a versioned directory, so a reader
+never finds a certificate next to another certificate's key: .NAME.versions/<time>/ holds
+each pair, .NAME.data links to the current one, NAME.crt and NAME.key link through it, and
+one rename of .NAME.data switches both. Plain files are converted first (the current pair
+becomes the first version); the previous version is kept, older ones removed. cert renew
+--ca-url keeps this layout. The old certificate is superseded at the CA.")]
+    Rekey(RekeyArgs),
 }
 
 /// Lifetime flags shared by issue and sign.
@@ -368,6 +381,23 @@ pub struct RequestArgs {
     pub force: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    /// The certificate's name: NAME.crt and NAME.key in --out-dir.
+    pub name: String,
+    /// The online CA's URL, e.g. https://ca.example.com:9443.
+    #[arg(long, value_name = "URL")]
+    pub ca_url: String,
+    #[command(flatten)]
+    pub pin: super::online::RootPinArgs,
+    /// Key type of the new key.
+    #[arg(long, default_value = "ec-p256", value_parser = super::values::key_type())]
+    pub key_type: KeyType,
+    /// Directory of NAME.crt and NAME.key.
+    #[arg(long, default_value = ".")]
+    pub out_dir: PathBuf,
+}
+
 fn parse_reason(s: &str) -> Result<Reason, String> {
     Reason::parse(s).ok_or_else(|| {
         let all: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
@@ -384,6 +414,7 @@ pub fn run(cmd: CertCommand) -> anyhow::Result<ExitCode> {
         CertCommand::Show(a) => show(a),
         CertCommand::Revoke(a) => revoke(a),
         CertCommand::Renew(a) => renew(a),
+        CertCommand::Rekey(a) => super::online::rekey(a),
         CertCommand::Request(a) => super::online::request(a),
     }
 }

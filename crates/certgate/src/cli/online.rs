@@ -13,7 +13,7 @@ use certgate_pki::validity::{format_time, parse_duration};
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
-use super::cert::{RenewArgs, RequestArgs};
+use super::cert::{RekeyArgs, RenewArgs, RequestArgs};
 use super::out::Out;
 use super::renew_daemon::AfterRenewal;
 
@@ -139,6 +139,36 @@ pub fn renew(a: &RenewArgs, url: &str) -> anyhow::Result<ExitCode> {
     if !failures.is_empty() {
         anyhow::bail!("{} was renewed, but {}", a.name, failures.join("; "));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cert rekey NAME --ca-url URL`: a new key made here, certified at URL/rekey for the
+/// certificate presented, both files switched together in the versioned layout.
+pub fn rekey(a: RekeyArgs) -> anyhow::Result<ExitCode> {
+    certgate_pki::ca::check_file_name(&a.name)?;
+    let files = CertFiles::in_dir(&a.out_dir, &a.name);
+    let current = files.read()?;
+    let pin = a.pin.pin()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rekeyed = runtime.block_on(files.rekey(&a.ca_url, &pin, &current, a.key_type))?;
+    let mut stdout = Out::lock();
+    print_received(&mut stdout, "rekeyed", &a.name, &rekeyed.chain)?;
+    let data = renewal::versioned::Versioned::of(&files)?.data_link();
+    let version = std::fs::read_link(&data).unwrap_or_default();
+    writeln!(
+        stdout,
+        "  wrote      {} (certificate + chain, new {} key, mode 0600)",
+        a.out_dir.join(&version).display(),
+        a.key_type.as_str()
+    )?;
+    writeln!(
+        stdout,
+        "  switched   {} and {} (through {})",
+        files.cert.display(),
+        files.key.display(),
+        data.display()
+    )?;
+    writeln!(stdout, "  replaces   serial {} (superseded at the CA)", current.serial)?;
     Ok(ExitCode::SUCCESS)
 }
 

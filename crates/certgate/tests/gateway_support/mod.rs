@@ -598,3 +598,20 @@ for family in text_string_to_metric_families(sys.stdin.read()):
     assert!(out.status.success(), "the parser refused: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The serial of the certificate the gateway serves, as `openssl s_client` sees it.
+pub fn served_serial(gw: &Gateway) -> String {
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{}", gw.port)])
+        .args(["-servername", "localhost"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let x509 =
+        Command::new("openssl").args(["x509", "-noout", "-serial"]).stdin(out).output().unwrap();
+    let _ = child.wait();
+    String::from_utf8_lossy(&x509.stdout).trim().trim_start_matches("serial=").to_ascii_lowercase()
+}

@@ -3,7 +3,10 @@ until STOP exists; then prints one JSON object: how many reads, the failures (a 
 does not parse, a certificate in the file that does not parse, a key that is not the
 certificate's), and the serials seen.
 
-Usage: pair_reader.py CERT KEY STOP
+Usage: pair_reader.py CERT KEY STOP [DATA]
+
+With DATA (the `.NAME.data` link of the versioned layout), once it exists the pair is read
+as a reader of that layout should: DATA opened once, both files opened relative to it.
 """
 
 import json
@@ -21,16 +24,36 @@ def spki(public_key):
     )
 
 
+def read_through(data, cert_path, key_path):
+    """Both files from the version DATA links to when it is opened."""
+    fd = os.open(data, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        out = []
+        for path in (cert_path, key_path):
+            f = os.open(os.path.basename(path), os.O_RDONLY, dir_fd=fd)
+            with os.fdopen(f, "rb") as handle:
+                out.append(handle.read())
+        return out
+    finally:
+        os.close(fd)
+
+
 def main():
     cert_path, key_path, stop = sys.argv[1:4]
+    data = sys.argv[4] if len(sys.argv) > 4 else None
     reads, failures, serials = 0, [], []
     while not os.path.exists(stop):
         reads += 1
         try:
-            with open(cert_path, "rb") as f:
-                chain = x509.load_pem_x509_certificates(f.read())
-            with open(key_path, "rb") as f:
-                key = serialization.load_pem_private_key(f.read(), password=None)
+            if data and os.path.lexists(data):
+                cert_bytes, key_bytes = read_through(data, cert_path, key_path)
+            else:
+                with open(cert_path, "rb") as f:
+                    cert_bytes = f.read()
+                with open(key_path, "rb") as f:
+                    key_bytes = f.read()
+            chain = x509.load_pem_x509_certificates(cert_bytes)
+            key = serialization.load_pem_private_key(key_bytes, password=None)
             for cert in chain:
                 cert.public_key()
                 cert.extensions

@@ -7,10 +7,13 @@
 //!
 //! The key never leaves the machine: a first certificate is requested with a CSR and a
 //! one-time token (`/sign`); renewal presents the current certificate over mTLS (`/renew`)
-//! and keeps the key, so the certificate file is replaced alone and always matches the key.
+//! and keeps the key, so the certificate file is replaced alone and always matches the key;
+//! a rekey (`/rekey`) changes both, written in the versioned layout of [`versioned`] so they
+//! switch together (renewal then keeps that layout).
 
 pub mod client;
 pub mod schedule;
+pub mod versioned;
 
 use std::path::{Path, PathBuf};
 
@@ -162,8 +165,45 @@ impl CertFiles {
         received(&client.url("/sign"), answer.chain, key)
     }
 
+    /// Presents `current` at the CA over mTLS with a CSR for a new key of `key_type`
+    /// (`/rekey`), checks the answer (the new key, the pinned root) and makes the new pair
+    /// current in the versioned layout ([`versioned`]), converting plain files first.
+    pub async fn rekey(
+        &self,
+        url: &str,
+        pin: &RootPin,
+        current: &Current,
+        key_type: certgate_pki::keys::KeyType,
+    ) -> Result<Current, RenewalError> {
+        let layout = versioned::Versioned::of(self)?;
+        let key = key_type.generate()?;
+        let name = self.cert.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
+        let body = serde_json::json!({ "csr": csr(&name, &[], &key)? });
+        let client = CaClient::new(url, pin, Some(current.identity())).await?;
+        let answer = client.post("/rekey", Some(body)).await?;
+        client::check_answer(&client.url("/rekey"), &answer, client.root(), &key)?;
+        let chain_pem = certgate_pki::pem::certs_to_pem(&answer.chain);
+        layout.publish(chain_pem.as_bytes(), certgate_pki::keys::to_pem(&key).as_bytes())?;
+        received(&client.url("/rekey"), answer.chain, key)
+    }
+
+    /// The versioned layout when the files are in it (after a rekey), else `None`.
+    pub fn versioned(&self) -> Option<versioned::Versioned> {
+        versioned::Versioned::of(self).ok().filter(|v| v.in_place())
+    }
+
+    /// Replaces the certificate: atomically in place, or, in the versioned layout, as a new
+    /// version holding the same key.
     fn write_cert(&self, chain: &[CertificateDer<'static>]) -> Result<(), RenewalError> {
         let pem = certgate_pki::pem::certs_to_pem(chain);
+        if let Some(layout) = self.versioned() {
+            let key = std::fs::read(&self.key).map_err(|e| RenewalError::Files {
+                path: self.key.clone(),
+                reason: e.to_string(),
+            })?;
+            layout.publish(pem.as_bytes(), &key)?;
+            return Ok(());
+        }
         certgate_pki::fs::write_atomic(&self.cert, pem.as_bytes(), Mode::Public, Overwrite::Force)?;
         Ok(())
     }
