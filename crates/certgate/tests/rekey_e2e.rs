@@ -11,14 +11,11 @@ mod gateway_support;
 mod pki_support;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ca_support::{ca_serve, cert_request, public_key, serial};
+use ca_support::{ca_serve, cert_request, pair_reader, pair_reader_result, public_key, serial};
 use gateway_support::{Gateway, served_serial, upstream, upstream_block};
 use pki_support::{Scratch, help_examples, mode, openssl_verify, text};
-
-const PAIR_READER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pair_reader.py");
 
 /// A token for `name` with SAN `san` and `cert request` with `args`.
 fn request(s: &Scratch, gw: &Gateway, name: &str, san: &str, args: &[&str]) {
@@ -50,14 +47,7 @@ fn rekey_switches_certificate_and_key_together_and_renewal_keeps_the_layout() {
     request(&s, &gw, "app", "app.example.com", &["--hours", "1"]);
     let old_key = public_key(&s, "app.key", false);
     let old_serial = serial(&s, "app.crt");
-    let path = |n: &str| s.path(n).display().to_string();
-    let reader = Command::new("python3")
-        .args(["-B", PAIR_READER])
-        .args([path("app.crt"), path("app.key"), path("stop-reading"), path(".app.data")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let reader = pair_reader(&s, "app");
 
     let out = s.ok(&["cert", "rekey", "app", "--ca-url", &url, "--root", "root.crt"]);
     assert!(out.contains("rekeyed app") && out.contains("superseded"), "{out}");
@@ -130,11 +120,9 @@ fn rekey_switches_certificate_and_key_together_and_renewal_keeps_the_layout() {
     assert_eq!(link(&s, "app.key"), PathBuf::from(".app.data/app.key"));
     assert_eq!(versions(&s, ".app.versions"), 2);
 
-    std::fs::write(s.path("stop-reading"), "").unwrap();
-    let out = reader.wait_with_output().unwrap();
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = pair_reader_result(&s, "app", reader);
     assert_eq!(seen["failures"], serde_json::json!([]), "{seen}");
-    assert!(seen["serials"].as_array().unwrap().len() >= 5, "{seen}");
+    assert_eq!(seen["serials"].as_array().unwrap().len(), 8, "{seen}");
 
     // The examples of `cert rekey --help` run as printed against this CA.
     for example in help_examples(&s, &["cert", "rekey"]) {

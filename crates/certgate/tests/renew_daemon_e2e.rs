@@ -15,11 +15,9 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use ca_support::{ca_serve, cert_request, public_key, serial};
+use ca_support::{ca_serve, cert_request, pair_reader, pair_reader_result, public_key, serial};
 use gateway_support::{Gateway, Proc};
 use pki_support::{CERTGATE, Scratch, help_examples, openssl_verify, text};
-
-const PAIR_READER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pair_reader.py");
 
 /// A running `certgate cert renew ... --daemon`, its stderr in `LOG` in the scratch dir.
 struct Daemon {
@@ -159,12 +157,7 @@ fn daemon_keeps_a_two_minute_certificate_renewed_until_it_is_revoked() {
     let _target = hup_counter(&s, "target.pid", "hups.log");
     std::fs::write(s.path("hook.sh"), "echo \"$1 $CERTGATE_CERT $CERTGATE_KEY\" >> hook.log\n")
         .unwrap();
-    let reader = Command::new("python3")
-        .args(["-B", PAIR_READER])
-        .args([abs(&s, "app.crt"), abs(&s, "app.key"), abs(&s, "stop-reading")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let reader = pair_reader(&s, "app");
 
     let started = Instant::now();
     let mut daemon = Daemon::start(
@@ -213,9 +206,7 @@ fn daemon_keeps_a_two_minute_certificate_renewed_until_it_is_revoked() {
     assert_eq!(wait_for_lines(&s, "hook.log", 3).len(), 3, "{log}");
 
     // The reader saw every serial and never a broken or mismatched pair.
-    std::fs::write(s.path("stop-reading"), "").unwrap();
-    let out = reader.wait_with_output().unwrap();
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = pair_reader_result(&s, "app", reader);
     assert_eq!(seen["failures"], serde_json::json!([]), "{seen}");
     assert!(seen["reads"].as_u64().unwrap() > 100, "{seen}");
     assert_eq!(seen["serials"].as_array().unwrap().len(), 4, "{seen}");
@@ -330,4 +321,33 @@ fn daemon_stops_on_sigterm_and_survives_failures_it_can_retry() {
     assert!(log.contains("renewing api failed:"), "{log}");
     daemon.signal("TERM");
     assert_eq!(daemon.exit(Duration::from_secs(10)).code(), Some(0), "{}", daemon.log());
+}
+
+/// `--daemon --rekey`: each renewal is a rekey (here asked for by SIGHUP): a new key every
+/// time, the files switched together in the versioned layout, and a reader of that layout
+/// never finds a broken file or a mismatched pair.
+#[test]
+fn daemon_with_rekey_gets_a_new_key_each_time_and_switches_both_files() {
+    let s = Scratch::with_ca(&[]);
+    let gw = ca_serve(&s, &[]);
+    request(&s, &gw, "svc", &["--hours", "1"]);
+    let reader = pair_reader(&s, "svc");
+    let mut daemon = Daemon::start(&s, &gw, "svc", &["--rekey"], "rekey.log");
+    let mut keys = vec![public_key(&s, "svc.key", false)];
+    for round in 1..=3 {
+        daemon.signal("HUP");
+        let log = daemon.wait_for("rekeyed svc serial", round, Duration::from_secs(10));
+        let key = public_key(&s, "svc.key", false);
+        assert!(!keys.contains(&key), "round {round}: not a new key: {log}");
+        assert_eq!(public_key(&s, "svc.crt", true), key);
+        keys.push(key);
+    }
+    let link = std::fs::read_link(s.path("svc.crt")).unwrap();
+    assert_eq!(link, PathBuf::from(".svc.data/svc.crt"));
+    assert_eq!(std::fs::read_dir(s.path(".svc.versions")).unwrap().count(), 2);
+    daemon.signal("TERM");
+    assert_eq!(daemon.exit(Duration::from_secs(10)).code(), Some(0), "{}", daemon.log());
+    let seen = pair_reader_result(&s, "svc", reader);
+    assert_eq!(seen["failures"], serde_json::json!([]), "{seen}");
+    assert_eq!(seen["serials"].as_array().unwrap().len(), 4, "{seen}");
 }

@@ -80,7 +80,8 @@ already renewed certificates are refused; a failed signal or hook is an error to
 --expires-in), spread by up to a twentieth of the lifetime, and logs each event on stderr.
 A failed renewal is retried with backoff (from 10 s, doubling, at most a twentieth of the
 lifetime, never past its end); a failed signal or hook is logged and the daemon goes on.
-SIGHUP renews at once; SIGTERM or SIGINT exit 0. A certificate the CA refuses (revoked,
+SIGHUP renews at once; SIGTERM or SIGINT exit 0. With --rekey, each renewal is a rekey
+(a new key, as `cert rekey` does). A certificate the CA refuses (revoked,
 superseded, expired) or one that expired while the CA was unreachable ends the daemon with
 status 1 and the reason.")]
     Renew(RenewArgs),
@@ -325,6 +326,13 @@ pub struct RenewArgs {
     /// ends it with non-zero.
     #[arg(long, requires = "ca_url", group = "when", conflicts_with = "if_needed")]
     pub daemon: bool,
+    /// With --daemon: rekey instead of renewing each time (a new key made here, certified at
+    /// URL/rekey; the files switch together in the versioned layout of `cert rekey`).
+    #[arg(long, requires = "daemon")]
+    pub rekey: bool,
+    /// With --rekey: the type of each new key.
+    #[arg(long, requires = "rekey", default_value = "ec-p256", value_parser = super::values::key_type())]
+    pub key_type: KeyType,
     /// With --if-needed or --daemon: renew when at most this remains, a share of the
     /// lifetime (`33%`, the default) or a duration (`8h`, `2d`).
     #[arg(long, requires = "when", value_name = "PERCENT|DURATION")]

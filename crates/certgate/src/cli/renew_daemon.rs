@@ -37,6 +37,7 @@ pub fn run(a: &RenewArgs, url: &str) -> anyhow::Result<ExitCode> {
         files: &files,
         expires_in,
         after: AfterRenewal::from_args(a),
+        rekey: a.rekey.then_some(a.key_type),
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(daemon.keep_renewed(current))
@@ -49,6 +50,8 @@ struct Daemon<'a> {
     files: &'a CertFiles,
     expires_in: ExpiresIn,
     after: AfterRenewal,
+    /// `--rekey`: a new key of this type each time.
+    rekey: Option<certgate_pki::keys::KeyType>,
 }
 
 impl Daemon<'_> {
@@ -113,7 +116,8 @@ impl Daemon<'_> {
                     match self.renewed_due(&current, now) {
                         Ok(at) => {
                             log(format_args!(
-                                "renewed {name} serial {}, valid until {}; next renewal at {}",
+                                "{} {name} serial {}, valid until {}; next renewal at {}",
+                                self.verb(),
                                 current.serial,
                                 format_time(current.validity.not_after),
                                 format_time(at)
@@ -123,7 +127,8 @@ impl Daemon<'_> {
                             continue;
                         }
                         Err(reason) => format!(
-                            "renewed {name} serial {}, valid until {}, but {reason}",
+                            "{} {name} serial {}, valid until {}, but {reason}",
+                            self.verb(),
                             current.serial,
                             format_time(current.validity.not_after)
                         ),
@@ -152,12 +157,24 @@ impl Daemon<'_> {
         }
     }
 
-    /// Renews the certificate on disk (read again: it may have been replaced) and returns
-    /// the one written, as read back from disk.
+    /// Renews (or rekeys) the certificate on disk (read again: it may have been replaced)
+    /// and returns the one written, as read back from disk.
     async fn renew(&self) -> Result<Current, RenewalError> {
         let on_disk = self.files.read()?;
-        self.files.renew(self.url, &self.pin, &on_disk).await?;
+        match self.rekey {
+            Some(key_type) => {
+                self.files.rekey(self.url, &self.pin, &on_disk, key_type).await?;
+            }
+            None => {
+                self.files.renew(self.url, &self.pin, &on_disk).await?;
+            }
+        }
         self.files.read()
+    }
+
+    /// `renewed` or `rekeyed`, for the log.
+    fn verb(&self) -> &'static str {
+        if self.rekey.is_some() { "rekeyed" } else { "renewed" }
     }
 
     /// When `cert` is due, seen at `now` (now if it already is).

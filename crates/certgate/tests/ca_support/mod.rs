@@ -5,7 +5,8 @@
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
 
-use std::process::Output;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::gateway_support::Gateway;
 use crate::pki_support::{Scratch, text};
@@ -47,4 +48,33 @@ pub fn public_key(s: &Scratch, file: &str, cert: bool) -> String {
 pub fn serial(s: &Scratch, cert: &str) -> String {
     let out = s.openssl(&["x509", "-in", cert, "-noout", "-serial"]);
     text(&out).trim().trim_start_matches("serial=").to_string()
+}
+
+const PAIR_READER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pair_reader.py");
+
+/// A reader looping on the scratch files `NAME.crt` and `NAME.key` (through `.NAME.data`
+/// once that exists) with Python's cryptography, started and past its first read.
+pub fn pair_reader(s: &Scratch, name: &str) -> Child {
+    let path = |f: String| s.path(&f).display().to_string();
+    let child = Command::new("python3")
+        .args(["-B", PAIR_READER])
+        .args([path(format!("{name}.crt")), path(format!("{name}.key"))])
+        .args([path(format!("stop-{name}")), path(format!(".{name}.data"))])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s.path(&format!("stop-{name}.ready")).exists() {
+        assert!(Instant::now() < deadline, "the pair reader never read {name}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Stops a [`pair_reader`] and returns what it saw: `{"reads", "failures", "serials"}`.
+pub fn pair_reader_result(s: &Scratch, name: &str, reader: Child) -> serde_json::Value {
+    std::fs::write(s.path(&format!("stop-{name}")), "").unwrap();
+    let out = reader.wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)))
 }

@@ -1,7 +1,7 @@
 """Reads a certificate file and its key file in a loop, as a server reloading them would,
-until STOP exists; then prints one JSON object: how many reads, the failures (a file that
-does not parse, a certificate in the file that does not parse, a key that is not the
-certificate's), and the serials seen.
+until STOP exists (STOP.ready is made after the first read); then prints one JSON object:
+how many reads, the failures (a file that does not parse, a certificate in the file that
+does not parse, a key that is not the certificate's), and the serials seen.
 
 Usage: pair_reader.py CERT KEY STOP [DATA]
 
@@ -62,6 +62,8 @@ def main():
             serial = format(chain[0].serial_number, "x")
             if not serials or serials[-1] != serial:
                 serials.append(serial)
+            if reads == 1:
+                open(stop + ".ready", "w").close()
         except Exception as e:  # every failure is what the test looks for
             failures.append(f"read {reads}: {type(e).__name__}: {e}")
         time.sleep(0.002)
