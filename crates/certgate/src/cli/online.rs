@@ -202,20 +202,18 @@ pub fn print_received(
         format_time(info.not_after)
     )?;
     // The CA backdates notBefore a little for clocks behind its own: say what is left from
-    // now (to the minute), which is what was asked for.
+    // now (to the minute), which is what was asked for, when that reads differently.
     let now = OffsetDateTime::now_utc();
     let left = info.not_after - now;
-    let backdate = now - info.not_before;
-    if backdate >= time::Duration::seconds(30) && left >= time::Duration::MINUTE {
-        let left = time::Duration::minutes((left + time::Duration::seconds(30)).whole_minutes());
+    let left = time::Duration::minutes((left + time::Duration::seconds(30)).whole_minutes());
+    let (left, all) = (renewal::schedule::human(left), renewal::schedule::human(lifetime));
+    if now - info.not_before >= time::Duration::seconds(30) && left != all {
         writeln!(
             stdout,
-            "  lifetime   {} from now ({} in all: notBefore is backdated for clock skew)",
-            renewal::schedule::human(left),
-            renewal::schedule::human(lifetime)
+            "  lifetime   {left} from now ({all} in all: notBefore is backdated for clock skew)"
         )?;
     } else {
-        writeln!(stdout, "  lifetime   {}", renewal::schedule::human(lifetime))?;
+        writeln!(stdout, "  lifetime   {all}")?;
     }
     writeln!(stdout, "  renew      after {} (two thirds of its lifetime)", format_time(due))?;
     Ok(())
