@@ -185,8 +185,9 @@ fn set_mode(_file: &std::fs::File, _mode: Mode) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Makes the rename durable. Best effort: some filesystems refuse to fsync a directory.
-fn sync_dir(dir: &Path) {
+/// Makes a rename (or a new entry) in `dir` durable. Best effort: some filesystems refuse to
+/// fsync a directory.
+pub fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }

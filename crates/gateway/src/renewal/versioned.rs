@@ -134,7 +134,7 @@ impl Versioned {
             Mode::Public,
             Overwrite::Refuse,
         )?;
-        sync_dir(&versions);
+        certgate_pki::fs::sync_dir(&versions);
         let target = Path::new(&format!(".{}.versions", self.name)).join(name);
         Ok((version, target))
     }
@@ -147,7 +147,7 @@ impl Versioned {
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(target, &tmp).map_err(|e| files_err(&tmp, e))?;
         std::fs::rename(&tmp, link).map_err(|e| files_err(link, e))?;
-        sync_dir(&self.dir);
+        certgate_pki::fs::sync_dir(&self.dir);
         Ok(())
     }
 
@@ -183,13 +183,6 @@ fn files_err(path: &Path, e: std::io::Error) -> RenewalError {
     RenewalError::Files { path: path.to_path_buf(), reason: e.to_string() }
 }
 
-/// Flushes a directory's entries (a rename or a new file) to disk; best effort, as in
-/// `certgate_pki::fs`.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
 
 #[cfg(test)]
 mod tests {
