@@ -183,7 +183,6 @@ fn files_err(path: &Path, e: std::io::Error) -> RenewalError {
     RenewalError::Files { path: path.to_path_buf(), reason: e.to_string() }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
