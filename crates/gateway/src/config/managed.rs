@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use certgate_pki::keys::KeyType;
 
-use super::raw::{RawConfig, RawManaged};
+use super::raw::{RawCertificate, RawClientCert, RawConfig, RawManaged};
 use super::{Builder, ConfigErrors};
 use crate::renewal::{CertFiles, ExpiresIn, RootPin};
 
@@ -333,8 +333,8 @@ fn walk(b: &mut Builder, raw: &RawConfig) {
             walk_crls(b, &format!("listener[{i}].client_auth"), ca);
         }
         for (j, c) in l.certificates.iter().enumerate() {
-            if let Some(m) = c.managed() {
-                b.managed_files(&format!("listener[{i}].certificates[{j}]"), &m);
+            if let RawCertificate::Managed(m) = c {
+                b.managed_files(&format!("listener[{i}].certificates[{j}]"), m);
             }
         }
     }
@@ -343,20 +343,14 @@ fn walk(b: &mut Builder, raw: &RawConfig) {
             walk_crls(b, "admin.client_auth", ca);
         }
         for (j, c) in a.certificates.iter().enumerate() {
-            if let Some(m) = c.managed() {
-                b.managed_files(&format!("admin.certificates[{j}]"), &m);
+            if let RawCertificate::Managed(m) = c {
+                b.managed_files(&format!("admin.certificates[{j}]"), m);
             }
         }
     }
     for (i, u) in raw.upstreams.iter().enumerate() {
-        if let Some(v @ toml::Value::Table(_)) = &u.client_cert {
-            let field = format!("upstream[{i}].client_cert");
-            match v.clone().try_into::<RawManaged>() {
-                Ok(m) => {
-                    b.managed_files(&field, &m);
-                }
-                Err(e) => b.error(&field, e.message().to_string()),
-            }
+        if let Some(RawClientCert::Managed(m)) = &u.client_cert {
+            b.managed_files(&format!("upstream[{i}].client_cert"), m);
         }
     }
 }

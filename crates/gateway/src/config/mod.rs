@@ -834,37 +834,9 @@ impl Builder {
     /// The certificate and key files of `c`: its own, or a managed certificate's in
     /// `state_dir` (which must exist by now: `serve` requests missing ones before loading).
     fn cert_and_key(&mut self, field: &str, c: &raw::RawCertificate) -> Option<(String, String)> {
-        match (c.managed(), &c.cert, &c.key) {
-            (None, Some(cert), Some(key)) => {
-                let extra = [&c.ca_url, &c.root, &c.fingerprint, &c.token_file, &c.lifetime]
-                    .iter()
-                    .chain([&&c.key_type, &&c.expires_in])
-                    .any(|v| v.is_some());
-                if extra {
-                    self.error(
-                        field,
-                        "ca_url, root, fingerprint, token_file, lifetime, key_type and \
-                         expires_in belong to managed certificates (managed = \"NAME\")"
-                            .into(),
-                    );
-                }
-                Some((cert.clone(), key.clone()))
-            }
-            (None, cert, _) => {
-                let missing = if cert.is_none() { "cert" } else { "key" };
-                self.error(
-                    &format!("{field}.{missing}"),
-                    "give cert and key files, or managed = \"NAME\" for a certificate from \
-                     the online CA"
-                        .into(),
-                );
-                None
-            }
-            (Some(m), None, None) => self.managed_present(field, &m),
-            (Some(_), _, _) => {
-                self.error(field, "a managed certificate has no cert or key files".into());
-                None
-            }
+        match c {
+            raw::RawCertificate::Files(f) => Some((f.cert.clone(), f.key.clone())),
+            raw::RawCertificate::Managed(m) => self.managed_present(field, m),
         }
     }
 
@@ -1381,32 +1353,16 @@ impl Builder {
         }
         let client_cert = match &u.client_cert {
             None => None,
-            Some(toml::Value::String(c)) => Some((c.clone(), u.client_key.clone())),
-            Some(v @ toml::Value::Table(_)) => match v.clone().try_into::<raw::RawManaged>() {
-                Ok(_) if u.client_key.is_some() => {
-                    self.error(
-                        &format!("{field}.client_key"),
-                        "a managed client_cert has its key in state_dir; leave client_key out"
-                            .into(),
-                    );
-                    None
-                }
-                Ok(m) => self
-                    .managed_present(&format!("{field}.client_cert"), &m)
-                    .map(|(c, k)| (c, Some(k))),
-                Err(e) => {
-                    self.error(&format!("{field}.client_cert"), e.message().to_string());
-                    None
-                }
-            },
-            Some(_) => {
+            Some(raw::RawClientCert::File(c)) => Some((c.clone(), u.client_key.clone())),
+            Some(raw::RawClientCert::Managed(_)) if u.client_key.is_some() => {
                 self.error(
-                    &format!("{field}.client_cert"),
-                    "a file name, or { managed = \"NAME\", ... } for a certificate from the \
-                     online CA"
-                        .into(),
+                    &format!("{field}.client_key"),
+                    "a managed client_cert has its key in state_dir; leave client_key out".into(),
                 );
                 None
+            }
+            Some(raw::RawClientCert::Managed(m)) => {
+                self.managed_present(&format!("{field}.client_cert"), m).map(|(c, k)| (c, Some(k)))
             }
         };
         // A failed managed client_cert was reported already: no second error for its key.

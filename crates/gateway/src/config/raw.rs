@@ -235,42 +235,67 @@ pub struct RawErrorPage {
     pub json: Option<String>,
 }
 
-/// A server certificate: files (`cert`, `key`), or a managed certificate (`managed`, with
-/// the fields of [`RawManaged`]).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCertificate {
-    pub cert: Option<String>,
-    pub key: Option<String>,
-    pub managed: Option<String>,
-    pub ca_url: Option<String>,
-    pub root: Option<String>,
-    pub fingerprint: Option<String>,
-    pub token_file: Option<String>,
-    pub lifetime: Option<String>,
-    pub key_type: Option<String>,
-    pub expires_in: Option<String>,
+/// A server certificate: its files, or a managed certificate (a table with `managed`).
+#[derive(Debug)]
+pub enum RawCertificate {
+    Files(RawCertFiles),
+    Managed(RawManaged),
 }
 
-impl RawCertificate {
-    /// The managed-certificate fields, when `managed` names one.
-    pub fn managed(&self) -> Option<RawManaged> {
-        Some(RawManaged {
-            managed: self.managed.clone()?,
-            ca_url: self.ca_url.clone(),
-            root: self.root.clone(),
-            fingerprint: self.fingerprint.clone(),
-            token_file: self.token_file.clone(),
-            lifetime: self.lifetime.clone(),
-            key_type: self.key_type.clone(),
-            expires_in: self.expires_in.clone(),
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertFiles {
+    pub cert: String,
+    pub key: String,
+}
+
+/// An upstream's `client_cert`: a file (its key in `client_key`), or a managed certificate.
+#[derive(Debug)]
+pub enum RawClientCert {
+    File(String),
+    Managed(RawManaged),
+}
+
+impl<'de> Deserialize<'de> for RawCertificate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = toml::Value::deserialize(d)?;
+        if value.get("managed").is_some() {
+            return managed(value).map(RawCertificate::Managed);
+        }
+        value.try_into().map(RawCertificate::Files).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{}; a certificate from the online CA is {{ managed = \"NAME\", ... }}",
+                e.message()
+            ))
         })
     }
 }
 
+impl<'de> Deserialize<'de> for RawClientCert {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(file) => Ok(RawClientCert::File(file)),
+            table @ toml::Value::Table(_) => managed(table).map(RawClientCert::Managed),
+            _ => Err(serde::de::Error::custom(
+                "a file name, or { managed = \"NAME\", ... } for a certificate from the online CA",
+            )),
+        }
+    }
+}
+
+/// A managed certificate's table, which names no files of its own.
+fn managed<E: serde::de::Error>(value: toml::Value) -> Result<RawManaged, E> {
+    if value.get("cert").is_some() || value.get("key").is_some() {
+        return Err(E::custom("a managed certificate has no cert or key files"));
+    }
+    value
+        .try_into()
+        .map_err(|e: toml::de::Error| E::custom(e.to_string().trim_end().replace('\n', " ")))
+}
+
 /// A certificate the gateway requests from the online CA and keeps renewed. A name declared
 /// in several places must be declared alike; only one place needs the CA's fields.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RawManaged {
     pub managed: String,
@@ -329,8 +354,7 @@ pub struct RawUpstream {
     #[serde(default)]
     pub ca: Vec<String>,
     pub server_name: Option<String>,
-    /// A file name, or a managed certificate (`{ managed = "NAME", ... }`, see [`RawManaged`]).
-    pub client_cert: Option<toml::Value>,
+    pub client_cert: Option<RawClientCert>,
     pub client_key: Option<String>,
     #[serde(default)]
     pub http2: bool,
