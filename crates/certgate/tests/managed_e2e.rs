@@ -322,6 +322,14 @@ fn a_used_token_is_not_used_again_and_the_refusal_is_clear() {
     let err = text(&out);
     assert!(err.contains("token already used") && err.contains(&ca_url), "{err}");
     assert!(!dir.join("state/gw.crt").exists(), "nothing written after a refusal");
+
+    // Something that is not a token in token_file: refused before the CA is asked.
+    std::fs::write(dir.join("gw.token"), "not a token\n").unwrap();
+    let out = start();
+    assert!(!out.status.success());
+    let err = text(&out);
+    assert!(err.contains("gw.token") && err.contains("not a one-time token"), "{err}");
+    assert!(!dir.join("state/gw.crt").exists());
 }
 
 /// Managed certificates are checked like the rest of the file: state_dir is required, cert
@@ -451,4 +459,39 @@ listen = "127.0.0.1:{{port}}"
     assert!(!out.status.success());
     let err = text(&out);
     assert!(err.contains(&crl_url) && err.contains("no copy yet, and fetching it failed"), "{err}");
+}
+
+/// A CRL URL served over TLS by a server the listener's trust anchors do not vouch for
+/// (here the online CA of another CA) is not fetched: the start fails naming the URL and
+/// the certificate problem, and nothing is cached.
+#[test]
+fn a_crl_url_whose_server_the_trust_anchors_do_not_vouch_for_is_refused() {
+    let s = Scratch::with_ca(&[]);
+    s.ok(&["cert", "issue", "server", "--san", "localhost"]);
+    let other = Scratch::with_ca(&[]);
+    let ca = ca_serve(&other);
+    let crl_url = format!("https://127.0.0.1:{}/crl/intermediate.crl", ca.port);
+    let dir = s.path("gw");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!(
+        "state_dir = \"state\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\
+         certificates = [{{ cert = \"../server.crt\", key = \"../server.key\" }}]\n\
+         [listener.client_auth]\nmode = \"required\"\ntrust = [\"../ca/root.crt\"]\n\
+         crls = [\"{crl_url}\"]\n[[route]]\nupstream = \"@echo\"\n"
+    );
+    std::fs::write(dir.join("certgate.toml"), config).unwrap();
+    let out = Command::new(gateway_support::CERTGATE)
+        .current_dir(&dir)
+        .args(["serve", "--config", "certgate.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out);
+    assert!(err.contains(&crl_url) && err.contains("no copy yet, and fetching it failed"), "{err}");
+    // Both CAs have the default names, so rustls finds the issuer and refuses its signature.
+    assert!(err.contains("invalid peer certificate"), "{err}");
+    assert!(
+        !dir.join("state/crls").exists()
+            || std::fs::read_dir(dir.join("state/crls")).unwrap().next().is_none()
+    );
 }
