@@ -83,6 +83,17 @@ fn alert_families_exported(scrape: &str, prefix: &str) {
     assert!(found > 0, "deploy/alerts.yaml has no {prefix} rule");
 }
 
+/// Runs `certgate serve --config certgate.toml ARGS` in `dir` to its end: a start expected to
+/// fail (or `--check`); a gateway that starts would not return.
+fn serve_to_end(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(gateway_support::CERTGATE)
+        .current_dir(dir)
+        .args(["serve", "--config", "certgate.toml"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// The serial of the first certificate in `file`, as openssl prints it (upper-case hex).
 fn serial_of(file: &Path) -> String {
     let out = Command::new("openssl")
@@ -281,11 +292,7 @@ fn a_used_token_is_not_used_again_and_the_refusal_is_clear() {
     let config = config(&ca_url, 9);
     let serve = || {
         std::fs::write(dir.join("certgate.toml"), config.replace("{port}", "0")).unwrap();
-        let out = Command::new(gateway_support::CERTGATE)
-            .current_dir(&dir)
-            .args(["serve", "--check", "--config", "certgate.toml"])
-            .output()
-            .unwrap();
+        let out = serve_to_end(&dir, &["--check"]);
         (out.status.code(), text(&out))
     };
     // --check reads only: it reports the missing certificate and requests nothing.
@@ -300,13 +307,7 @@ fn a_used_token_is_not_used_again_and_the_refusal_is_clear() {
         assert!(dir.join("state/gw.crt").exists());
     }
     std::fs::remove_file(dir.join("state/gw.crt")).unwrap();
-    let start = || {
-        Command::new(gateway_support::CERTGATE)
-            .current_dir(&dir)
-            .args(["serve", "--config", "certgate.toml"])
-            .output()
-            .unwrap()
-    };
+    let start = || serve_to_end(&dir, &[]);
     let out = start();
     assert!(!out.status.success());
     let err = text(&out);
@@ -451,11 +452,7 @@ listen = "127.0.0.1:{{port}}"
 
     // No copy and no CA: the start fails, naming the URL and the reason.
     std::fs::remove_dir_all(dir.join("state/crls")).unwrap();
-    let out = Command::new(gateway_support::CERTGATE)
-        .current_dir(&dir)
-        .args(["serve", "--config", "certgate.toml"])
-        .output()
-        .unwrap();
+    let out = serve_to_end(&dir, &[]);
     assert!(!out.status.success());
     let err = text(&out);
     assert!(err.contains(&crl_url) && err.contains("no copy yet, and fetching it failed"), "{err}");
@@ -480,11 +477,7 @@ fn a_crl_url_whose_server_the_trust_anchors_do_not_vouch_for_is_refused() {
          crls = [\"{crl_url}\"]\n[[route]]\nupstream = \"@echo\"\n"
     );
     std::fs::write(dir.join("certgate.toml"), config).unwrap();
-    let out = Command::new(gateway_support::CERTGATE)
-        .current_dir(&dir)
-        .args(["serve", "--config", "certgate.toml"])
-        .output()
-        .unwrap();
+    let out = serve_to_end(&dir, &[]);
     assert!(!out.status.success());
     let err = text(&out);
     assert!(err.contains(&crl_url) && err.contains("no copy yet, and fetching it failed"), "{err}");
