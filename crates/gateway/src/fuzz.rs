@@ -654,6 +654,10 @@ pub fn oauth_passes(data: &[u8]) -> bool {
             assert!(form.get(name).is_none_or(|v| !v.is_empty()));
         }
     }
+    // The same text as a one-time token file, whose claims a managed certificate asks for.
+    if let Ok((sub, _sans)) = crate::managed::token_claims(authorization) {
+        assert!(!sub.is_empty());
+    }
     let fixture = oauth_fixture();
     if let Ok(pattern) = certgate_pki::dn_match::DnPattern::parse(dn) {
         let _ = pattern.compare_cert(&fixture.leaf_der);

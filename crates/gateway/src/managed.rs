@@ -264,7 +264,7 @@ async fn request_with_token(spec: &ManagedSpec) -> Result<Option<Current>, Renew
 
 /// The name (`sub`) and SANs (`sans`) a one-time token allows, read from its payload (the CA
 /// checks its signature; the client only asks for what it names).
-fn token_claims(token: &str) -> Result<(String, Vec<String>), String> {
+pub(crate) fn token_claims(token: &str) -> Result<(String, Vec<String>), String> {
     use base64::Engine;
     let payload =
         token.split('.').nth(1).ok_or("not a one-time token (a JWS from `certgate ca token`)")?;
